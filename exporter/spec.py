@@ -1,0 +1,249 @@
+"""ModelSpec: the architecture facts of a checkpoint, read from config.json only.
+
+Never imports or executes anything named in the config (``auto_map`` is ignored on purpose).
+"""
+from __future__ import annotations
+
+import enum
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from slmpack.errors import BadInputError, UnsupportedError
+
+
+class Family(str, enum.Enum):
+    LLAMA = "llama"      # also SmolLM, TinyLlama (Llama configs)
+    MISTRAL = "mistral"
+    QWEN2 = "qwen2"
+
+
+# config.json "architectures" / "model_type" values we understand. Explicit, no discovery.
+_ARCHITECTURES = {
+    "LlamaForCausalLM": Family.LLAMA,
+    "MistralForCausalLM": Family.MISTRAL,
+    "Qwen2ForCausalLM": Family.QWEN2,
+}
+_MODEL_TYPES = {"llama": Family.LLAMA, "mistral": Family.MISTRAL, "qwen2": Family.QWEN2}
+SUPPORTED_ARCHITECTURES = tuple(sorted(_ARCHITECTURES))
+
+
+class RopeType(str, enum.Enum):
+    DEFAULT = "default"
+    LINEAR = "linear"
+    LLAMA3 = "llama3"
+    YARN = "yarn"
+
+
+@dataclass(frozen=True)
+class RopeSpec:
+    theta: float
+    type: RopeType = RopeType.DEFAULT
+    factor: float = 1.0
+    original_max_position_embeddings: int | None = None
+    low_freq_factor: float = 1.0     # llama3
+    high_freq_factor: float = 4.0    # llama3
+    beta_fast: float = 32.0          # yarn
+    beta_slow: float = 1.0           # yarn
+    attention_factor: float | None = None  # yarn
+    truncate: bool = True            # yarn
+
+    def inv_freq_and_scale(self, head_dim: int, max_position_embeddings: int) -> tuple[list[float], float]:
+        """Inverse frequencies (head_dim/2 floats, float64 math) and the cos/sin scale."""
+        dim = head_dim
+        base = [self.theta ** (i / dim) for i in range(0, dim, 2)]
+        inv = [1.0 / b for b in base]
+        if self.type is RopeType.DEFAULT:
+            return inv, 1.0
+        if self.type is RopeType.LINEAR:
+            return [f / self.factor for f in inv], 1.0
+        if self.type is RopeType.LLAMA3:
+            old = self.original_max_position_embeddings
+            low_wl, high_wl = old / self.low_freq_factor, old / self.high_freq_factor
+            out = []
+            for f in inv:
+                wl = 2 * math.pi / f
+                if wl < high_wl:
+                    out.append(f)
+                elif wl > low_wl:
+                    out.append(f / self.factor)
+                else:
+                    s = (old / wl - self.low_freq_factor) / (self.high_freq_factor - self.low_freq_factor)
+                    out.append((1 - s) * f / self.factor + s * f)
+            return out, 1.0
+        # YARN (arXiv:2309.00071), as transformers computes it
+        factor = self.factor
+        attn = self.attention_factor
+        if attn is None:
+            attn = 1.0 if factor <= 1 else 0.1 * math.log(factor) + 1.0
+        orig = self.original_max_position_embeddings
+
+        def corr_dim(rot: float) -> float:
+            return (dim * math.log(orig / (rot * 2 * math.pi))) / (2 * math.log(self.theta))
+
+        low, high = corr_dim(self.beta_fast), corr_dim(self.beta_slow)
+        if self.truncate:
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, dim - 1)
+        if low == high:
+            high += 0.001
+        out = []
+        for i, f in enumerate(inv):
+            ramp = min(max((i - low) / (high - low), 0.0), 1.0)
+            extrap = 1 - ramp
+            out.append((f / factor) * (1 - extrap) + f * extrap)
+        return out, attn
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    family: Family
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope: RopeSpec
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    sliding_window: int | None = None
+    bos_token_id: int | None = None
+    eos_token_ids: tuple[int, ...] = ()
+    architecture: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
+                     "num_kv_heads", "head_dim"):
+            if int(getattr(self, name)) <= 0:
+                raise BadInputError(f"config.json: {name} must be positive", "E_CONFIG_INVALID")
+        if self.num_heads % self.num_kv_heads:
+            raise BadInputError(
+                f"config.json: num_attention_heads ({self.num_heads}) is not a multiple of "
+                f"num_key_value_heads ({self.num_kv_heads})", "E_CONFIG_INVALID")
+
+    # ---- derived numbers ---------------------------------------------------------------
+    @property
+    def num_parameters(self) -> int:
+        d, h, kv, hd, f, v = (self.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim,
+                             self.intermediate_size, self.vocab_size)
+        attn = d * h * hd + 2 * d * kv * hd + h * hd * d
+        if self.attention_bias:
+            attn += h * hd + 2 * kv * hd
+        mlp = 3 * d * f
+        per_layer = attn + mlp + 2 * d
+        emb = v * d * (1 if self.tie_word_embeddings else 2)
+        return self.num_layers * per_layer + emb + d
+
+    def kv_cache_bytes(self, context: int, bytes_per_value: int = 4) -> int:
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * context * bytes_per_value
+
+    def to_json(self) -> dict:
+        return {
+            "family": self.family.value, "architecture": self.architecture,
+            "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size, "num_layers": self.num_layers,
+            "num_heads": self.num_heads, "num_kv_heads": self.num_kv_heads, "head_dim": self.head_dim,
+            "rms_norm_eps": self.rms_norm_eps, "rope_type": self.rope.type.value,
+            "rope_theta": self.rope.theta, "rope_factor": self.rope.factor,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings, "attention_bias": self.attention_bias,
+            "bos_token_id": self.bos_token_id, "eos_token_ids": list(self.eos_token_ids),
+            "num_parameters": self.num_parameters,
+        }
+
+
+def _rope_from_config(cfg: dict) -> RopeSpec:
+    params = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+    theta = float(params.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+    kind = params.get("rope_type", params.get("type", "default")) or "default"
+    try:
+        rtype = RopeType(kind)
+    except ValueError:
+        raise UnsupportedError(
+            f"rope type {kind!r} is not supported (supported: {', '.join(t.value for t in RopeType)})",
+            "E_ROPE_UNSUPPORTED") from None
+    if rtype is RopeType.DEFAULT:
+        return RopeSpec(theta=theta)
+    if "factor" not in params and rtype is not RopeType.YARN:
+        raise BadInputError(f"config.json: rope type {kind!r} needs a 'factor'", "E_CONFIG_INVALID")
+    orig = params.get("original_max_position_embeddings")
+    if rtype in (RopeType.LLAMA3, RopeType.YARN) and orig is None:
+        orig = cfg.get("max_position_embeddings")
+    factor = params.get("factor")
+    if factor is None:  # yarn without factor: ratio of context lengths
+        factor = cfg["max_position_embeddings"] / orig
+    return RopeSpec(
+        theta=theta, type=rtype, factor=float(factor),
+        original_max_position_embeddings=int(orig) if orig is not None else None,
+        low_freq_factor=float(params.get("low_freq_factor", 1.0)),
+        high_freq_factor=float(params.get("high_freq_factor", 4.0)),
+        beta_fast=float(params.get("beta_fast") or 32.0), beta_slow=float(params.get("beta_slow") or 1.0),
+        attention_factor=params.get("attention_factor"), truncate=bool(params.get("truncate", True)),
+    )
+
+
+def _eos_ids(value) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, int):
+        return (value,)
+    return tuple(int(v) for v in value)
+
+
+def spec_from_config(cfg: dict) -> ModelSpec:
+    """Build a ModelSpec from a parsed config.json. Unknown architectures are a typed error."""
+    archs = cfg.get("architectures") or []
+    family = next((_ARCHITECTURES[a] for a in archs if a in _ARCHITECTURES), None)
+    if family is None and not archs:
+        family = _MODEL_TYPES.get(cfg.get("model_type", ""))
+    if family is None:
+        got = ", ".join(archs) or cfg.get("model_type") or "none"
+        raise UnsupportedError(
+            f"unknown architecture {got}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}",
+            "E_ARCH_UNSUPPORTED", details={"supported": list(SUPPORTED_ARCHITECTURES)})
+    act = cfg.get("hidden_act", "silu")
+    if act not in ("silu", "swish"):
+        raise UnsupportedError(f"hidden_act {act!r} is not supported (silu only)", "E_UNSUPPORTED")
+    try:
+        hidden, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+        head_dim = int(cfg.get("head_dim") or hidden // heads)
+        window = cfg.get("sliding_window") if (family is Family.MISTRAL or cfg.get("use_sliding_window")) else None
+        return ModelSpec(
+            family=family, architecture=archs[0] if archs else family.value,
+            vocab_size=int(cfg["vocab_size"]), hidden_size=hidden,
+            intermediate_size=int(cfg["intermediate_size"]),
+            num_layers=int(cfg["num_hidden_layers"]), num_heads=heads,
+            num_kv_heads=int(cfg.get("num_key_value_heads") or heads), head_dim=head_dim,
+            rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)), rope=_rope_from_config(cfg),
+            max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", family is not Family.MISTRAL)),
+            attention_bias=bool(cfg.get("attention_bias", family is Family.QWEN2)),
+            mlp_bias=bool(cfg.get("mlp_bias", False)),
+            sliding_window=int(window) if window else None,
+            bos_token_id=cfg.get("bos_token_id"), eos_token_ids=_eos_ids(cfg.get("eos_token_id")),
+        )
+    except KeyError as e:
+        raise BadInputError(f"config.json is missing required field {e.args[0]!r}", "E_CONFIG_INVALID") from None
+    except (TypeError, ValueError) as e:
+        raise BadInputError(f"config.json has an invalid value: {e}", "E_CONFIG_INVALID") from None
+
+
+def load_spec(model_dir: Path) -> ModelSpec:
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise BadInputError(f"{model_dir}: no config.json (not a Hugging Face model directory)",
+                            "E_MODEL_DIR_INVALID")
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadInputError(f"{path}: not valid JSON ({e})", "E_CONFIG_INVALID") from None
+    if not isinstance(cfg, dict):
+        raise BadInputError(f"{path}: expected a JSON object", "E_CONFIG_INVALID")
+    return spec_from_config(cfg)

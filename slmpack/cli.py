@@ -1,0 +1,182 @@
+"""The `slmpack` command line.
+
+Exit codes: 0 ok, 1 validation failed, 2 bad input or usage, 3 toolchain failure.
+Every command accepts --json (one JSON document on stdout) for build systems.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from slmpack.errors import BadInputError, SlmpackError, ToolchainError
+
+TARGET_CHOICES = ("onnx", "executorch", "tflite", "coreml", "all")
+
+EPILOG = """exit codes: 0 ok, 1 validation failed, 2 bad input or usage, 3 toolchain failure.
+Errors print one line `error[CODE]: message` on stderr (and a JSON object on stdout with --json)."""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout (for build systems)")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks for toolchain failures")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="slmpack", description="Export trained small language models to validated on-device packages "
+        "(ONNX Runtime, ExecuTorch, Core ML, LiteRT).", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("export", help="export a model to one or all targets, then validate",
+                       description="Trace MODEL_DIR (a local Hugging Face directory; default: the bundled demo "
+                       "model), lower it for the target, write a package atomically and run the validation "
+                       "ladder.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model_dir", nargs="?", type=Path, help="HF-format model directory (default: bundled demo)")
+    p.add_argument("--target", "-t", default="onnx", choices=TARGET_CHOICES,
+                   help="target runtime; 'all' writes OUT/<target>/ for every available target (default: onnx)")
+    p.add_argument("--out", "-o", type=Path, default=None, help="output package directory (default: ./slmpack-out/<model>[/<target>])")
+    p.add_argument("--max-context", type=int, default=256, help="KV-cache length in tokens (default: 256)")
+    p.add_argument("--max-prompt", type=int, default=128, help="longest prefill chunk (default: 128)")
+    p.add_argument("--opset", type=int, default=20, help="ONNX opset (default: 20)")
+    p.add_argument("--eval-text", type=Path, default=None,
+                   help="held-out text for the validation ladder (default: bundled English held-out text)")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="accept *.bin/*.pt checkpoints (read with torch.load(weights_only=True))")
+    p.add_argument("--no-validate", action="store_true", help="skip the validation ladder")
+    _common(p)
+
+    p = sub.add_parser("validate", help="re-run structural, test-vector and greedy checks on a package")
+    p.add_argument("package", type=Path)
+    _common(p)
+
+    p = sub.add_parser("verify", help="re-hash a package; name changed, missing or extra files")
+    p.add_argument("package", type=Path)
+    _common(p)
+
+    p = sub.add_parser("inspect", help="show what was understood from a checkpoint")
+    p.add_argument("model_dir", nargs="?", type=Path, help="HF-format model directory (default: bundled demo)")
+    _common(p)
+    return ap
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def cmd_export(args) -> int:
+    from slmpack.config import ExportConfig, TraceConfig
+    from slmpack.exporter.pipeline import require_passed
+    from slmpack.progress import Progress
+    from slmpack.summary import export_table
+    from slmpack.targets import registry
+    from slmpack.targets.options import options_for
+    from slmpack import api
+
+    cfg = ExportConfig(trace=TraceConfig(max_context=args.max_context, max_prompt=args.max_prompt),
+                       validate=not args.no_validate, allow_pickle=args.allow_pickle, force=args.force)
+    model_name = args.model_dir.name if args.model_dir else "demo_model"
+    targets = registry.available() if args.target == "all" else [args.target]
+    base = args.out or Path("slmpack-out") / model_name
+    outs = {t: (base / t if args.target == "all" or args.out is None else base) for t in targets}
+    progress = Progress(enabled=None if not args.json else False)
+    pkgs, errors = [], []
+    for t in targets:
+        try:
+            pkgs.append(api.export(args.model_dir, t, outs[t], cfg, options_for(t, args), progress, args.eval_text))
+        except SlmpackError as e:
+            if args.target != "all":
+                raise
+            errors.append((t, e))
+    if args.json:
+        _print_json({"packages": [{"path": str(p.path), "target": p.target, "validation": p.validation}
+                                  for p in pkgs],
+                     "errors": [{"target": t, **e.to_json()} for t, e in errors]})
+    else:
+        export_table(pkgs, errors)
+    for p in pkgs:
+        require_passed(p)
+    if errors:
+        raise max((e for _, e in errors), key=lambda e: e.exit_code)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from slmpack import api
+
+    res = api.validate(args.package)
+    if args.json:
+        _print_json(res)
+    else:
+        v = res["vectors"]
+        print(f"{res['package']} [{res['target']}]: structural {'ok' if res['structural']['passed'] else 'FAIL'}, "
+              f"vectors max|diff| {max(v['prefill_max_abs_diff'], v['decode_max_abs_diff']):.2e} "
+              f"(bound {v['bound']:.1e}), greedy {'match' if res['greedy']['match'] else 'MISMATCH'} "
+              f"-> {'PASSED' if res['passed'] else 'FAILED'}")
+    if not res["passed"]:
+        from slmpack.errors import ValidationFailed
+
+        raise ValidationFailed(f"{args.package}: validation failed", "E_VALIDATION", details=res)
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from slmpack import api
+
+    res = api.verify(args.package)
+    if args.json:
+        _print_json(res)
+    else:
+        print(f"{res['package']}: {res['files']} files verified, all hashes match")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from slmpack import api
+
+    res = api.inspect(args.model_dir)
+    if args.json:
+        _print_json(res)
+    else:
+        width = max(len(k) for k in res)
+        for k, v in res.items():
+            print(f"{k:<{width}}  {v}")
+    return 0
+
+
+COMMANDS = {"export": cmd_export, "validate": cmd_validate, "verify": cmd_verify, "inspect": cmd_inspect}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SlmpackError as e:
+        return _fail(args, e)
+    except KeyboardInterrupt:
+        return _fail(args, BadInputError("interrupted", "E_INTERRUPTED"))
+    except Exception as e:  # a converter/runtime bug we did not classify: one line, exit 3
+        if getattr(args, "debug", False):
+            raise
+        return _fail(args, ToolchainError(f"internal toolchain failure: {type(e).__name__}: "
+                                          f"{str(e).splitlines()[0] if str(e) else ''} (rerun with --debug)",
+                                          "E_INTERNAL"))
+
+
+def _fail(args, e: SlmpackError) -> int:
+    if getattr(args, "json", False):
+        _print_json(e.to_json())
+    print(f"error[{e.code}]: {e}", file=sys.stderr)
+    if getattr(args, "debug", False) and e.__cause__ is not None:
+        import traceback
+
+        traceback.print_exception(e.__cause__, file=sys.stderr)
+    return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Typed, frozen configuration, grouped by the component that consumes it.
+
+Each component receives only its own sub-config. Validation happens in ``__post_init__`` and
+names the offending field (raised as ``BadInputError`` with code ``E_CONFIG``).
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from slmpack.errors import BadInputError
+
+
+class Precision(str, enum.Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+
+def _bad(field_name: str, why: str) -> BadInputError:
+    return BadInputError(f"invalid option {field_name}: {why}", "E_CONFIG", details={"field": field_name})
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    """How the reference module is traced (shared by every target)."""
+
+    max_context: int = 256
+    max_prompt: int = 128
+
+    def __post_init__(self):
+        if not 2 <= self.max_context <= 131072:
+            raise _bad("max_context", f"must be in 2..131072, got {self.max_context}")
+        if not 1 <= self.max_prompt <= self.max_context:
+            raise _bad("max_prompt", f"must be in 1..max_context ({self.max_context}), got {self.max_prompt}")
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    heldout_tokens: int = 512      # ladder step (c): at least this many held-out tokens
+    greedy_tokens: int = 32        # ladder step (d)
+    test_prompt_tokens: int = 16   # test vectors: prompt length
+    test_decode_tokens: int = 8    # test vectors: single-token decode steps
+
+    def __post_init__(self):
+        if self.heldout_tokens < 1:
+            raise _bad("heldout_tokens", "must be >= 1")
+        if self.greedy_tokens < 1:
+            raise _bad("greedy_tokens", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Everything `slmpack export` decides, grouped by consumer."""
+
+    trace: TraceConfig = field(default_factory=TraceConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    precision: Precision = Precision.FP32
+    validate: bool = True
+    allow_pickle: bool = False
+    force: bool = False

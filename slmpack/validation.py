@@ -1,0 +1,75 @@
+"""The validation ladder, target-independent, over the Runner protocol.
+
+  (a) structural   the target's own check of the artifact (``target.check``)
+  (b) vectors      logits on the package's test vectors vs eager, within the target's tolerance
+  (c) held-out     >= N held-out tokens: top-1 agreement, mean KL(ref || artifact), perplexity
+  (d) greedy       greedy continuation equals the reference (required for fp32 exports)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from slmpack.metrics import compare_logits
+from slmpack.exporter.reference_runner import greedy
+
+
+def check_vectors(runner, vectors: dict[str, np.ndarray], tol) -> dict:
+    runner.reset()
+    pre = runner.prefill(vectors["prompt_ids"])
+    diff_pre = float(np.abs(pre - vectors["prefill_logits"]).max())
+    pos = len(vectors["prompt_ids"])
+    diffs = []
+    for i, tok in enumerate(vectors["decode_ids"]):
+        out = runner.decode(int(tok), pos + i)
+        diffs.append(float(np.abs(out - vectors["decode_logits"][i]).max()))
+    diff_dec = max(diffs) if diffs else 0.0
+    bound = tol.atol + tol.rtol * float(np.abs(vectors["prefill_logits"]).max())
+    return {"prefill_max_abs_diff": diff_pre, "decode_max_abs_diff": diff_dec, "bound": bound,
+            "passed": diff_pre <= bound and diff_dec <= bound}
+
+
+def check_heldout(runner, reference, tokens: np.ndarray, window: int) -> dict:
+    """Prefill windows of held-out text through both runners and compare next-token distributions."""
+    ref_logits, art_logits, targets = [], [], []
+    for start in range(0, len(tokens) - 1, window):
+        chunk = tokens[start:start + window + 1]
+        if len(chunk) < 2:
+            break
+        ids, nxt = chunk[:-1], chunk[1:]
+        reference.reset()
+        runner.reset()
+        ref_logits.append(reference.prefill(ids))
+        art_logits.append(runner.prefill(ids))
+        targets.append(nxt)
+    m = compare_logits(np.concatenate(ref_logits), np.concatenate(art_logits), np.concatenate(targets))
+    return {"tokens": int(sum(len(t) for t in targets)), **m}
+
+
+def run_ladder(target, pkg_dir, manifest: dict, runner, reference, vectors: dict, heldout: np.ndarray,
+               greedy_prompt: np.ndarray, greedy_n: int, eos: tuple[int, ...], exact_greedy: bool) -> dict:
+    tol = target.tolerance
+    structural = target.check(pkg_dir, manifest)
+    result: dict = {"structural": {"problems": structural, "passed": not structural}}
+    result["vectors"] = check_vectors(runner, vectors, tol)
+    window = min(runner.max_prompt, 128)
+    result["heldout"] = check_heldout(runner, reference, heldout, window)
+    result["heldout"]["passed"] = result["heldout"]["top1_agreement"] >= (tol.min_top1 if exact_greedy else 0.0)
+    ref_ids = greedy(reference, greedy_prompt, greedy_n, eos)
+    art_ids = greedy(runner, greedy_prompt, greedy_n, eos)
+    match = ref_ids == art_ids
+    first_diff = next((i for i, (a, b) in enumerate(zip(ref_ids, art_ids)) if a != b), None)
+    result["greedy"] = {"tokens": len(ref_ids), "match": match, "first_mismatch": first_diff,
+                        "reference_ids": ref_ids, "artifact_ids": art_ids,
+                        "passed": match or not (exact_greedy and tol.greedy_exact)}
+    result["passed"] = all(result[k]["passed"] for k in ("structural", "vectors", "heldout", "greedy"))
+    return _round(result)
+
+
+def _round(x):
+    if isinstance(x, float):
+        return float(f"{x:.6g}")
+    if isinstance(x, dict):
+        return {k: _round(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_round(v) for v in x]
+    return x

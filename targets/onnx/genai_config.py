@@ -1,0 +1,42 @@
+"""genai_config.json for onnxruntime-genai (see its config reference)."""
+from __future__ import annotations
+
+from slmpack.exporter.spec import ModelSpec
+
+
+def genai_config(spec: ModelSpec, filename: str, context_length: int, gen: dict) -> dict:
+    eos = list(spec.eos_token_ids) or [gen.get("eos_token_id", 0)]
+    return {
+        "model": {
+            "bos_token_id": spec.bos_token_id if spec.bos_token_id is not None else eos[0],
+            "context_length": context_length,
+            "decoder": {
+                "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
+                "filename": filename,
+                "head_size": spec.head_dim,
+                "hidden_size": spec.hidden_size,
+                "inputs": {
+                    "input_ids": "input_ids", "attention_mask": "attention_mask",
+                    "position_ids": "position_ids",
+                    "past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value",
+                },
+                "outputs": {
+                    "logits": "logits",
+                    "present_key_names": "present.%d.key", "present_value_names": "present.%d.value",
+                },
+                "num_attention_heads": spec.num_heads,
+                "num_hidden_layers": spec.num_layers,
+                "num_key_value_heads": spec.num_kv_heads,
+            },
+            "eos_token_id": eos if len(eos) > 1 else eos[0],
+            "pad_token_id": gen.get("pad_token_id", eos[0]),
+            "type": "llama" if spec.family.value == "llama" else spec.family.value,
+            "vocab_size": spec.vocab_size,
+        },
+        "search": {
+            "diversity_penalty": 0.0, "do_sample": False, "early_stopping": True, "length_penalty": 1.0,
+            "max_length": context_length, "min_length": 0, "no_repeat_ngram_size": 0, "num_beams": 1,
+            "num_return_sequences": 1, "past_present_share_buffer": False, "repetition_penalty": 1.0,
+            "temperature": 1.0, "top_k": 1, "top_p": 1.0,
+        },
+    }

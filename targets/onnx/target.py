@@ -1,0 +1,51 @@
+"""The ONNX Runtime target."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from slmpack.exporter.kv_cache import CacheLayout
+from slmpack.targets.base import Artifact, TargetName, Tolerance, Unsupported
+from slmpack.targets.onnx import lower as _lower
+from slmpack.targets.onnx.names import input_names, output_names
+from slmpack.targets.onnx.ops import unsupported_features
+from slmpack.targets.onnx.options import OnnxOptions
+from slmpack.targets.onnx.runner import OnnxRunner
+
+
+class OnnxTarget:
+    name = TargetName.ONNX
+    cache_layout = CacheLayout.IO_CONCAT
+    tolerance = Tolerance(atol=1e-4, rtol=1e-4)
+    options_type = OnnxOptions
+    artifact_suffix = ".onnx"
+
+    def supports(self, spec, options: OnnxOptions, plan=None) -> list[Unsupported]:
+        return unsupported_features(spec, options, plan)
+
+    def lower(self, programs, spec, options: OnnxOptions, out_dir: Path, gen: dict, plan=None) -> Artifact:
+        return _lower.lower(programs, spec, options, out_dir, gen, plan)
+
+    def check(self, pkg_dir: Path, manifest: dict) -> list[str]:
+        """Structural check: the checker passes and the I/O names match the manifest's model."""
+        problems = []
+        path = pkg_dir / manifest["artifact"]
+        try:
+            onnx.checker.check_model(str(path), full_check=True)
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as e:  # checker/protobuf errors
+            return [f"{path.name}: {str(e).splitlines()[0]}"]
+        layers = manifest["model"]["num_layers"]
+        got_in = [i.name for i in model.graph.input]
+        got_out = [o.name for o in model.graph.output]
+        if got_in != input_names(layers):
+            problems.append(f"inputs {got_in[:4]}... differ from the GenAI names")
+        if got_out != output_names(layers):
+            problems.append(f"outputs {got_out[:3]}... differ from the GenAI names")
+        return problems
+
+    def runner(self, pkg_dir: Path, manifest: dict, threads: int = 0) -> OnnxRunner:
+        m = manifest["model"]
+        return OnnxRunner(pkg_dir / manifest["artifact"], m["num_layers"], m["num_kv_heads"], m["head_dim"],
+                          m["max_context"], threads=threads)
