@@ -119,8 +119,9 @@ def export(model_dir: Path | None, target_name: str, out: Path, cfg: ExportConfi
         tokenizer = inputs.load_tokenizer(model_dir)
         gen = inputs.generation_config(model_dir, spec)
         eos = inputs.eos_ids(gen)
-    with progress.stage(f"trace ({target.cache_layout.value})"):
-        programs = trace_programs(ref, target.cache_layout, cfg.trace)
+    layout = target.layout(options) if hasattr(target, "layout") else target.cache_layout
+    with progress.stage(f"trace ({layout.value})"):
+        programs = trace_programs(ref, layout, cfg.trace, export_programs=getattr(target, "needs_exported_programs", True))
     with staged_directory(Path(out), cfg.force) as stage:
         with progress.stage(f"lower to {target.name.value}"):
             artifact = target.lower(programs, spec, options, stage, gen)

@@ -40,7 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", type=Path, default=None, help="output package directory (default: ./slmpack-out/<model>[/<target>])")
     p.add_argument("--max-context", type=int, default=256, help="KV-cache length in tokens (default: 256)")
     p.add_argument("--max-prompt", type=int, default=128, help="longest prefill chunk (default: 128)")
-    p.add_argument("--opset", type=int, default=20, help="ONNX opset (default: 20)")
     p.add_argument("--eval-text", type=Path, default=None,
                    help="held-out text for the validation ladder (default: bundled English held-out text)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
@@ -48,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept *.bin/*.pt checkpoints (read with torch.load(weights_only=True))")
     p.add_argument("--no-validate", action="store_true", help="skip the validation ladder")
     _common(p)
+    from slmpack.targets.options import add_target_arguments
+
+    add_target_arguments(p)
 
     p = sub.add_parser("validate", help="re-run structural, test-vector and greedy checks on a package")
     p.add_argument("package", type=Path)
