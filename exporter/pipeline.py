@@ -4,6 +4,7 @@ Preflight (cheap checks: output path, config, target support) runs before any sl
 """
 from __future__ import annotations
 
+import dataclasses
 import platform
 import shutil
 from dataclasses import dataclass
@@ -112,6 +113,8 @@ def export(model_dir: Path | None, target_name: str, out: Path, cfg: ExportConfi
     target = registry.get(target_name)
     options = options if options is not None else target.options_type()
     with progress.stage("preflight"):
+        spec = load_spec(model_dir)
+        cfg = dataclasses.replace(cfg, trace=cfg.trace.resolved(spec.max_position_embeddings))
         spec = preflight(model_dir, target, options, cfg, Path(out))
     with progress.stage("load checkpoint"):
         ref = build_reference(spec, load_state_dict(model_dir, cfg.allow_pickle), cfg.trace.max_context)

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", "-t", default="onnx", choices=TARGET_CHOICES,
                    help="target runtime; 'all' writes OUT/<target>/ for every available target (default: onnx)")
     p.add_argument("--out", "-o", type=Path, default=None, help="output package directory (default: ./slmpack-out/<model>[/<target>])")
-    p.add_argument("--max-context", type=int, default=256, help="KV-cache length in tokens (default: 256)")
+    p.add_argument("--max-context", type=int, default=None,
+                   help="KV-cache length in tokens (default: min(256, the model's max_position_embeddings))")
     p.add_argument("--max-prompt", type=int, default=128, help="longest prefill chunk (default: 128)")
     p.add_argument("--eval-text", type=Path, default=None,
                    help="held-out text for the validation ladder (default: bundled English held-out text)")
@@ -155,6 +156,10 @@ COMMANDS = {"export": cmd_export, "validate": cmd_validate, "verify": cmd_verify
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.debug:
+        from slmpack.quiet import quiet_third_party
+
+        quiet_third_party()
     try:
         return COMMANDS[args.command](args)
     except SlmpackError as e:

@@ -25,10 +25,20 @@ def _bad(field_name: str, why: str) -> BadInputError:
 class TraceConfig:
     """How the reference module is traced (shared by every target)."""
 
-    max_context: int = 256
-    max_prompt: int = 128
+    max_context: int | None = None   # None: min(256, the model's max_position_embeddings)
+    max_prompt: int = 128            # clipped to max_context
+
+    DEFAULT_CONTEXT = 256
+
+    def resolved(self, model_max_positions: int) -> "TraceConfig":
+        ctx = self.max_context or min(self.DEFAULT_CONTEXT, model_max_positions)
+        return TraceConfig(max_context=ctx, max_prompt=min(self.max_prompt, ctx))
 
     def __post_init__(self):
+        if self.max_context is None:
+            if self.max_prompt < 1:
+                raise _bad("max_prompt", f"must be >= 1, got {self.max_prompt}")
+            return
         if not 2 <= self.max_context <= 131072:
             raise _bad("max_context", f"must be in 2..131072, got {self.max_context}")
         if not 1 <= self.max_prompt <= self.max_context:

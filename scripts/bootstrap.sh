@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Create (or reuse) .venv with the pinned toolchain. Idempotent: reinstalls only when
+# pyproject.toml, setup.py or constraints.txt changed. Usage: scripts/bootstrap.sh [--system-tools]
+#   --system-tools  also install the Debian packages the device tests use (qemu-user-static,
+#                   openssh-server/client); needs root or sudo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  for cand in python3.11 python3; do
+    if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      PY="$cand"; break
+    fi
+  done
+fi
+[ -n "$PY" ] || { echo "bootstrap: Python 3.11 is required (set PYTHON=/path/to/python3.11)" >&2; exit 2; }
+
+if [ "${1:-}" = "--system-tools" ]; then
+  need=()
+  command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+  command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+  command -v ssh >/dev/null || need+=(openssh-client)
+  if [ ${#need[@]} -gt 0 ]; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    echo "bootstrap: installing Debian packages: ${need[*]}" >&2
+    $SUDO apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+fi
+
+stamp="$(cat pyproject.toml setup.py constraints.txt | sha256sum | cut -d' ' -f1)"
+if [ -x .venv/bin/python ] && [ "$(cat .venv/.slmpack-stamp 2>/dev/null)" = "$stamp" ]; then
+  exit 0
+fi
+echo "bootstrap: creating .venv with the pinned toolchain (first run takes a few minutes)" >&2
+"$PY" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade "pip==26.3" "setuptools==84.2.1" "wheel==0.48.0"
+# torch==2.13.0 resolves to the CPU wheel (see ../shared/TOOLCHAIN.md); constraints.txt locks the rest.
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+.venv/bin/python -c "import slmpack.cli, torch, onnxruntime, executorch, coremltools, ai_edge_litert, litert_torch" \
+  2>/dev/null || { echo "bootstrap: toolchain import check failed" >&2; exit 3; }
+echo "$stamp" > .venv/.slmpack-stamp
