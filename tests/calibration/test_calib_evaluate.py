@@ -1,0 +1,53 @@
+"""Perplexity, KL and top-1 agreement against direct numpy computations."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from slmpack.calibration.evaluate import compare_logits, mean_kl, perplexity, top1_agreement
+from slmpack.errors import BadInputError
+
+
+def _np_logsoftmax(x):
+    x = x.astype(np.float64)
+    m = x.max(-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+
+
+def test_metrics_match_numpy():
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(2, 6, 11, generator=g) * 3
+    test = ref + 0.5 * torch.randn(2, 6, 11, generator=g)
+    ids = torch.randint(0, 11, (2, 6), generator=g)
+    lr, lt = _np_logsoftmax(ref.numpy()), _np_logsoftmax(test.numpy())
+    kl = (np.exp(lr) * (lr - lt)).sum(-1).mean()
+    nll = -np.take_along_axis(lr[:, :-1], ids[:, 1:, None].numpy(), -1).mean()
+    top1 = (ref.argmax(-1) == test.argmax(-1)).double().mean().item()
+    c = compare_logits(ref, test, ids)
+    assert c.kl == pytest.approx(kl, rel=1e-9) and c.kl > 0
+    assert c.ppl_ref == pytest.approx(math.exp(nll), rel=1e-9)
+    assert c.top1 == pytest.approx(top1) and 0 < c.top1 < 1
+    assert set(c.to_json()) == {"kl", "top1_agreement", "perplexity_ref", "perplexity_test"}
+
+
+def test_edge_values_and_stability():
+    x = torch.randn(5, 7, generator=torch.Generator().manual_seed(1))
+    assert mean_kl(x, x) == 0.0 and top1_agreement(x, x) == 1.0
+    assert perplexity(torch.zeros(4, 32), torch.arange(4)) == pytest.approx(32.0)
+    big = torch.tensor([[1e4, 0.0, -1e4], [0.0, 1e4, 0.0]])
+    other = torch.tensor([[0.0, 1e4, -1e4], [0.0, 1e4, 0.0]])
+    assert math.isfinite(mean_kl(big, other)) and mean_kl(big, other) == pytest.approx(5e3)
+    masked = torch.tensor([[0.0, float("-inf"), 1.0]])
+    assert mean_kl(masked, torch.zeros(1, 3)) >= 0.0
+    assert math.isfinite(mean_kl(masked, torch.zeros(1, 3)))
+
+
+def test_shape_errors():
+    with pytest.raises(BadInputError) as e:
+        mean_kl(torch.zeros(2, 3), torch.zeros(2, 4))
+    assert e.value.code == "E_EVAL_SHAPE"
+    with pytest.raises(BadInputError):
+        perplexity(torch.zeros(3, 5), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(BadInputError):
+        top1_agreement(torch.zeros(5), torch.zeros(5))
