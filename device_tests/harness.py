@@ -1,0 +1,193 @@
+"""Run packages on devices: push package + runner, run, fetch the JSON, judge it on the host.
+
+``run_device_test(packages, devices)`` is the matrix (every package on every device). For each
+pair: the device must list a runtime for the package's format and the package must fit (at the
+context the test uses); then the transport pushes both, runs ``device_runner.py``, fetches its
+JSON, and the host compares it with the package's own test vectors and tolerance: every file's
+sha256 verified on the device, logits within tolerance, greedy tokens equal to the reference.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from slmpack.errors import BadInputError, SlmpackError, UnsupportedError
+
+from . import device_runner
+from .fit import estimate, load_facts
+from .profiles import DeviceProfile, load_registry
+from .report import Report
+from .transports import Transport, make_transport
+
+RUNNER = Path(device_runner.__file__)
+RUNNER_NAME = "device_runner.py"
+PASSED, FAILED, SKIPPED, ERROR = "passed", "failed", "skipped", "error"
+
+
+@dataclass(frozen=True)
+class DeviceResult:
+    package: str
+    device: str
+    transport: str
+    status: str  # passed | failed | skipped | error
+    reason: str = ""
+    checks: dict = field(default_factory=dict)  # host-side verdicts, each a bool
+    fit: dict | None = None
+    device_json: dict | None = None  # what the runner printed
+    transport_info: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == PASSED
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
+
+
+def read_package(pkg: Path) -> tuple[dict, dict]:
+    """The manifest and the test vectors, read on the host with the runner's own parser."""
+    try:
+        manifest = json.loads((pkg / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"{pkg} is not a readable package: {exc}") from None
+    try:
+        vectors = device_runner.read_safetensors(pkg / "test_vectors.safetensors")
+    except (OSError, device_runner.RunnerError) as exc:
+        raise BadInputError(f"{pkg}: cannot read test_vectors.safetensors: {exc}") from None
+    return manifest, vectors
+
+
+def compare_on_host(vectors: dict, result: dict) -> dict:
+    """Host verdicts on the device's JSON; the greedy comparison is done here, not trusted."""
+    ref = [int(t) for t in vectors["greedy_ids"]]
+    got = result.get("greedy_ids")
+    return {
+        "hashes_ok": result.get("hashes_ok") is True,
+        "runtime_version_ok": bool((result.get("runtime") or {}).get("version_ok")),
+        "prefill_within_tolerance": result.get("prefill_within_tolerance") is True,
+        "decode_within_tolerance": result.get("decode_within_tolerance") is True,
+        "greedy_match": isinstance(got, list) and [int(t) for t in got] == ref,
+    }
+
+
+def _parse(stdout: str) -> dict | None:
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            doc = json.loads(line)
+            return doc if isinstance(doc, dict) else None
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
+def _fetch_json(transport: Transport, remote_name: str, raw_dir: Path | None, local_name: str) -> dict | None:
+    with tempfile.TemporaryDirectory(prefix="slmpack-result-") as tmp:
+        local = (raw_dir or Path(tmp)) / local_name
+        try:
+            transport.fetch(remote_name, local)
+            doc = json.loads(local.read_text())
+        except (SlmpackError, OSError, json.JSONDecodeError):
+            return None
+    return doc if isinstance(doc, dict) else None
+
+
+def context_needed(manifest: dict, vectors: dict, max_new: int = 32) -> int:
+    need = max(len(vectors["prompt_ids"]) + len(vectors["decode_ids"]),
+               len(vectors["greedy_prompt_ids"]) + max_new)
+    max_ctx = int((manifest.get("model") or {}).get("max_context") or need)
+    return min(need, max_ctx)
+
+
+def run_one(pkg: Path, profile: DeviceProfile, transport: Transport, *, index: int = 0,
+            timeout: float = 1800, raw_dir: Path | None = None, runner_pushed: bool = False) -> DeviceResult:
+    """One package on one device through an open transport."""
+    start = time.monotonic()
+    base = dict(package=pkg.name, device=profile.name, transport=transport.name)
+    manifest, vectors = read_package(pkg)
+    fmt = manifest.get("target")
+    if profile.supports(fmt) is None:
+        return DeviceResult(**base, status=SKIPPED, reason=f"{profile.name} lists no runtime for format {fmt!r}")
+    fit = estimate(load_facts(pkg), profile, context_needed(manifest, vectors))
+    if not fit.fits:
+        return DeviceResult(**base, status=SKIPPED, reason=f"E_FIT_TOO_BIG: {fit.message()}", fit=fit.to_json())
+    try:
+        info = transport.describe()
+        if not runner_pushed:
+            transport.push(RUNNER, RUNNER_NAME)
+        # a fresh result name per run: a stale file from an earlier run must never be read back
+        remote_pkg, out_name = f"pkg-{index}-{pkg.name}", f"result-{index}-{uuid.uuid4().hex[:8]}.json"
+        transport.push(pkg, remote_pkg)
+        threads = profile.cpu.cores
+        if transport.name == "qemu":  # emulated cores are host threads: do not oversubscribe
+            threads = min(threads, os.cpu_count() or 1)
+        res = transport.run([*transport.python_argv(), RUNNER_NAME, remote_pkg, "--out", out_name,
+                             "--threads", str(threads)], timeout=timeout)
+        doc = _fetch_json(transport, out_name, raw_dir, f"{profile.name}--{pkg.name}.json") or _parse(res.stdout)
+        if doc is None:
+            return DeviceResult(**base, status=ERROR, fit=fit.to_json(), transport_info=info,
+                                reason=f"runner exit {res.rc}, no JSON: {res.stderr.strip()[-400:]}",
+                                wall_s=round(time.monotonic() - start, 2))
+    except UnsupportedError as exc:  # e.g. Core ML on Linux: this host cannot run it, not a failure
+        return DeviceResult(**base, status=SKIPPED, reason=f"{exc.code}: {exc}", fit=fit.to_json(),
+                            transport_info=transport.describe(), wall_s=round(time.monotonic() - start, 2))
+    except SlmpackError as exc:
+        return DeviceResult(**base, status=ERROR, reason=f"{exc.code}: {exc}", fit=fit.to_json(),
+                            wall_s=round(time.monotonic() - start, 2))
+    checks = compare_on_host(vectors, doc)
+    failed = [k for k, v in checks.items() if not v]
+    err = doc.get("error") or {}
+    if err.get("code") in ("E_RUNTIME", "E_BAD_INPUT"):  # the runner could not do its job
+        status, reason = ERROR, f"{err.get('code')}: {err.get('message')}"
+    else:
+        status = FAILED if failed else PASSED
+        reason = f"failed checks: {', '.join(failed)}" if failed else ""
+    return DeviceResult(**base, status=status, reason=reason, checks=checks, fit=fit.to_json(),
+                        device_json=doc, transport_info=info, wall_s=round(time.monotonic() - start, 2))
+
+
+def run_device_test(packages: Sequence[str | Path], devices: Sequence[str | DeviceProfile],
+                    transport: str | Transport | None = None, *, profile_dirs=(), timeout: float = 1800,
+                    out_dir: str | Path | None = None, transport_options: dict | None = None) -> Report:
+    """Every package on every device. ``transport``: an open Transport used for all devices, a
+    transport name for all devices, or None for each profile's default. Writes the report to
+    ``out_dir`` when given (report.json, report.md, report.html)."""
+    pkgs = [Path(p).resolve() for p in packages]
+    for p in pkgs:
+        if not (p / "manifest.json").is_file():
+            raise BadInputError(f"{p} is not a package (no manifest.json)")
+    registry = load_registry(profile_dirs) if any(isinstance(d, str) for d in devices) else None
+    profiles = [d if isinstance(d, DeviceProfile) else registry.get(d) for d in devices]
+    raw_dir = Path(out_dir) / "raw" if out_dir else None  # the device JSONs, kept with the report
+    if raw_dir:
+        raw_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for profile in profiles:
+        shared = isinstance(transport, Transport)
+        try:
+            tr = transport if shared else make_transport(transport or profile.default_transport, profile,
+                                                         **(transport_options or {}))
+        except SlmpackError as exc:
+            results += [DeviceResult(p.name, profile.name, str(transport or profile.default_transport), ERROR,
+                                     reason=f"{exc.code}: {exc}") for p in pkgs]
+            continue
+        try:
+            pushed = False
+            for i, pkg in enumerate(pkgs):
+                result = run_one(pkg, profile, tr, index=i, timeout=timeout, raw_dir=raw_dir,
+                                 runner_pushed=pushed)
+                pushed = pushed or result.device_json is not None
+                results.append(result)
+        finally:
+            if not shared:
+                tr.cleanup()
+    report = Report(results)
+    if out_dir:
+        report.write(out_dir)
+    return report

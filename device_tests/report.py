@@ -1,0 +1,105 @@
+"""Device-test reports: report.json (everything), report.md (one table), report.html (table +
+inline SVG bar charts of decode tok/s and peak memory per package × device). Deterministic:
+rows in run order, keys sorted, no timestamps or absolute paths beyond what results carry."""
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+COLUMNS = ("package", "device", "transport", "status", "greedy", "prefill Δ", "decode Δ", "TTFT ms",
+           "prefill tok/s", "decode tok/s", "peak RSS MB", "fit MB (need/avail)", "tok/s bound", "note")
+
+
+def _num(value, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and (abs(value) < 1e-2 and value != 0):
+        return f"{value:.1e}"
+    return f"{value:,.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _row(r) -> list[str]:
+    d, fit = r.device_json or {}, r.fit or {}
+    greedy = "–" if "greedy_match" not in r.checks else ("match" if r.checks["greedy_match"] else "DIFFERS")
+    return [r.package, r.device, r.transport, r.status, greedy, _num(d.get("prefill_max_abs_diff")),
+            _num(d.get("decode_max_abs_diff")), _num(d.get("ttft_ms")), _num(d.get("prefill_tok_s")),
+            _num(d.get("decode_tok_s")), _num(d.get("peak_rss_mb")),
+            f"{fit['needed_mb']:.0f}/{fit['available_mb']}" if fit else "–",
+            _num(fit.get("decode_tok_s_upper")) if fit else "–", r.reason]
+
+
+@dataclass
+class Report:
+    results: list
+
+    @property
+    def ok(self) -> bool:
+        """No pair failed or errored (skipped pairs are reported, not failures)."""
+        return all(r.status in ("passed", "skipped") for r in self.results)
+
+    def counts(self) -> dict:
+        out = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}
+        for r in self.results:
+            out[r.status] += 1
+        return out
+
+    def to_json(self) -> dict:
+        return {"schema_version": 1, "ok": self.ok, "counts": self.counts(),
+                "results": [r.to_json() for r in self.results]}
+
+    def to_markdown(self) -> str:
+        esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(esc(c) for c in _row(r)) + " |" for r in self.results]
+        c = self.counts()
+        summary = f"**{'OK' if self.ok else 'FAILED'}**: {c['passed']} passed, {c['failed']} failed, " \
+                  f"{c['skipped']} skipped, {c['error']} error"
+        return "# Device test report\n\n" + summary + "\n\n" + "\n".join(lines) + "\n"
+
+    def to_html(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+        body = "".join("<tr class='%s'>" % r.status + "".join(f"<td>{html.escape(c)}</td>" for c in _row(r))
+                       + "</tr>" for r in self.results)
+        charts = "".join(_bar_chart(title, [(f"{r.device} / {r.package}", (r.device_json or {}).get(key))
+                                            for r in self.results], unit)
+                         for title, key, unit in (("Decode throughput", "decode_tok_s", "tok/s"),
+                                                  ("Peak memory (RSS)", "peak_rss_mb", "MB")))
+        style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+                 "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}"
+                 "tr.passed td:nth-child(4){color:#176f2c}tr.failed td:nth-child(4),"
+                 "tr.error td:nth-child(4){color:#b00020;font-weight:bold}")
+        return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>slmpack device tests</title>"
+                f"<style>{style}</style></head><body><h1>Device test report</h1>"
+                f"<p>{html.escape(json.dumps(self.counts()))}</p><table><tr>{head}</tr>{body}</table>"
+                f"{charts}</body></html>\n")
+
+    def write(self, out_dir) -> dict:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"json": out / "report.json", "markdown": out / "report.md", "html": out / "report.html"}
+        paths["json"].write_text(json.dumps(self.to_json(), indent=1, sort_keys=True) + "\n")
+        paths["markdown"].write_text(self.to_markdown())
+        paths["html"].write_text(self.to_html())
+        return {k: str(v) for k, v in paths.items()}
+
+
+def _bar_chart(title: str, items: list, unit: str) -> str:
+    items = [(label, float(v)) for label, v in items if isinstance(v, (int, float))]
+    if not items:
+        return ""
+    top = max(v for _, v in items) or 1.0
+    row, label_w, bar_w = 22, 260, 360
+    height = row * len(items) + 30
+    parts = [f"<h2>{html.escape(title)}</h2>",
+             f"<svg xmlns='http://www.w3.org/2000/svg' width='{label_w + bar_w + 120}' height='{height}' "
+             f"role='img' aria-label='{html.escape(title)}'>"]
+    for i, (label, value) in enumerate(items):
+        y, w = 10 + i * row, max(1.0, bar_w * value / top)
+        parts.append(f"<text x='{label_w - 6}' y='{y + 14}' text-anchor='end' font-size='12'>"
+                     f"{html.escape(label)}</text><rect x='{label_w}' y='{y}' width='{w:.1f}' height='{row - 6}' "
+                     f"fill='#3b6ea5'/><text x='{label_w + w + 6:.1f}' y='{y + 14}' font-size='12'>"
+                     f"{value:,.1f} {html.escape(unit)}</text>")
+    parts.append("</svg>")
+    return "".join(parts)
