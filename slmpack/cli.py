@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true",
                    help="accept *.bin/*.pt checkpoints (read with torch.load(weights_only=True))")
     p.add_argument("--no-validate", action="store_true", help="skip the validation ladder")
+    p.add_argument("--device", default=None,
+                   help="refuse up front (exit 2, with the numbers) if the package cannot fit this device profile")
     _common(p)
     from slmpack.targets.options import add_target_arguments
 
@@ -63,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show what was understood from a checkpoint")
     p.add_argument("model_dir", nargs="?", type=Path, help="HF-format model directory (default: bundled demo)")
     _common(p)
+
+    from slmpack.cli_devices import add_parsers
+
+    add_parsers(sub, _common)
     return ap
 
 
@@ -85,6 +91,12 @@ def cmd_export(args) -> int:
     targets = registry.available() if args.target == "all" else [args.target]
     base = args.out or Path("slmpack-out") / model_name
     outs = {t: (base / t if args.target == "all" or args.out is None else base) for t in targets}
+    if args.device:
+        from slmpack.device_tests import fit_check
+        from slmpack.exporter.pipeline import resolve_model_dir
+
+        bits = {"fp32": 32, "fp16": 16, "bf16": 16}.get(cfg.precision.value, 32)
+        fit_check(resolve_model_dir(args.model_dir), args.device, args.max_context, bits)
     progress = Progress(enabled=None if not args.json else False)
     pkgs, errors = [], []
     for t in targets:
@@ -150,7 +162,11 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-COMMANDS = {"export": cmd_export, "validate": cmd_validate, "verify": cmd_verify, "inspect": cmd_inspect}
+def _commands() -> dict:
+    from slmpack import cli_devices
+
+    return {"export": cmd_export, "validate": cmd_validate, "verify": cmd_verify, "inspect": cmd_inspect,
+            **cli_devices.COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
         quiet_third_party()
     try:
-        return COMMANDS[args.command](args)
+        return _commands()[args.command](args)
     except SlmpackError as e:
         return _fail(args, e)
     except KeyboardInterrupt:

@@ -43,3 +43,32 @@ def test_verify_exit_code_1_on_tampering(tmp_path, demo_onnx_package):
     r = run("verify", str(pkg), "--json")
     assert r.returncode == 1
     assert json.loads(r.stdout)["details"]["changed"] == ["model.onnx"]
+
+
+def test_devices_lists_profiles_as_json():
+    r = run("devices", "--json")
+    assert r.returncode == 0, r.stderr
+    names = {d["name"] for d in json.loads(r.stdout)}
+    assert {"rpi5", "rpi4", "pixel8", "galaxy-s24", "iphone15pro", "generic-arm64", "host", "rpi5-emulated"} <= names
+
+
+def test_fit_refuses_too_big_model_for_rpi4_with_numbers(tmp_path):
+    cfg = {"architectures": ["LlamaForCausalLM"], "vocab_size": 32000, "hidden_size": 2048,
+           "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
+           "num_key_value_heads": 4, "max_position_embeddings": 2048, "tie_word_embeddings": False}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    r = run("fit", str(tmp_path), "--device", "rpi4", "--bits", "32", "--json")
+    assert r.returncode == 2
+    assert r.stderr.startswith("error[E_FIT_TOO_BIG]")
+    assert "MB" in r.stderr and "rpi4" in r.stderr
+    assert run("fit", str(tmp_path), "--device", "rpi4", "--bits", "4").returncode == 0
+
+
+def test_export_refuses_up_front_when_device_too_small(tmp_path):
+    cfg = {"architectures": ["LlamaForCausalLM"], "vocab_size": 32000, "hidden_size": 2048,
+           "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
+           "num_key_value_heads": 4, "max_position_embeddings": 2048, "tie_word_embeddings": False}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    r = run("export", str(tmp_path), "--device", "rpi4", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "E_FIT_TOO_BIG" in r.stderr
+    assert not (tmp_path / "o").exists()
