@@ -47,3 +47,15 @@ def test_onnx_package_on_emulated_rpi5(aarch64_sysroot, tiny_package, tmp_path):
     saved = json.loads((tmp_path / "report" / "report.json").read_text())
     assert saved["ok"] and saved["results"][0]["device_json"]["greedy_ids"] == doc["greedy_ids"]
     print(f"qemu run: {r.wall_s} s, sysroot {aarch64_sysroot.size_mb()} MB")
+
+
+def test_demo_onnx_package_on_emulated_rpi5(aarch64_sysroot, demo_onnx_package, tmp_path):
+    """Issue #8 acceptance: the bundled demo model's real ONNX package, validated on the emulated Pi 5."""
+    report = run_device_test([demo_onnx_package.path], ["rpi5-emulated"], out_dir=tmp_path / "report",
+                             transport_options={"sysroot": aarch64_sysroot})
+    (r,) = report.results
+    assert r.status == "passed", r.reason
+    doc = r.device_json
+    assert doc["machine"]["machine"] == "aarch64"
+    assert doc["greedy_ids"] == demo_onnx_package.validation["greedy"]["reference_ids"]
+    assert doc["prefill_max_abs_diff"] < 1e-4 and doc["decode_max_abs_diff"] < 1e-4
