@@ -6,6 +6,12 @@ gets back the full keys/values to attend over; *how* the cache is held is the st
                         (ExecuTorch mutable buffers; Core ML state).
 * ``StaticIOCache``     fixed-size caches as inputs, updated copies as outputs (LiteRT external
                         cache, Core ML iOS 17).
+
+The two static strategies write new keys/values either with ``index_copy`` (``CacheUpdate.INDEX_COPY``,
+the default) or by slice assignment at ``input_pos[0]`` (``CacheUpdate.SLICE``:
+``cache[:, :, start:start + S] = k``, as Apple's stateful Core ML examples do; coremltools 9 has no
+``index_copy`` converter). Slice assignment assumes the S positions are consecutive, which is how
+every runner feeds them.
 """
 from __future__ import annotations
 
@@ -60,4 +66,42 @@ class StaticIOCache:
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         self.k_out[layer] = self.k_in[layer].index_copy(2, self.input_pos, k)
         self.v_out[layer] = self.v_in[layer].index_copy(2, self.input_pos, v)
+        return self.k_out[layer], self.v_out[layer]
+
+
+class CacheUpdate(str, enum.Enum):
+    INDEX_COPY = "index_copy"
+    SLICE = "slice"
+
+
+def _slice_start(input_pos: torch.Tensor, seq_len: int, cache_len: int):
+    """First written position as a (data-dependent) int that torch.export can bound."""
+    start = input_pos[0].item()
+    torch._check_is_size(start)
+    torch._check(start + seq_len <= cache_len)
+    return start
+
+
+class SliceBufferCache(StaticBufferCache):
+    """StaticBufferCache written by slice assignment (positions input_pos[0] .. +S-1)."""
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        s = k.shape[2]
+        start = _slice_start(self.input_pos, s, self.k_bufs[layer].shape[2])
+        # ``buf[:, :, start:start + s] = k`` written as a whole-buffer copy of a slice_scatter: the same
+        # values, but converters see equal shapes (coremltools otherwise broadcasts the two symbolic
+        # lengths and picks one from a set: nondeterministic bytes)
+        self.k_bufs[layer].copy_(self.k_bufs[layer].slice_scatter(k, 2, start, start + s))
+        self.v_bufs[layer].copy_(self.v_bufs[layer].slice_scatter(v, 2, start, start + s))
+        return self.k_bufs[layer], self.v_bufs[layer]
+
+
+class SliceIOCache(StaticIOCache):
+    """StaticIOCache whose outputs are ``slice_scatter`` copies (positions input_pos[0] .. +S-1)."""
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        s = k.shape[2]
+        start = _slice_start(self.input_pos, s, self.k_in[layer].shape[2])
+        self.k_out[layer] = self.k_in[layer].slice_scatter(k, 2, start, start + s)
+        self.v_out[layer] = self.v_in[layer].slice_scatter(v, 2, start, start + s)
         return self.k_out[layer], self.v_out[layer]

@@ -17,8 +17,9 @@ from safetensors.numpy import save_file
 
 from slmpack.config import ExportConfig
 from slmpack.errors import BadInputError, SlmpackError, UnsupportedError, ValidationFailed
-from slmpack.exporter import inputs
+from slmpack.exporter import inputs, quantize_stage
 from slmpack.exporter.checkpoint import checkpoint_digest, load_state_dict, weight_files
+from slmpack.exporter.kv_cache import CacheUpdate
 from slmpack.exporter.reference import build_reference
 from slmpack.exporter.reference_runner import ReferenceRunner, greedy
 from slmpack.exporter.spec import ModelSpec, load_spec
@@ -115,27 +116,38 @@ def export(model_dir: Path | None, target_name: str, out: Path, cfg: ExportConfi
     with progress.stage("preflight"):
         spec = load_spec(model_dir)
         cfg = dataclasses.replace(cfg, trace=cfg.trace.resolved(spec.max_position_embeddings))
-        spec = preflight(model_dir, target, options, cfg, Path(out))
+        check_output_path(Path(out), cfg.force)
+        qpre = quantize_stage.preflight(spec, target, options, cfg.quant)  # invalid plans fail here, before calibration
+        spec = preflight(model_dir, target, options, cfg, Path(out), plan=qpre.plan if qpre else None)
     with progress.stage("load checkpoint"):
         ref = build_reference(spec, load_state_dict(model_dir, cfg.allow_pickle), cfg.trace.max_context)
         digest = checkpoint_digest(model_dir, cfg.allow_pickle)
         tokenizer = inputs.load_tokenizer(model_dir)
         gen = inputs.generation_config(model_dir, spec)
         eos = inputs.eos_ids(gen)
+    quant = None
+    if qpre is not None:
+        with progress.stage(f"calibrate ({qpre.recipe.name})"):
+            quant = quantize_stage.calibrate(qpre, ref, model_dir, cfg.trace.max_context, spec)
     layout = target.layout(options) if hasattr(target, "layout") else target.cache_layout
     with progress.stage(f"trace ({layout.value})"):
-        programs = trace_programs(ref, layout, cfg.trace, export_programs=getattr(target, "needs_exported_programs", True))
+        programs = trace_programs(quant.reference if quant else ref, layout, cfg.trace, export_programs=getattr(target, "needs_exported_programs", True),
+                                  update=getattr(target, "cache_update", CacheUpdate.INDEX_COPY))
     with staged_directory(Path(out), cfg.force) as stage:
-        with progress.stage(f"lower to {target.name.value}"):
-            artifact = target.lower(programs, spec, options, stage, gen)
-        for name in inputs.TOKENIZER_FILES:
+        for name in inputs.TOKENIZER_FILES:  # before lowering: a target may bundle the tokenizer
             if (model_dir / name).is_file() and not (stage / name).exists():
                 shutil.copyfile(model_dir / name, stage / name)
+        with progress.stage(f"lower to {target.name.value}"):
+            artifact = target.lower(programs, spec, options, stage, gen, **({"plan": quant.plan} if quant else {}))
+        if quant is not None:
+            with progress.stage("quant plan + read-back"):
+                qblock = quantize_stage.finish(target, stage, quant, artifact)
         if not (stage / "generation_config.json").exists():
             write_json(stage / "generation_config.json", gen)
         with progress.stage("reference test vectors"):
             torch.manual_seed(0)
-            ref_runner = ReferenceRunner(ref)
+            eval_ref = quantize_stage.eval_reference(quant, artifact) if quant else ref  # fake-quant for plans
+            ref_runner = ReferenceRunner(eval_ref)
             n_eval = max(cfg.validation.heldout_tokens, cfg.validation.test_prompt_tokens
                          + cfg.validation.test_decode_tokens)
             heldout, heldout_src = inputs.heldout_tokens(tokenizer, spec.vocab_size, n_eval, eval_text)
@@ -150,8 +162,9 @@ def export(model_dir: Path | None, target_name: str, out: Path, cfg: ExportConfi
                        "model_dir_name": model_dir.name},
             "model": {**spec.to_json(), "max_context": cfg.trace.max_context, "max_prompt": cfg.trace.max_prompt,
                       "num_parameters": spec.num_parameters},
-            "precision": cfg.precision.value,
-            "quantization": {"plan": None},
+            "precision": (quantize_stage.precision_label(quant.plan) if quant else
+                          artifact.report.get("precision", cfg.precision.value)),  # a target may encode weights itself
+            "quantization": qblock if quant else {"plan": None},
             "io": artifact.io,
             "kv_cache": artifact.kv_cache,
             "runtime": artifact.runtime,
@@ -160,21 +173,30 @@ def export(model_dir: Path | None, target_name: str, out: Path, cfg: ExportConfi
             "toolchain": toolchain_versions(target.name.value),
             "tokenizer": {"files": sorted(n for n in inputs.TOKENIZER_FILES if (stage / n).is_file())},
             "test_vectors": {"file": "test_vectors.safetensors", "eval_text": heldout_src,
-                             "prompt": VALIDATION_PROMPT},
+                             "prompt": VALIDATION_PROMPT, "reference": "fake_quant" if quant else "fp32"},
         }
+        if hasattr(target, "tolerance_for"):  # the tolerance this package is validated with
+            tol = target.tolerance_for(manifest)
+            manifest["tolerance"] = {"atol": tol.atol, "rtol": tol.rtol}
         manifest["files"] = hash_tree(stage)
         write_json(stage / MANIFEST, manifest)
         if cfg.validate:
             with progress.stage("validate"):
                 manifest["validation"] = validate_staged(target, stage, manifest, ref, vectors, heldout, gprompt,
-                                                         eos, cfg)
+                                                         eos, cfg, eval_ref if quant else None)
             write_json(stage / MANIFEST, manifest)
     pkg = Package(Path(out), manifest)
     return pkg
 
 
-def validate_staged(target, pkg_dir, manifest, ref, vectors, heldout, gprompt, eos, cfg) -> dict:
+def validate_staged(target, pkg_dir, manifest, ref, vectors, heldout, gprompt, eos, cfg, fq_ref=None) -> dict:
     runner = target.runner(pkg_dir, manifest)
+    if fq_ref is not None:  # quantized: pass/fail vs the plan's fake-quant reference, fp32 deltas reported
+        from slmpack.quant_validation import run_quant_ladder
+
+        return run_quant_ladder(target, pkg_dir, manifest, runner, ReferenceRunner(ref), ReferenceRunner(fq_ref),
+                                vectors, heldout, gprompt, cfg.validation.greedy_tokens, eos,
+                                quantize_stage.fake_quant_note(manifest))
     exact = manifest["precision"] == "fp32" and manifest["quantization"]["plan"] is None
     return run_ladder(target, pkg_dir, manifest, runner, ReferenceRunner(ref), vectors, heldout, gprompt,
                       cfg.validation.greedy_tokens, eos, exact)

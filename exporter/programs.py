@@ -8,6 +8,9 @@ Every wrapper exposes the same decoder; only the calling convention differs:
                        Core ML state). Prefill and decode are the same method with S tokens.
 * ``StaticIOProgram``  (tokens, input_pos, *caches) -> (logits, *new_caches) (LiteRT, Core ML iOS 17).
 
+``update=CacheUpdate.SLICE`` makes the two static wrappers write the cache by slice assignment
+instead of ``index_copy`` (see ``kv_cache.py``; Core ML needs it).
+
 The cache lists are ordered ``k0, v0, k1, v1, ...`` (layer-major), the order the ONNX names use.
 """
 from __future__ import annotations
@@ -15,7 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from slmpack.exporter.kv_cache import ConcatCache, StaticBufferCache, StaticIOCache
+from slmpack.exporter.kv_cache import (CacheUpdate, ConcatCache, SliceBufferCache, SliceIOCache, StaticBufferCache,
+                                       StaticIOCache)
 from slmpack.exporter.reference import ReferenceModel
 
 
@@ -43,9 +47,11 @@ class IOConcatProgram(nn.Module):
 
 
 class BufferProgram(nn.Module):
-    def __init__(self, ref: ReferenceModel, max_context: int, dtype=torch.float32):
+    def __init__(self, ref: ReferenceModel, max_context: int, dtype=torch.float32,
+                 update: CacheUpdate = CacheUpdate.INDEX_COPY):
         super().__init__()
         self.ref = ref
+        self._cache_cls = SliceBufferCache if update is CacheUpdate.SLICE else StaticBufferCache
         spec = ref.spec
         shape = (1, spec.num_kv_heads, max_context, spec.head_dim)
         for i in range(spec.num_layers):
@@ -59,16 +65,17 @@ class BufferProgram(nn.Module):
 
     def forward(self, tokens, input_pos):
         ks, vs = self.caches()
-        return self.ref.step(tokens, input_pos, StaticBufferCache(ks, vs, input_pos))
+        return self.ref.step(tokens, input_pos, self._cache_cls(ks, vs, input_pos))
 
 
 class StaticIOProgram(nn.Module):
-    def __init__(self, ref: ReferenceModel):
+    def __init__(self, ref: ReferenceModel, update: CacheUpdate = CacheUpdate.INDEX_COPY):
         super().__init__()
         self.ref = ref
+        self._cache_cls = SliceIOCache if update is CacheUpdate.SLICE else StaticIOCache
 
     def forward(self, tokens, input_pos, *caches):
         ks, vs = _split(caches)
-        cache = StaticIOCache(ks, vs, input_pos)
+        cache = self._cache_cls(ks, vs, input_pos)
         logits = self.ref.step(tokens, input_pos, cache)
         return (logits, *_interleave(cache.k_out, cache.v_out))

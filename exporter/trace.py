@@ -19,7 +19,7 @@ from torch.export import Dim, ExportedProgram, export
 
 from slmpack.config import TraceConfig
 from slmpack.errors import ToolchainError
-from slmpack.exporter.kv_cache import CacheLayout
+from slmpack.exporter.kv_cache import CacheLayout, CacheUpdate
 from slmpack.exporter.programs import BufferProgram, IOConcatProgram, StaticIOProgram
 from slmpack.exporter.reference import ReferenceModel
 
@@ -61,7 +61,7 @@ def _export(module, args, dynamic_shapes, what: str) -> ExportedProgram:
 
 
 def trace_programs(ref: ReferenceModel, layout: CacheLayout, cfg: TraceConfig,
-                   export_programs: bool = True) -> TracedPrograms:
+                   export_programs: bool = True, update: CacheUpdate = CacheUpdate.INDEX_COPY) -> TracedPrograms:
     if layout is CacheLayout.IO_CONCAT:
         module = IOConcatProgram(ref).eval()
         # Named Dims would force spelling out total = past + seq, which torch.export cannot
@@ -72,11 +72,13 @@ def trace_programs(ref: ReferenceModel, layout: CacheLayout, cfg: TraceConfig,
         ep = _export(module, args, dyn, "the decoder (io_concat)") if export_programs else None
         return TracedPrograms(layout, module, ep, ep, args, args, dyn, cfg)
 
-    module = (BufferProgram(ref, cfg.max_context) if layout is CacheLayout.BUFFER else StaticIOProgram(ref)).eval()
+    module = (BufferProgram(ref, cfg.max_context, update=update) if layout is CacheLayout.BUFFER
+              else StaticIOProgram(ref, update=update)).eval()
     pre_args = example_inputs(ref, layout, cfg, seq=min(3, cfg.max_prompt), start=0)
     dec_args = example_inputs(ref, layout, cfg, seq=1, start=0)
     seq = Dim("seq", min=1, max=cfg.max_prompt)
-    extra = tuple(None for _ in pre_args[2:])
+    # forward(tokens, input_pos, *caches): torch.export sees *caches as one tuple argument
+    extra = (tuple(None for _ in pre_args[2:]),) if len(pre_args) > 2 else ()
     pre_dyn = ({1: seq}, {0: seq}, *extra)
     if cfg.max_prompt == 1:
         pre_dyn = None

@@ -4,18 +4,27 @@ from __future__ import annotations
 from pathlib import Path
 
 
+import dataclasses
+
 from slmpack.config import ExportConfig
 from slmpack.exporter import pipeline
 from slmpack.exporter.pipeline import Package
 from slmpack.package import read_manifest, verify as _verify
 from slmpack.progress import QUIET, Progress
+from slmpack.quantize_config import QuantConfig
 from slmpack.targets import registry
 
 
 def export(model_dir: str | Path | None = None, target: str = "onnx", out: str | Path = "slmpack-out",
            config: ExportConfig = ExportConfig(), options=None, progress: Progress = QUIET,
-           eval_text: str | Path | None = None) -> Package:
-    """Export ``model_dir`` (default: the bundled demo model) to one validated package at ``out``."""
+           eval_text: str | Path | None = None, quant: str | QuantConfig | None = None) -> Package:
+    """Export ``model_dir`` (default: the bundled demo model) to one validated package at ``out``.
+
+    ``quant``: a preset (``"int8"``, ``"int4"``, ``"8da4w"``, ``"w8a8"``), a recipe file path, or a
+    full ``QuantConfig`` (calibration data, algorithm, budget); overrides ``config.quant``."""
+    if quant is not None:
+        config = dataclasses.replace(config, quant=quant if isinstance(quant, QuantConfig)
+                                     else QuantConfig(recipe=str(quant)))
     return pipeline.export(Path(model_dir) if model_dir else None, target, Path(out), config, options, progress,
                            Path(eval_text) if eval_text else None)
 
@@ -38,8 +47,14 @@ def validate(package: str | Path) -> dict:
     target = registry.get(manifest["target"])
     vectors = load_file(str(pkg / manifest["test_vectors"]["file"]))
     structural = target.check(pkg, manifest)
+    if (manifest.get("quantization") or {}).get("plan") and hasattr(target, "readback"):
+        from slmpack.calibration.plan import QuantPlan
+
+        rb = target.readback(pkg, QuantPlan.load(pkg))  # the stored integers are still the plan's
+        structural = structural + [f"read-back: {p}" for p in rb.get("problems", [])]
     runner = target.runner(pkg, manifest)
-    vec = check_vectors(runner, vectors, target.tolerance)
+    tol = target.tolerance_for(manifest) if hasattr(target, "tolerance_for") else target.tolerance
+    vec = check_vectors(runner, vectors, tol)
     want = [int(t) for t in vectors["greedy_ids"]]
     eos = tuple(int(e) for e in (manifest["model"].get("eos_token_ids") or []))
     got = greedy(runner, vectors["greedy_prompt_ids"], len(want), eos)

@@ -23,6 +23,37 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show full tracebacks for toolchain failures")
 
 
+def _quant_arguments(g) -> None:
+    g.add_argument("--quant", metavar="RECIPE", default=None,
+                   help="preset int8 | int4 | 8da4w | w8a8, or a recipe file (.toml/.json); default: fp32")
+    g.add_argument("--calib-data", type=Path, default=None, metavar="PATH",
+                   help="calibration text: a file, a directory of *.txt, or .jsonl (default: bundled calibration.txt)")
+    g.add_argument("--calib-format", choices=("text", "jsonl", "directory"), default=None,
+                   help="format of --calib-data (default: from the path)")
+    g.add_argument("--calib-text-field", default="text", help="JSONL field holding the text (default: text)")
+    g.add_argument("--calib-windows", type=int, default=32, help="calibration windows drawn (default: 32)")
+    g.add_argument("--calib-window-tokens", type=int, default=256,
+                   help="tokens per calibration window, at most --max-context (default: 256)")
+    g.add_argument("--calib-seed", type=int, default=0, help="window sampling seed (default: 0)")
+    g.add_argument("--algorithm", choices=("rtn", "gptq", "awq"), default=None,
+                   help="weight algorithm for every linear rule of the recipe (embeddings stay RTN)")
+    g.add_argument("--max-ppl-increase", default=None, metavar="PCT",
+                   help="mixed precision: smallest per-layer int4/int8/float plan within this perplexity "
+                   "increase over fp32 on calibration text, e.g. 2%%")
+    g.add_argument("--max-size", default=None, metavar="SIZE",
+                   help="mixed precision: most accurate per-layer plan whose artifact fits, e.g. 8MB or 6MiB")
+
+
+def quant_config_from_args(args):
+    from slmpack.quantize_config import QuantConfig
+
+    return QuantConfig(recipe=args.quant, calib_data=args.calib_data, calib_format=args.calib_format,
+                       calib_text_field=args.calib_text_field, calib_windows=args.calib_windows,
+                       calib_window_tokens=args.calib_window_tokens, calib_seed=args.calib_seed,
+                       algorithm=args.algorithm, max_ppl_increase_pct=args.max_ppl_increase,
+                       max_size_bytes=args.max_size)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="slmpack", description="Export trained small language models to validated on-device packages "
@@ -49,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-validate", action="store_true", help="skip the validation ladder")
     p.add_argument("--device", default=None,
                    help="refuse up front (exit 2, with the numbers) if the package cannot fit this device profile")
+    _quant_arguments(p.add_argument_group("quantization (calibrated QuantPlan, encoded natively by the target)"))
     _common(p)
     from slmpack.targets.options import add_target_arguments
 
@@ -86,6 +118,7 @@ def cmd_export(args) -> int:
     from slmpack import api
 
     cfg = ExportConfig(trace=TraceConfig(max_context=args.max_context, max_prompt=args.max_prompt),
+                       quant=quant_config_from_args(args),
                        validate=not args.no_validate, allow_pickle=args.allow_pickle, force=args.force)
     model_name = args.model_dir.name if args.model_dir else "demo_model"
     targets = registry.available() if args.target == "all" else [args.target]

@@ -9,6 +9,7 @@ import enum
 from dataclasses import dataclass, field
 
 from slmpack.errors import BadInputError
+from slmpack.quantize_config import QuantConfig
 
 
 class Precision(str, enum.Enum):
@@ -66,6 +67,7 @@ class ExportConfig:
     trace: TraceConfig = field(default_factory=TraceConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     precision: Precision = Precision.FP32
+    quant: QuantConfig = field(default_factory=QuantConfig)   # default: float export (no plan)
     validate: bool = True
     allow_pickle: bool = False
     force: bool = False

@@ -41,5 +41,12 @@ def export_table(pkgs, errors=()) -> None:
         t.add_row(target, "-", "-", "-", "-", "-", "-", "-", f"error[{e.code}]")
     console = Console() if Console().is_terminal else Console(width=160)
     console.print(t)
+    from slmpack.quant_summary import quant_table
+
+    quant_table(console, pkgs)  # quantized packages: fake-quant agreement + fp32 deltas
+    for p in pkgs:  # one line a target may add about its artifact (e.g. ExecuTorch delegation)
+        line = (p.manifest.get("report") or {}).get("summary")
+        if line:
+            console.print(f"{p.target}: {line}", highlight=False)
     for target, e in errors:
         Console(stderr=True).print(f"[red]{target}[/red]: error[{e.code}]: {e}")

@@ -79,3 +79,13 @@ class Target(Protocol):
     def lower(self, programs, spec, options, out_dir: Path, gen: dict, plan=None) -> Artifact: ...
     def check(self, pkg_dir: Path, manifest: dict) -> list[str]: ...
     def runner(self, pkg_dir: Path, manifest: dict) -> Runner: ...
+
+    # Quantization (optional; the pipeline uses ``hasattr``). A target without
+    # ``quant_capabilities`` is refused any plan that quantizes a tensor (E_QUANT_TARGET_UNSUPPORTED),
+    # before calibration. ``lower(..., plan=plan)`` receives programs traced from the plan's fake-quant
+    # reference and swaps each float weight for its native encoding of the plan's integers
+    # (``targets/<t>/quantize.py``); ``readback`` decodes the written artifact and compares with the
+    # plan: ``{"passed": bool, "problems": [str], "bit_identical": bool,
+    # "max_abs_dequant_deviation": float | None, "tensors": {name: {...}}}``.
+    def quant_capabilities(self, options) -> "TargetQuantCapabilities": ...  # noqa: F821
+    def readback(self, pkg_dir: Path, plan) -> dict: ...

@@ -2,11 +2,16 @@
 
 The steps, in order (each a small function below):
   1. export      torch.onnx.export(dynamo=True) of the traced ExportedProgram, GenAI I/O names
+  1b. fuse       ONNX Runtime contrib-op fusions on the exported graph (targets/onnx/fusions/):
+                 SkipSimplifiedLayerNormalization, RMSNormalization (opset >= 23), RotaryEmbedding,
+                 GroupQueryAttention; then common-subexpression and dead-node removal
   2. name_dims   symbolic dims renamed to sequence_length / past_sequence_length / total_sequence_length
   3. normalize   strip nondeterministic metadata (doc strings, producer build info)
-  4. save        one file, or model.onnx + model.onnx.data past the size threshold
-  5. check       onnx.checker.check_model(full_check=True)
-  6. genai       genai_config.json for onnxruntime-genai
+  4. quantize    (QuantPlan only) the plan's integer weights encoded natively: MatMulNBits,
+                 QDQ, GatherBlockQuantized (quantize.py). Runs after every float graph rewrite.
+  5. save        one file, or model.onnx + model.onnx.data past the size threshold
+  6. check       onnx.checker.check_model(full_check=True)
+  7. genai       genai_config.json for onnxruntime-genai
 """
 from __future__ import annotations
 
@@ -14,18 +19,23 @@ import json
 from pathlib import Path
 
 import onnx
+import onnx_ir as ir
 import torch
+from onnx_ir.passes import common as ir_passes
 
 from slmpack.errors import ToolchainError
 from slmpack.targets.base import Artifact
-from slmpack.targets.onnx import names
+from slmpack.targets.onnx import names, quantize
+from slmpack.targets.onnx.fusions import (fuse_group_query_attention, fuse_rms_normalization, fuse_rotary_embedding,
+                                          fuse_skip_simplified_layer_norm)
+from slmpack.targets.onnx.fusions._base import apply
 from slmpack.targets.onnx.genai_config import genai_config
 from slmpack.targets.onnx.options import OnnxOptions
 
 MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"
 
 
-def export(programs, spec, options: OnnxOptions) -> onnx.ModelProto:
+def export(programs, spec, options: OnnxOptions) -> ir.Model:
     try:
         prog = torch.onnx.export(
             programs.prefill, (), dynamo=True, opset_version=options.opset, optimize=options.optimize,
@@ -34,7 +44,31 @@ def export(programs, spec, options: OnnxOptions) -> onnx.ModelProto:
     except Exception as e:
         raise ToolchainError(f"torch.onnx.export failed: {type(e).__name__}: {str(e).splitlines()[0]}",
                              "E_ONNX_EXPORT") from e
-    return prog.model_proto
+    return prog.model
+
+
+# the ORT ops the fusions produce, as reported in the manifest (report["fusions"])
+FUSED_OPS = ("SkipSimplifiedLayerNormalization", "RMSNormalization", "RotaryEmbedding", "GroupQueryAttention")
+
+
+def fuse(model: ir.Model, spec, options: OnnxOptions) -> dict:
+    """Apply the fusions in order; return fused-op counts and every pass's count / declined reasons."""
+    ir_passes.ShapeInferencePass()(model)  # the patterns' checks read shapes
+    passes = [
+        fuse_skip_simplified_layer_norm.rule(),
+        fuse_rms_normalization.rule(options.opset),
+        fuse_rotary_embedding.rule(),
+        *fuse_group_query_attention.rules(),
+    ]
+    results = [apply(p, model) for p in passes]
+    ir_passes.CommonSubexpressionEliminationPass()(model)
+    ir_passes.RemoveUnusedNodesPass()(model)
+    counts = {op: sum(1 for n in model.graph if n.op_type == op) for op in FUSED_OPS}
+    return {
+        "fusions": counts,
+        "attention_blocks_fused": f"{counts['GroupQueryAttention']}/{spec.num_layers}",
+        "fusion_passes": {r.name: r.to_json() for r in results},
+    }
 
 
 def name_dims(model: onnx.ModelProto) -> None:
@@ -63,6 +97,7 @@ def normalize(model: onnx.ModelProto) -> None:
     model.graph.doc_string = ""
     for node in model.graph.node:
         node.doc_string = ""
+        del node.metadata_props[:]  # exporter stack traces: absolute paths, ~1 KB per node
     del model.metadata_props[:]
     for func in model.functions:
         for node in func.node:
@@ -87,9 +122,13 @@ def check(out_dir: Path) -> None:
 
 
 def lower(programs, spec, options: OnnxOptions, out_dir: Path, gen: dict, plan=None) -> Artifact:
-    model = export(programs, spec, options)
+    ir_model = export(programs, spec, options)
+    fused = fuse(ir_model, spec, options)
+    model = ir.to_proto(ir_model)
+    del ir_model
     name_dims(model)
     normalize(model)
+    qreport = quantize.encode(model, plan) if plan is not None and plan.quantized_names() else None  # step 4
     files = save(model, out_dir, options)
     check(out_dir)
     cfg = genai_config(spec, MODEL_FILE, programs.config.max_context, gen)
@@ -105,8 +144,9 @@ def lower(programs, spec, options: OnnxOptions, out_dir: Path, gen: dict, plan=N
         kv_cache={"layout": "io_concat", "dtype": "float32",
                   "shape": ["batch_size", "num_kv_heads", "sequence", "head_dim"],
                   "past_present_share_buffer": False},
-        runtime={"name": "onnxruntime", "min_version": "1.20.0"},
-        report={"opset": options.opset, "node_count": len(model.graph.node), "op_types": ops},
+        runtime={"name": "onnxruntime", "min_version": "1.20.0" if qreport is None else quantize.MIN_ORT},
+        report={"opset": options.opset, "node_count": len(model.graph.node), "op_types": ops,
+                **fused, **({"quantization": qreport} if qreport is not None else {})},
     )
 
 

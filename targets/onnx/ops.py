@@ -6,7 +6,6 @@ from slmpack.targets.base import Unsupported
 
 
 def unsupported_features(spec: ModelSpec, options, plan=None) -> list[Unsupported]:
-    out: list[Unsupported] = []
-    if plan is not None and not getattr(plan, "is_float", True):
-        out.append(Unsupported("quantization", "the ONNX encoding of QuantPlans is not implemented yet"))
-    return out
+    from slmpack.targets.onnx.quantize import unsupported
+
+    return unsupported(spec, options, plan)  # QuantPlan limits of the ONNX encodings (quantize.py)

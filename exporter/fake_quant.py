@@ -1,0 +1,101 @@
+"""The plan's fake-quant reference: what a quantized artifact *should* compute.
+
+``fake_quant_reference(ref, plan)`` is a copy of the fp32 reference whose quantized weights are
+replaced by the plan's dequantized values and whose fold overrides (AWQ/SmoothQuant RMSNorm
+weights, biases) are applied. It is the module traced for quantized exports, so every target
+starts from a graph that already computes the plan's weights; a target then swaps each float
+weight constant for its native integer encoding of the *same numbers*.
+
+``activation_fake_quant(model, plan, blocks)`` additionally quantizes linear inputs in eager
+mode (forward pre-hooks), for the validation reference only (never traced):
+
+* static int8: per-tensor with the plan's scale / zero point (``observers.fake_quant_activation``);
+* dynamic int8: symmetric int8 with ``scale = absmax / 127`` per token, or per (token, block of
+  ``blocks[name]`` input columns) when the target's runtime quantizes that way (ONNX Runtime's
+  ``MatMulNBits`` with ``accuracy_level=4`` quantizes A per block of the weight's block size).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Mapping
+
+import torch
+
+from slmpack.exporter.reference import ReferenceModel
+
+
+def fake_quant_reference(ref: ReferenceModel, plan) -> ReferenceModel:
+    """A new ReferenceModel (deep copy; ties kept) holding the plan's dequantized weights."""
+    out = copy.deepcopy(ref)
+    sd = plan.fake_quant_state_dict(out.state_dict())
+    with torch.no_grad():
+        params = dict(out.named_parameters(remove_duplicate=False))
+        for name, value in sd.items():
+            if name in params:
+                params[name].copy_(value)
+    return out
+
+
+def _dynamic_symmetric(x: torch.Tensor, block: int | None) -> torch.Tensor:
+    shape = x.shape
+    k = shape[-1]
+    width = k if not block or k % block else block
+    xb = x.reshape(*shape[:-1], k // width, width)
+    scale = xb.abs().amax(dim=-1, keepdim=True) / 127.0
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.clamp(torch.round(xb / scale), -127, 127)
+    return (q * scale).reshape(shape)
+
+
+def _dynamic_asymmetric(x: torch.Tensor) -> torch.Tensor:
+    lo = x.amin(dim=-1, keepdim=True).clamp(max=0)
+    hi = x.amax(dim=-1, keepdim=True).clamp(min=0)
+    scale = (hi - lo) / 255.0
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    zp = torch.round(-lo / scale) - 128
+    q = torch.clamp(torch.round(x / scale) + zp, -128, 127)
+    return (q - zp) * scale
+
+
+def install_activation_fake_quant(model: torch.nn.Module, plan, blocks: Mapping[str, int | None] | None = None
+                                  ) -> list:
+    """Fake-quantize ``model``'s linear inputs as ``plan`` says (forward pre-hooks; returns the
+    handles). ``blocks``: {weight tensor name: block width for dynamic int8} (absent: per token)."""
+    from slmpack.calibration.observers import fake_quant_activation
+    from slmpack.calibration.schemes import ActivationMode
+
+    blocks = dict(blocks or {})
+    handles = []
+    for name, d in plan.decisions.items():
+        mode = d.activation.mode
+        if mode is ActivationMode.NONE or d.kind != "linear":
+            continue
+        module = model.get_submodule(name[: -len(".weight")])
+        if mode is ActivationMode.STATIC_INT8:
+            a = plan.activations[name]
+            hook = (lambda s, z: lambda _m, args: (fake_quant_activation(args[0], s, z), *args[1:]))(
+                a.scale, a.zero_point)
+        elif d.activation.symmetric:
+            hook = (lambda b: lambda _m, args: (_dynamic_symmetric(args[0], b), *args[1:]))(blocks.get(name))
+        else:
+            hook = lambda _m, args: (_dynamic_asymmetric(args[0]), *args[1:])  # noqa: E731
+        handles.append(module.register_forward_pre_hook(hook))
+    return handles
+
+
+@contextlib.contextmanager
+def activation_fake_quant(model: torch.nn.Module, plan, blocks: Mapping[str, int | None] | None = None):
+    """``install_activation_fake_quant`` for the duration of a ``with`` block."""
+    handles = install_activation_fake_quant(model, plan, blocks)
+    try:
+        yield model
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def has_activation_quant(plan) -> bool:
+    from slmpack.calibration.schemes import ActivationMode
+
+    return any(d.activation.mode is not ActivationMode.NONE for d in plan.decisions.values())

@@ -1,0 +1,56 @@
+"""The Core ML target (.mlpackage ML program; KV cache as iOS 18 state or as inputs/outputs)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from slmpack.exporter.kv_cache import CacheLayout, CacheUpdate
+from slmpack.targets.base import Artifact, TargetName, Tolerance, Unsupported
+from slmpack.targets.coreml import lower as _lower
+from slmpack.targets.coreml.check import check_package
+from slmpack.targets.coreml.ops import unsupported_features
+from slmpack.targets.coreml.options import ComputePrecision, CoreMLOptions
+from slmpack.targets.coreml.runner import make_runner
+
+# fp32 compute, KV cache held in fp32 (inputs/outputs): the interpreter matches eager to ~1e-6
+FP32_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-4)
+# fp32 compute, KV cache in Core ML state: states are fp16, so past keys/values are rounded to fp16
+FP32_FP16_CACHE_TOLERANCE = Tolerance(atol=2e-2, rtol=2e-3)
+# fp16 compute: every tensor rounded to fp16; judged by held-out top-1 (>= 99%), not greedy exactness
+FP16_TOLERANCE = Tolerance(atol=0.2, rtol=0.02, min_top1=0.99, greedy_exact=False)
+
+
+class CoreMLTarget:
+    name = TargetName.COREML
+    cache_layout = CacheLayout.BUFFER
+    cache_update = CacheUpdate.SLICE        # coremltools 9 cannot convert index_copy
+    tolerance = FP16_TOLERANCE              # of the default options; see tolerance_for
+    options_type = CoreMLOptions
+    artifact_suffix = ".mlpackage"
+
+    def layout(self, options: CoreMLOptions) -> CacheLayout:
+        return CacheLayout.BUFFER if options.uses_state else CacheLayout.IO_STATIC
+
+    def tolerance_for(self, manifest_or_options) -> Tolerance:
+        """Tolerance by compute precision and cache kind. Takes the package manifest (as the ladder
+        calls it) or CoreMLOptions (at export time)."""
+        if isinstance(manifest_or_options, CoreMLOptions):
+            fp16 = manifest_or_options.compute_precision is ComputePrecision.FP16
+            state = manifest_or_options.uses_state
+        else:
+            fp16 = manifest_or_options["runtime"]["compute_precision"] == ComputePrecision.FP16.value
+            state = manifest_or_options["kv_cache"]["kind"] == "state"
+        if fp16:
+            return FP16_TOLERANCE
+        return FP32_FP16_CACHE_TOLERANCE if state else FP32_TOLERANCE
+
+    def supports(self, spec, options: CoreMLOptions, plan=None) -> list[Unsupported]:
+        return unsupported_features(spec, options, plan)
+
+    def lower(self, programs, spec, options: CoreMLOptions, out_dir: Path, gen: dict, plan=None) -> Artifact:
+        return _lower.lower(programs, spec, options, out_dir, gen, plan)
+
+    def check(self, pkg_dir: Path, manifest: dict) -> list[str]:
+        return check_package(pkg_dir, manifest)
+
+    def runner(self, pkg_dir: Path, manifest: dict):
+        return make_runner(pkg_dir, manifest)

@@ -1,0 +1,82 @@
+"""The ExecuTorch target: one model.pte with the KV cache in mutable buffers, XNNPACK-delegated,
+runnable by ExecuTorch's own LLM runner (``TextLLMRunner``) as well as by ``ExecuTorchRunner``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from slmpack.exporter.kv_cache import CacheLayout
+from slmpack.targets.base import Artifact, TargetName, Tolerance, Unsupported
+from slmpack.targets.executorch import lower as _lower
+from slmpack.targets.executorch.ops import unsupported_features
+from slmpack.targets.executorch.options import ExecuTorchOptions
+from slmpack.targets.executorch.runner import METHOD, ExecuTorchRunner, load_program
+
+# Per precision. fp16 rounds every activation to 11 bits: logits move by ~1e-2 relative, so the
+# ladder checks it against the reference with a relative bound and no exact-greedy requirement.
+TOLERANCES = {
+    "fp32": Tolerance(atol=1e-4, rtol=1e-4),
+    "fp16": Tolerance(atol=5e-2, rtol=2e-2, min_top1=0.0, greedy_exact=False),
+}
+# Quantized packages are compared with the plan's fake-quant reference. XNNPACK quantizes
+# activations per token asymmetrically (qd8) and runs int4 group scales in bf16, the reference
+# fake-quantizes activations as the plan's scheme says, so logits differ by more than rounding.
+QUANT_TOLERANCE = Tolerance(atol=1e-1, rtol=2e-2, min_top1=0.95, greedy_exact=False)
+REQUIRED_METHODS = ("forward", "get_max_seq_len", "get_max_context_len", "use_kv_cache", "enable_dynamic_shape")
+
+
+class ExecuTorchTarget:
+    name = TargetName.EXECUTORCH
+    cache_layout = CacheLayout.BUFFER
+    tolerance = TOLERANCES["fp32"]
+    options_type = ExecuTorchOptions
+    artifact_suffix = ".pte"
+    needs_exported_programs = False   # lower() exports its own prepared module (one dynamic forward)
+
+    def tolerance_for(self, manifest: dict) -> Tolerance:
+        if (manifest.get("quantization") or {}).get("plan"):
+            return QUANT_TOLERANCE
+        return TOLERANCES.get(manifest.get("precision", "fp32"), self.tolerance)
+
+    def quant_capabilities(self, options: ExecuTorchOptions):
+        from slmpack.targets.executorch.quantize import capabilities
+
+        return capabilities(options)
+
+    def supports(self, spec, options: ExecuTorchOptions, plan=None) -> list[Unsupported]:
+        return unsupported_features(spec, options, plan)
+
+    def lower(self, programs, spec, options: ExecuTorchOptions, out_dir: Path, gen: dict, plan=None) -> Artifact:
+        return _lower.lower(programs, spec, options, out_dir, gen, plan)
+
+    def check(self, pkg_dir: Path, manifest: dict) -> list[str]:
+        """Structural check: the program verifies on load, has the runner's methods and the
+        forward signature the manifest declares, and its metadata agrees with the manifest."""
+        path = pkg_dir / manifest["artifact"]
+        try:
+            program = load_program(path.read_bytes(), verify=True)
+        except Exception as e:  # pybindings raise RuntimeError; a missing file OSError
+            return [f"{path.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"]
+        problems = [f"missing method {m}" for m in REQUIRED_METHODS if m not in program.method_names]
+        if problems:
+            return problems
+        m = manifest["model"]
+        meta = program.metadata(METHOD)
+        if meta.num_inputs() != 2 or meta.num_outputs() != 1:
+            problems.append(f"forward has {meta.num_inputs()} inputs / {meta.num_outputs()} outputs, expected 2 / 1")
+        else:
+            tok, pos = meta.input_tensor_meta(0).sizes(), meta.input_tensor_meta(1).sizes()
+            if tuple(tok) != (1, m["max_prompt"]) or tuple(pos) != (m["max_prompt"],):
+                problems.append(f"forward input bounds {tuple(tok)}, {tuple(pos)} differ from max_prompt {m['max_prompt']}")
+        for name, want in (("get_max_seq_len", m["max_prompt"]), ("get_max_context_len", m["max_context"])):
+            got = program.load_method(name).execute([])[0]
+            if int(got) != int(want):
+                problems.append(f"{name} = {got}, manifest says {want}")
+        from executorch.runtime import Runtime
+
+        if not Runtime.get().backend_registry.is_available("XnnpackBackend"):
+            problems.append("XnnpackBackend is not registered in this executorch runtime")
+        return problems
+
+    def runner(self, pkg_dir: Path, manifest: dict) -> ExecuTorchRunner:
+        m = manifest["model"]
+        return ExecuTorchRunner(pkg_dir / manifest["artifact"], m["max_prompt"], m["max_context"])

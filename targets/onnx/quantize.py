@@ -1,0 +1,387 @@
+"""Encode a QuantPlan natively into the exported ONNX graph, as ONNX Runtime's CPU EP runs it.
+
+The traced program already computes the plan's *dequantized* weights (the pipeline traces the
+fake-quant reference), so each quantized weight appears in the graph as a float initializer
+holding exactly ``plan.dequantized(name)`` (transposed ``[K, N]`` for a MatMul, or ``[N, K]``
+behind a ``Transpose``; ``[V, H]`` for the embedding Gather). Sites are found by value identity
+(sha256 of the float32 bytes; sibling weights concatenated by a fusion, e.g. q|k|v, are split
+and matched per slice), then replaced:
+
+==========================  ================================================================
+plan decision               ONNX encoding (all exact: the stored integers are the plan's)
+==========================  ================================================================
+int4 / int8, grouped        ``com.microsoft::MatMulNBits`` (bits, block_size = group size,
+(group >= 16)               uint8 codes ``q + 2^(b-1)`` packed low-first, float scales
+                            ``[N, k_blocks]``, packed uint8 zero points when asymmetric),
+                            ``accuracy_level=0``: fp32 compute, as the plan's weight-only math
+per-channel (float acts)    MatMulNBits with block_size = K (or the largest power-of-two
+                            divisor of K >= 16, the row's scale repeated per block)
+int8 per-channel,           ``QuantizeLinear(x, s_x, z_x) -> MatMulInteger(x_q, int8 W [K, N],
+static int8 activations     z_x[, z_w]) -> Cast -> Mul(s_x * s_w)``: exact int32 accumulation
+                            (ORT fuses it to MatMulIntegerToFloat). A QDQ ``DequantizeLinear ->
+                            MatMul`` is *not* used: ORT rewrites a weight DQ -> MatMul into
+                            MatMulNBits with int8 activations (accuracy level 4) by default
+dynamic int8 activations    MatMulNBits with ``accuracy_level=4``: ORT quantizes A to int8 per
+                            (row, block) and computes in int8 (``report.dynamic_activation_blocks``)
+static int8 activations     ``QuantizeLinear -> DequantizeLinear`` on the MatMulNBits input with
+(other weights)             the plan's per-tensor scale / zero point
+embedding                   ``com.microsoft::GatherBlockQuantized`` (uint8 data, bits, block as
+                            above); a tied lm_head reads the *same* initializers via ``Reshape``
+==========================  ================================================================
+
+Initializers are named ``<module>.qweight / .scales / .qzeros / .input_scale /
+.input_zero_point`` and nodes ``/model/layers.0/self_attn/q_proj/MatMulNBits``. The metadata
+entry ``slmpack.quantization`` maps every encoding node to its plan tensors (and row ranges),
+which ``readback.py`` uses to decode the stored numbers back.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from slmpack.errors import ToolchainError
+from slmpack.targets.base import Unsupported
+from slmpack.targets.onnx.packing import expand_groups, nbits_block, pack, to_unsigned
+
+META_KEY = "slmpack.quantization"
+MIN_ORT = "1.32.0"  # the only version these encodings were verified on (uint8 GatherBlockQuantized, 8-bit MatMulNBits)
+MS_DOMAIN = "com.microsoft"
+_SIBLINGS = (("self_attn", ("q_proj", "k_proj", "v_proj")), ("mlp", ("gate_proj", "up_proj")))
+
+
+def capabilities(options=None):
+    from slmpack.calibration.plan import TargetQuantCapabilities
+    from slmpack.calibration.schemes import ActivationMode
+
+    return TargetQuantCapabilities(
+        name="onnx", weight_bits=frozenset({4, 8}),
+        group_sizes=frozenset({None, 16, 32, 64, 128, 256, 512, 1024}), asymmetric_weights=True,
+        activation_modes=frozenset(ActivationMode), embedding_bits=frozenset({4, 8}))
+
+
+def _uses_qdq(d) -> bool:
+    """int8 per-channel weights under static int8 activations: an explicit integer GEMM
+    (QuantizeLinear -> MatMulInteger -> scale). Not QDQ ``DequantizeLinear -> MatMul``: ORT's default
+    optimizations rewrite a weight ``DequantizeLinear -> MatMul`` into MatMulNBits with int8-quantized
+    activations (session default accuracy level 4), which is not the plan's math."""
+    from slmpack.calibration.schemes import ActivationMode
+
+    return (d.kind == "linear" and d.weight.bits == 8 and d.weight.group_size is None
+            and d.activation.mode is ActivationMode.STATIC_INT8 and d.tied_to is None)
+
+
+def unsupported(spec, options, plan) -> list[Unsupported]:
+    """Shape-dependent limits of the encodings above (checked before any calibration)."""
+    from slmpack.calibration.schemes import ActivationMode
+
+    out: list[Unsupported] = []
+    if plan is None:
+        return out
+    for name, d in plan.decisions.items():
+        if d.weight is None:
+            continue
+        if not _uses_qdq(d) and nbits_block(d.weight.group_size, d.shape[1]) is None:
+            out.append(Unsupported(name, f"no MatMulNBits/GatherBlockQuantized block fits {d.shape[1]} input "
+                                         f"columns with {d.weight.label} (needs a power of two >= 16)"))
+        if d.activation.mode is ActivationMode.DYNAMIC_INT8 and not d.activation.symmetric:
+            out.append(Unsupported(name, "ONNX Runtime quantizes dynamic int8 activations symmetrically "
+                                         "(MatMulNBits accuracy_level=4); asymmetric is not encodable"))
+    return out
+
+
+def node_path(module: str) -> str:
+    """``model.layers.0.self_attn.q_proj`` -> ``/model/layers.0/self_attn/q_proj``."""
+    return "/" + re.sub(r"\.(?!\d)", "/", module)
+
+
+def _digest(a: np.ndarray) -> tuple:
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    return a.shape, hashlib.sha256(a.tobytes()).hexdigest()
+
+
+class _Graph:
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.g = model.graph
+        self.inits = {i.name: i for i in self.g.initializer}
+        self.producer = {o: n for n in self.g.node for o in n.output}
+        self._arrays: dict[str, np.ndarray] = {}
+        self.new_inits: list[onnx.TensorProto] = []
+
+    def array(self, name: str) -> np.ndarray | None:
+        if name not in self.inits:
+            return None
+        if name not in self._arrays:
+            self._arrays[name] = numpy_helper.to_array(self.inits[name])
+        return self._arrays[name]
+
+    def add(self, name: str, value: np.ndarray) -> str:
+        value = np.asarray(value)  # (np.ascontiguousarray would turn a 0-d scale into shape [1])
+        self.new_inits.append(numpy_helper.from_array(value if value.flags.c_contiguous else value.copy(), name))
+        return name
+
+    def weight_of_matmul(self, node) -> tuple[np.ndarray, str] | None:
+        """([N, K] float weight, initializer name) of ``MatMul(A, W)`` with a constant W."""
+        b = node.input[1]
+        arr = self.array(b)
+        if arr is not None and arr.ndim == 2 and arr.dtype == np.float32:
+            return arr.T, b
+        t = self.producer.get(b)
+        if t is not None and t.op_type == "Transpose" and self.array(t.input[0]) is not None:
+            perm = [a.ints for a in t.attribute if a.name == "perm"]
+            src = self.array(t.input[0])
+            if src.ndim == 2 and src.dtype == np.float32 and (not perm or list(perm[0]) == [1, 0]):
+                return src, t.input[0]
+        return None
+
+
+def _plan_lookup(plan) -> tuple[dict, dict]:
+    """({digest: [names]}, {owner: dequantized [N, K] float32}) over quantized decisions."""
+    deq, table = {}, {}
+    for name in plan.quantized_names():
+        owner = plan.owner(name)
+        if owner not in deq:
+            deq[owner] = plan.dequantized(owner).numpy()
+        table.setdefault(_digest(deq[owner]), []).append(name)
+    return table, deq
+
+
+def _pick(names, plan, kind: str) -> str | None:
+    hits = [n for n in names if plan.decisions[n].kind == kind]
+    return hits[0] if hits else None
+
+
+def _find_merged(w: np.ndarray, plan, deq) -> list[tuple[str, int, int]] | None:
+    """Rows of ``w`` [N, K] that are sibling weights side by side (e.g. a fused q|k|v)."""
+    for block, members in _SIBLINGS:
+        for layer in range(len(plan.decisions)):
+            names = [f"model.layers.{layer}.{block}.{m}.weight" for m in members]
+            if names[0] not in plan.decisions:
+                if layer > 0:
+                    break
+                continue
+            if not all(n in plan.decisions and plan.decisions[n].weight is not None for n in names):
+                continue
+            rows, r = [], 0
+            for n in names:
+                part = deq[plan.owner(n)]
+                if part.shape[1] != w.shape[1] or not np.array_equal(w[r:r + part.shape[0]], part):
+                    break
+                rows.append((n, r, r + part.shape[0]))
+                r += part.shape[0]
+            else:
+                if r == w.shape[0]:
+                    return rows
+    return None
+
+
+def find_sites(graph: _Graph, plan):
+    """[(node index, kind, [(tensor, row0, row1)])] for every quantized weight use in the graph."""
+    table, deq = _plan_lookup(plan)
+    sites = []
+    for i, node in enumerate(graph.g.node):
+        if node.op_type == "MatMul" and node.domain in ("", "ai.onnx"):
+            found = graph.weight_of_matmul(node)
+            if found is None:
+                continue
+            w, _ = found
+            name = _pick(table.get(_digest(w), []), plan, "linear")
+            rows = [(name, 0, w.shape[0])] if name else _find_merged(w, plan, deq)
+            if rows:
+                sites.append((i, "matmul", rows))
+        elif node.op_type == "Gather" and node.domain in ("", "ai.onnx"):
+            arr = graph.array(node.input[0])
+            axis = [a.i for a in node.attribute if a.name == "axis"]
+            if arr is None or arr.ndim != 2 or (axis and axis[0] != 0):
+                continue
+            name = _pick(table.get(_digest(arr), []), plan, "embedding")
+            if name:
+                sites.append((i, "gather", [(name, 0, arr.shape[0])]))
+    return sites
+
+
+def _same_scheme(plan, rows) -> None:
+    ds = [plan.decisions[n] for n, _, _ in rows]
+    if len({(d.weight, d.activation) for d in ds}) != 1:
+        raise ToolchainError("a fused weight joins tensors with different quantization schemes: "
+                             + ", ".join(n for n, _, _ in rows), "E_ONNX_QUANT_FUSED_MIXED")
+
+
+class _Encoder:
+    def __init__(self, graph: _Graph, plan):
+        self.graph, self.plan = graph, plan
+        self.tables: dict[str, dict] = {}      # embedding owner / linear base -> its packed initializers
+        self.meta: dict[str, dict] = {}
+        self.report: dict[str, dict] = {}
+        self.dynamic_blocks: dict[str, int] = {}
+
+    def _qparams(self, rows, block: int):
+        """Concatenated (q int8 [N, K], scales [N, k/block], zp int8 [N, k/block] | None)."""
+        qs, ss, zs = [], [], []
+        for n, _, _ in rows:
+            qw = self.plan.weights[self.plan.owner(n)]
+            k = qw.q.shape[1]
+            qs.append(qw.q.numpy())
+            ss.append(expand_groups(qw.scale.numpy().astype(np.float32), block, qw.group_size, k))
+            zs.append(None if qw.zero_point is None else expand_groups(qw.zero_point.numpy(), block, qw.group_size, k))
+        zp = None if zs[0] is None else np.concatenate(zs)
+        return np.concatenate(qs), np.concatenate(ss), zp
+
+    def _table(self, base: str, rows, bits: int, block: int, blocks_3d: bool = False) -> dict:
+        """Packed codes (2-D [N, K*bits/8] for GatherBlockQuantized, or MatMulNBits' 3-D B)."""
+        q, s, zp = self._qparams(rows, block)
+        g = self.graph
+        shape = (q.shape[0], q.shape[1] // block, block * bits // 8)
+        data = pack(to_unsigned(q, bits), bits)
+        t = {"data": g.add(f"{base}.qweight", data.reshape(shape) if blocks_3d else data),
+             "scales": g.add(f"{base}.scales", s), "zp": None, "block": block, "bits": bits, "shape": shape}
+        if zp is not None:
+            t["zp"] = g.add(f"{base}.qzeros", pack(to_unsigned(zp, bits), bits))
+        return t
+
+    def gather(self, node, rows) -> list:
+        name = rows[0][0]
+        d = self.plan.decisions[name]
+        base = name[: -len(".weight")]
+        block = nbits_block(d.weight.group_size, d.shape[1])
+        t = self._table(base, rows, d.weight.bits, block)
+        self.tables[self.plan.owner(name)] = t
+        ins = [t["data"], node.input[1], t["scales"]] + ([t["zp"]] if t["zp"] else [])
+        nname = f"{node_path(base)}/GatherBlockQuantized"
+        self._record(nname, rows, "GatherBlockQuantized", bits=d.weight.bits, block_size=block)
+        return [helper.make_node("GatherBlockQuantized", ins, list(node.output), name=nname, domain=MS_DOMAIN,
+                                 bits=d.weight.bits, block_size=block, gather_axis=0, quantize_axis=1)]
+
+    def matmul(self, node, rows) -> list:
+        from slmpack.calibration.schemes import ActivationMode
+
+        _same_scheme(self.plan, rows)
+        d = self.plan.decisions[rows[0][0]]
+        names = [n for n, _, _ in rows]
+        base = names[0][: -len(".weight")] if len(names) == 1 else \
+            names[0][: -len(".weight")] + "+" + "+".join(n.split(".")[-2] for n in names[1:])
+        path = node_path(base)
+        k, n_out = d.shape[1], rows[-1][2]
+        if _uses_qdq(d):
+            return self._integer(node, rows, base, path, k)
+        nodes, a = [], node.input[0]
+        if d.activation.mode is ActivationMode.STATIC_INT8:  # Q -> DQ on the input, then MatMulNBits
+            s, z = self._act_qparams(base, names)
+            q, a = f"{base}.input_quantized", f"{base}.input_dequantized"
+            nodes += [helper.make_node("QuantizeLinear", [node.input[0], s, z], [q], name=f"{path}/input/QuantizeLinear"),
+                      helper.make_node("DequantizeLinear", [q, s, z], [a], name=f"{path}/input/DequantizeLinear")]
+        block = nbits_block(d.weight.group_size, k)
+        owner = self.plan.owner(names[0])
+        t = self.tables.get(owner) if len(rows) == 1 and owner != names[0] else None
+        if t is not None and t["block"] == block:
+            shape = self.graph.add(f"{base}.qweight_shape", np.array(t["shape"], dtype=np.int64))
+            b = f"{base}.qweight_blocks"
+            nodes.append(helper.make_node("Reshape", [t["data"], shape], [b], name=f"{path}/Reshape"))
+        elif base in self.tables:  # the same weight read by another MatMul: share its initializers
+            t = self.tables[base]
+            b = t["data"]
+        else:
+            t = self._table(base, rows, d.weight.bits, block, blocks_3d=True)
+            self.tables[base] = t
+            b = t["data"]
+        acc = 4 if d.activation.mode is ActivationMode.DYNAMIC_INT8 else 0
+        if acc:
+            self.dynamic_blocks.update({n: block for n in names})
+        ins = [a, b, t["scales"]] + ([t["zp"]] if t["zp"] else [])
+        nname = f"{path}/MatMulNBits"
+        if nname in self.meta:  # a second use of the same weight
+            nname = f"{path}/MatMulNBits_{sum(k.startswith(nname) for k in self.meta)}"
+        self._record(nname, rows, "MatMulNBits", bits=d.weight.bits, block_size=block, accuracy_level=acc,
+                     shared_with=owner if owner != names[0] and t is self.tables.get(owner) else None)
+        return nodes + [helper.make_node("MatMulNBits", ins, list(node.output), name=nname, domain=MS_DOMAIN,
+                                         K=k, N=n_out, bits=d.weight.bits, block_size=block, accuracy_level=acc)]
+
+    def _integer(self, node, rows, base: str, path: str, k: int) -> list:
+        """Static int8 activations x int8 per-channel weights: exact integer GEMM.
+        QuantizeLinear(x) -> MatMulInteger(x_q, W_q [K, N], zp_x[, zp_w]) -> Cast -> * (s_x * s_w)."""
+        from onnx import TensorProto
+
+        names = [n for n, _, _ in rows]
+        q, s, zp = self._qparams(rows, k)
+        g = self.graph
+        sa, za = self._act_qparams(base, names)
+        w = g.add(f"{base}.qweight", np.ascontiguousarray(q.T))
+        sw = g.add(f"{base}.scales", s[:, 0].copy())
+        mm_in = [f"{base}.input_quantized", w, za] + ([g.add(f"{base}.qzeros", zp[:, 0].copy())] if zp is not None else [])
+        nname = f"{path}/MatMulInteger"
+        self._record(nname, rows, "MatMulInteger", bits=8, scales=sw)
+        return [
+            helper.make_node("QuantizeLinear", [node.input[0], sa, za], [mm_in[0]], name=f"{path}/input/QuantizeLinear"),
+            helper.make_node("MatMulInteger", mm_in, [f"{base}.acc"], name=nname),
+            helper.make_node("Cast", [f"{base}.acc"], [f"{base}.acc_float"], name=f"{path}/Cast", to=TensorProto.FLOAT),
+            helper.make_node("Mul", [sa, sw], [f"{base}.output_scale"], name=f"{path}/output_scale/Mul"),
+            helper.make_node("Mul", [f"{base}.acc_float", f"{base}.output_scale"], list(node.output),
+                             name=f"{path}/Mul")]
+
+    def _act_qparams(self, base: str, names) -> tuple[str, str]:
+        acts = {(self.plan.activations[n].scale, self.plan.activations[n].zero_point) for n in names}
+        if len(acts) != 1:
+            raise ToolchainError(f"fused linears {', '.join(names)} read one input but have different static "
+                                 "activation ranges", "E_ONNX_QUANT_FUSED_MIXED")
+        scale, zp = acts.pop()
+        return (self.graph.add(f"{base}.input_scale", np.array(scale, dtype=np.float32)),
+                self.graph.add(f"{base}.input_zero_point", np.array(0 if zp is None else zp, dtype=np.int8)))
+
+    def _record(self, node_name: str, rows, op: str, **attrs) -> None:
+        self.meta[node_name] = {"op": op, "tensors": [[n, r0, r1] for n, r0, r1 in rows],
+                                **{k: v for k, v in attrs.items() if v is not None}}
+        for n, _, _ in rows:
+            self.report[n] = {"node": node_name, "op": op, **{k: v for k, v in attrs.items() if v is not None}}
+
+
+def encode(model: onnx.ModelProto, plan) -> dict:
+    """Rewrite ``model`` in place; returns the encoding report (per-tensor ops, counts)."""
+    graph = _Graph(model)
+    sites = find_sites(graph, plan)
+    covered = {n for _, _, rows in sites for n, _, _ in rows}
+    missing = [n for n in plan.quantized_names() if n not in covered]
+    if missing:
+        raise ToolchainError(f"{len(missing)} quantized tensor(s) of the plan were not found in the ONNX graph "
+                             f"(e.g. {missing[0]})", "E_ONNX_QUANT_UNMAPPED", details={"tensors": missing})
+    enc = _Encoder(graph, plan)
+    replaced: dict[int, list] = {}
+    for i, kind, rows in sorted(sites, key=lambda s: s[1] != "gather"):  # embeddings first: tables to share
+        node = graph.g.node[i]
+        replaced[i] = enc.gather(node, rows) if kind == "gather" else enc.matmul(node, rows)
+    new_nodes = []
+    for i, node in enumerate(graph.g.node):
+        new_nodes.extend(replaced.get(i, [node]))
+    del graph.g.node[:]
+    graph.g.node.extend(new_nodes)
+    graph.g.initializer.extend(graph.new_inits)
+    _prune(graph.g)
+    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    model.metadata_props.append(onnx.StringStringEntryProto(
+        key=META_KEY, value=json.dumps(enc.meta, sort_keys=True, separators=(",", ":"))))
+    counts: dict[str, int] = {}
+    for m in enc.meta.values():
+        counts[m["op"]] = counts.get(m["op"], 0) + 1
+    return {"tensors": dict(sorted(enc.report.items())), "node_counts": dict(sorted(counts.items())),
+            "dynamic_activation_blocks": dict(sorted(enc.dynamic_blocks.items())),
+            "static_activation_tensors": sorted(plan.activations)}
+
+
+def _prune(g: onnx.GraphProto) -> None:
+    """Drop Transposes left without consumers and initializers nothing reads any more."""
+    while True:
+        used = {x for n in g.node for x in n.input} | {o.name for o in g.output}
+        dead = [n for n in g.node if n.op_type == "Transpose" and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            g.node.remove(n)
+    used = {x for n in g.node for x in n.input} | {o.name for o in g.output}
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)

@@ -1,0 +1,107 @@
+"""The LiteRT (TFLite) target: one model.tflite with `prefill_<n>` and `decode` signatures over an
+external KV cache, plus a model.litertlm bundle for LiteRT-LM."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from slmpack.errors import SlmpackError
+from slmpack.exporter.kv_cache import CacheLayout
+from slmpack.targets.base import Artifact, TargetName, Tolerance, Unsupported
+from slmpack.targets.tflite import lower as _lower
+from slmpack.targets.tflite import litertlm, names, ops, quantize, vectors
+from slmpack.targets.tflite.options import TFLiteOptions, TFLitePrecision
+from slmpack.targets.tflite.runner import TFLiteRunner, load_interpreter
+from slmpack.targets.tflite.verify import ArtifactInvalid, verify_bytes
+
+# Logit tolerance per weight precision. fp32 is exact up to float reassociation (~1e-6 seen);
+# the others are judged by the ladder's LLM metrics (top-1, KL, perplexity, reported), the
+# logit bound only catches broken graphs (rtol is relative to the largest reference logit).
+_LOSSY = dict(min_top1=0.0, greedy_exact=False)
+TOLERANCES = {
+    TFLitePrecision.FP32: Tolerance(atol=1e-4, rtol=1e-4),
+    TFLitePrecision.FP16: Tolerance(atol=5e-2, rtol=2e-2, **_LOSSY),
+    TFLitePrecision.WEIGHT_ONLY_INT8: Tolerance(atol=1.0, rtol=0.35, **_LOSSY),
+    TFLitePrecision.DYNAMIC_INT8: Tolerance(atol=1.0, rtol=0.35, **_LOSSY),
+}
+_QUANTIZED = Tolerance(atol=1.0, rtol=0.5, **_LOSSY)   # int4 and anything unknown
+# A QuantPlan is encoded bit-exactly (INT8 + DEQUANTIZE = the fake-quant reference's q * scale);
+# only kernel summation order differs (XNNPACK may run FULLY_CONNECTED on the int8 weights).
+PLAN_TOLERANCE = Tolerance(atol=1e-3, rtol=1e-3, min_top1=0.99, greedy_exact=False)
+
+
+class TFLiteTarget:
+    name = TargetName.TFLITE
+    cache_layout = CacheLayout.IO_STATIC
+    tolerance = TOLERANCES[TFLitePrecision.FP32]
+    options_type = TFLiteOptions
+    artifact_suffix = ".tflite"
+    needs_exported_programs = False   # litert-torch traces the wrapper module itself
+
+    def layout(self, options: TFLiteOptions) -> CacheLayout:
+        return CacheLayout.IO_STATIC
+
+    def tolerance_for(self, manifest: dict) -> Tolerance:
+        if (manifest.get("quantization") or {}).get("plan"):
+            return PLAN_TOLERANCE
+        try:
+            precision = TFLitePrecision(manifest.get("report", {}).get("precision", "fp32"))
+        except ValueError:
+            return _QUANTIZED
+        return TOLERANCES.get(precision, _QUANTIZED)
+
+    def supports(self, spec, options: TFLiteOptions, plan=None) -> list[Unsupported]:
+        return ops.unsupported_features(spec, options, plan)
+
+    def quant_capabilities(self, options: TFLiteOptions):
+        """What a QuantPlan may ask of this target (checked before any calibration)."""
+        return quantize.capabilities(options)
+
+    def readback(self, pkg_dir: Path, plan) -> dict:
+        """Decode the stored INT8 weights/scales of model.tflite and compare them with ``plan``."""
+        return quantize.readback(Path(pkg_dir) / names.MODEL_FILE, plan)
+
+    def lower(self, programs, spec, options: TFLiteOptions, out_dir: Path, gen: dict, plan=None) -> Artifact:
+        return _lower.lower(programs, spec, options, out_dir, gen, plan)
+
+    def check(self, pkg_dir: Path, manifest: dict) -> list[str]:
+        """Structural check: verifier, op inventory (no Flex), signatures as the manifest says,
+        LiteRT's own verifier, and the LiteRT-LM bundle's presence."""
+        path = Path(pkg_dir) / manifest["artifact"]
+        try:
+            data = path.read_bytes()
+            summary = verify_bytes(data)
+        except (OSError, ArtifactInvalid) as e:
+            return [f"{path.name}: {e}"]
+        problems = ops.forbidden_ops(summary)
+        m = manifest["model"]
+        spec = _SpecView(m)
+        lengths = tuple(manifest["io"].get("prefill_lengths", ()))
+        problems += _lower.check_signatures(summary, spec, lengths, m["max_context"])
+        try:
+            load_interpreter(data)
+        except SlmpackError as e:
+            problems.append(f"{path.name}: {e}")
+        bundle = manifest.get("runtime", {}).get("litert_lm")
+        if bundle:
+            b = Path(pkg_dir) / bundle["file"]
+            if not b.is_file() or b.read_bytes()[:8] != b"LITERTLM":
+                problems.append(f"{bundle['file']}: missing or not a LiteRT-LM file")
+        return problems
+
+    def runner(self, pkg_dir: Path, manifest: dict, threads: int = 0) -> TFLiteRunner:
+        return TFLiteRunner(Path(pkg_dir) / manifest["artifact"], threads=threads)
+
+    def check_extra_vectors(self, pkg_dir: Path, manifest: dict, runner) -> dict:
+        """Ladder hook: the per-signature vectors (vectors.py) through every prefill signature."""
+        return vectors.check(runner, Path(pkg_dir) / vectors.FILE, self.tolerance_for(manifest))
+
+
+class _SpecView:
+    """The ModelSpec facts signature checks need, read back from a manifest."""
+
+    def __init__(self, m: dict):
+        self.num_layers, self.num_kv_heads = m["num_layers"], m["num_kv_heads"]
+        self.head_dim, self.vocab_size = m["head_dim"], m["vocab_size"]
+
+
+__all__ = ["TFLiteTarget", "names", "litertlm"]

@@ -1,0 +1,260 @@
+"""Core ML target: .mlpackage lowering, validated on Linux through our MIL interpreter.
+
+Fast tests use one tiny random Llama (2 layers, weights redrawn so greedy decoding is not one
+repeated token); the demo-model acceptance exports are ``@pytest.mark.slow`` (about 2-3 minutes
+each on an idle 2-core machine).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from slmpack import api
+from slmpack.calibration.build_plan import model_weights
+from slmpack.calibration.plan import QuantPlan, TensorDecision
+from slmpack.calibration.rtn import quantize_rtn
+from slmpack.calibration.schemes import FLOAT_ACTIVATIONS, WeightScheme
+from slmpack.config import ExportConfig, TraceConfig
+from slmpack.errors import BadInputError, UnsupportedError
+from slmpack.exporter.checkpoint import load_state_dict
+from slmpack.exporter.kv_cache import CacheLayout, CacheUpdate
+from slmpack.exporter.reference import build_reference
+from slmpack.exporter.reference_runner import ReferenceRunner
+from slmpack.exporter.spec import load_spec
+from slmpack.exporter.trace import trace_programs
+from slmpack.package import hash_tree
+from slmpack.targets import registry
+from slmpack.targets.coreml import lower as coreml_lower
+from slmpack.targets.coreml.options import CoreMLOptions
+from slmpack.targets.coreml.runner import (CoreMLRunner, InterpreterRunner, coreml_runtime_available,
+                                           make_runner)
+from tests.tiny_models import write_tiny_model
+
+CTX, PROMPT = 48, 16
+CFG = ExportConfig(trace=TraceConfig(max_context=CTX, max_prompt=PROMPT))
+FP32_IOS18 = CoreMLOptions(deployment_target="ios18", compute_precision="fp32")
+FP16_IOS17 = CoreMLOptions(deployment_target="ios17", compute_precision="fp16")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    path = write_tiny_model(tmp_path_factory.mktemp("cml") / "tiny", "llama", seed=5, vocab=96, hidden=32,
+                            layers=2, heads=4, max_pos=128)
+    # HF's 0.02 init makes greedy decoding repeat one token; 5/sqrt(fan_in) gives varied continuations
+    sd, g = load_file(path / "model.safetensors"), torch.Generator().manual_seed(0)
+    sd = {k: torch.randn(v.shape, generator=g) * 5 / v.shape[-1] ** 0.5 if v.dim() == 2 else v for k, v in sd.items()}
+    save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def state_pkg(tiny, tmp_path_factory):
+    """iOS 18, fp32 compute, KV cache as Core ML state: the strict (exact) configuration."""
+    return api.export(tiny, "coreml", tmp_path_factory.mktemp("cml") / "ios18", CFG, FP32_IOS18)
+
+
+# ---- packages and the validation ladder ------------------------------------------------------
+
+def test_ios18_state_package_passes_the_ladder_exactly(state_pkg):
+    v = state_pkg.validation
+    assert v["passed"], v
+    assert v["structural"]["problems"] == []
+    assert v["heldout"]["top1_agreement"] == 1.0 and v["heldout"]["tokens"] >= 512
+    assert v["greedy"]["match"] and v["greedy"]["tokens"] == 32
+    assert len(set(v["greedy"]["reference_ids"])) > 3          # a discriminating continuation
+    assert v["vectors"]["decode_max_abs_diff"] < 5e-3           # fp32 compute, fp16 cache state
+
+
+def test_ios18_manifest_describes_states_and_io(state_pkg):
+    m = json.loads((state_pkg.path / "manifest.json").read_text())
+    assert m["target"] == "coreml" and m["artifact"] == "model.mlpackage" and m["precision"] == "fp32"
+    assert m["runtime"] == {"name": "coreml", "min_version": "iOS 18", "deployment_target": "ios18",
+                            "compute_units": "all", "compute_precision": "fp32", "specification_version": 9}
+    assert [i["name"] for i in m["io"]["inputs"]] == ["tokens", "input_pos"]
+    assert m["io"]["inputs"][0] == {"name": "tokens", "dtype": "int32", "shape": [1, f"seq[1..{PROMPT}]"]}
+    assert m["io"]["outputs"] == [{"name": "logits", "dtype": "float32", "shape": [1, f"seq[1..{PROMPT}]", 96]}]
+    assert [s["name"] for s in m["io"]["states"]] == ["k_cache_0", "v_cache_0", "k_cache_1", "v_cache_1"]
+    assert m["io"]["states"][0] == {"name": "k_cache_0", "dtype": "float16", "shape": [1, 2, CTX, 8]}
+    assert m["kv_cache"]["kind"] == "state" and m["kv_cache"]["dtype"] == "float16"
+    assert {"read_state", "write_state", "slice_update"} <= set(m["report"]["op_types"])
+    assert m["report"]["passes"]["fix_select_broadcast"] >= 1
+    assert "model.mlpackage/Data/com.apple.CoreML/weights/weight.bin" in m["files"]
+    mlp = json.loads((state_pkg.path / "model.mlpackage" / "Manifest.json").read_text())
+    assert not (state_pkg.path / "model.mlpackage" / "executorch_debug_handle_mapping.json").exists()
+    assert all(k == k.upper() for k in mlp["itemInfoEntries"])  # name-derived, not random, UUIDs
+
+
+def test_ios17_io_cache_fp16_package_passes_via_the_cli(tiny_llama, tmp_path, capsys):
+    """fp16 on HF-initialized weights (the rescaled model's logits reach ~1e3: a poor fp16 test case)."""
+    from slmpack.cli import main
+
+    out = tmp_path / "ios17"
+    code = main(["export", str(tiny_llama), "--target", "coreml", "--out", str(out), "--max-context", str(CTX),
+                 "--max-prompt", str(PROMPT), "--coreml-deployment-target", "ios17",
+                 "--coreml-compute-precision", "fp16", "--coreml-compute-units", "cpu_and_ne", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0, doc
+    v = doc["packages"][0]["validation"]
+    assert v["passed"] and v["heldout"]["top1_agreement"] >= 0.99, v["heldout"]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["precision"] == "fp16" and m["runtime"]["compute_units"] == "cpu_and_ne"
+    assert m["runtime"]["specification_version"] == 8 and m["kv_cache"]["kind"] == "io"
+    assert m["io"]["states"] == [] and m["io"]["inputs"][2]["name"] == "k_cache_0"
+    assert m["io"]["inputs"][2]["dtype"] == "float16"
+    assert [o["name"] for o in m["io"]["outputs"]][:2] == ["logits", "k_cache_0_out"]
+    assert not {"read_state", "write_state", "slice_update"} & set(m["report"]["op_types"])  # iOS 17 ops only
+    assert api.validate(out)["passed"]                         # re-validation from the package alone
+
+
+def test_structural_check_catches_a_manifest_that_lies(state_pkg):
+    m = json.loads((state_pkg.path / "manifest.json").read_text())
+    target = registry.get("coreml")
+    assert target.check(state_pkg.path, m) == []
+    m["io"]["states"][0]["shape"] = [1, 2, CTX * 2, 8]
+    m["runtime"]["deployment_target"] = "ios17"                # states and slice_update need iOS 18
+    problems = " | ".join(target.check(state_pkg.path, m))
+    assert "states differ" in problems and "specification version 9 != 8" in problems
+    assert "'read_state' needs specification version 9" in problems
+
+
+def test_two_exports_are_byte_identical(tiny, tmp_path):
+    cfg = ExportConfig(trace=TraceConfig(max_context=CTX, max_prompt=PROMPT), validate=False)
+    a = api.export(tiny, "coreml", tmp_path / "a", cfg, FP32_IOS18)
+    b = api.export(tiny, "coreml", tmp_path / "b", cfg, FP32_IOS18)
+    assert hash_tree(a.path) == hash_tree(b.path)
+    assert (a.path / "manifest.json").read_bytes() == (b.path / "manifest.json").read_bytes()
+
+
+# ---- options refused before any work ---------------------------------------------------------
+
+def test_invalid_option_values_are_typed_errors():
+    with pytest.raises(BadInputError, match="deployment_target") as e:
+        CoreMLOptions(deployment_target="ios12")
+    assert e.value.code == "E_CONFIG"
+    with pytest.raises(BadInputError, match="compute_precision"):
+        CoreMLOptions(compute_precision="int8")
+
+
+def test_states_below_ios18_are_refused_in_preflight(tiny, tmp_path):
+    opts = CoreMLOptions(deployment_target="ios17", kv_cache="state")
+    spec = load_spec(tiny)
+    problems = registry.get("coreml").supports(spec, opts)
+    assert problems and "iOS 18" in str(problems[0])
+    with pytest.raises(UnsupportedError) as e:
+        api.export(tiny, "coreml", tmp_path / "x", CFG, opts)
+    assert e.value.code == "E_TARGET_UNSUPPORTED" and not (tmp_path / "x").exists()
+
+
+def test_int4_and_per_block_plans_are_refused_below_ios18(tiny):
+    ref = _ref(tiny)
+    spec = load_spec(tiny)
+    target = registry.get("coreml")
+    assert target.supports(spec, CoreMLOptions(deployment_target="ios18"), _plan(ref, 4, 8)) == []
+    int4 = target.supports(spec, CoreMLOptions(deployment_target="macos14"), _plan(ref, 4, None))
+    assert int4 and all("int4 weights need" in p.reason for p in int4)
+    block8 = target.supports(spec, CoreMLOptions(deployment_target="ios17"), _plan(ref, 8, 8))
+    assert block8 and all("per-block scales" in p.reason for p in block8)
+    assert target.supports(spec, CoreMLOptions(deployment_target="ios17"), _plan(ref, 8, None)) == []
+    pal = target.supports(spec, CoreMLOptions(deployment_target="ios17", palettize=True))
+    assert pal and "lookup tables" in pal[0].reason
+    with pytest.raises(UnsupportedError):
+        coreml_lower.refuse(spec, CoreMLOptions(deployment_target="ios17"), _plan(ref, 4, 8))
+
+
+# ---- QuantPlan encoding ------------------------------------------------------------------------
+
+def _ref(model_dir, sd=None):
+    return build_reference(load_spec(model_dir), sd if sd is not None else load_state_dict(model_dir), CTX)
+
+
+def _plan(ref, bits: int, group: int | None, symmetric: bool = False) -> QuantPlan:
+    """RTN plan quantizing every Linear/Embedding weight (lm_head tied to the embedding)."""
+    _, shapes, embeds, ties = model_weights(ref)
+    scheme = WeightScheme(bits=bits, group_size=group, symmetric=symmetric)
+    decisions = {n: TensorDecision(n, "embedding" if n in embeds else "linear", tuple(s), scheme, FLOAT_ACTIVATIONS,
+                                   0, ties.get(n)) for n, s in shapes.items()}
+    weights = {n: quantize_rtn(ref.get_parameter(n), bits, group, symmetric) for n in shapes if n not in ties}
+    return QuantPlan(recipe="test", decisions=decisions, weights=weights)
+
+
+@pytest.mark.parametrize("target,bits,group,palettize", [("ios18", 4, 8, False), ("ios17", 8, None, False),
+                                                         ("ios18", 4, 8, True)])
+def test_quant_plan_numbers_are_packed_exactly(tiny, tmp_path, target, bits, group, palettize):
+    ref = _ref(tiny)
+    plan = _plan(ref, bits, group)
+    spec = load_spec(tiny)
+    opts = CoreMLOptions(deployment_target=target, compute_precision="fp32", kv_cache="io", palettize=palettize)
+    programs = trace_programs(ref, CacheLayout.IO_STATIC, CFG.trace, update=CacheUpdate.SLICE)
+    art = coreml_lower.lower(programs, spec, opts, tmp_path, {}, plan)
+    n_quant = len({plan.owner(n) for n in plan.quantized_names()})
+    assert art.report["passes"]["apply_quant_plan"] == n_quant
+    op = {(4, False): "constexpr_blockwise_shift_scale", (8, False): "constexpr_affine_dequantize"}.get(
+        (bits, palettize), "constexpr_lut_to_dense")
+    assert op in art.report["op_types"]
+    manifest = {"artifact": art.primary, "model": {"max_prompt": PROMPT, "max_context": CTX},
+                "kv_cache": art.kv_cache, "runtime": art.runtime}
+    runner = InterpreterRunner(tmp_path / art.primary, manifest)
+    fake = ReferenceRunner(_ref(tiny, plan.fake_quant_state_dict(load_state_dict(tiny))))
+    ids = np.arange(1, 12) % spec.vocab_size
+    got, want = runner.prefill(ids), fake.prefill(ids)
+    assert np.abs(got - want).max() < 1e-4 * max(1.0, np.abs(want).max())
+    if not palettize:  # per-block tables hold 2^bits entries per block: smaller only for large blocks
+        weight_bytes = (tmp_path / art.primary / "Data/com.apple.CoreML/weights/weight.bin").stat().st_size
+        assert weight_bytes < 0.45 * 4 * spec.num_parameters    # vs fp32 weights (scales included)
+
+
+# ---- runners -----------------------------------------------------------------------------------
+
+def test_runner_selection_on_this_platform(state_pkg, monkeypatch):
+    m = json.loads((state_pkg.path / "manifest.json").read_text())
+    monkeypatch.delenv("SLMPACK_COREML_RUNNER", raising=False)
+    ok, _ = coreml_runtime_available()
+    assert isinstance(make_runner(state_pkg.path, m), CoreMLRunner if ok else InterpreterRunner)
+    assert isinstance(make_runner(state_pkg.path, m, "interpreter"), InterpreterRunner)
+    with pytest.raises(BadInputError):
+        make_runner(state_pkg.path, m, "gpu")
+
+
+@pytest.mark.skipif(not coreml_runtime_available()[0], reason=f"real Core ML unavailable: "
+                    f"{coreml_runtime_available()[1]}")
+def test_core_ml_runtime_agrees_with_the_interpreter(state_pkg):  # pragma: no cover - macOS only
+    m = json.loads((state_pkg.path / "manifest.json").read_text())
+    real, ours = CoreMLRunner(state_pkg.path / m["artifact"], m), InterpreterRunner(state_pkg.path / m["artifact"], m)
+    ids = np.arange(1, 10)
+    np.testing.assert_allclose(real.prefill(ids), ours.prefill(ids), atol=5e-2)
+    np.testing.assert_allclose(real.decode(3, 9), ours.decode(3, 9), atol=5e-2)
+
+
+def test_runner_rejects_chunks_the_package_cannot_take(state_pkg):
+    m = json.loads((state_pkg.path / "manifest.json").read_text())
+    r = InterpreterRunner(state_pkg.path / m["artifact"], m)
+    with pytest.raises(BadInputError, match="1..16"):
+        r.prefill(np.zeros(PROMPT + 1, np.int64))
+    r.prefill(np.zeros(3, np.int64))
+    with pytest.raises(BadInputError, match="position"):
+        r.decode(1, 7)
+
+
+# ---- demo model acceptance (slow) --------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("opts", [FP32_IOS18, CoreMLOptions(deployment_target="ios18"), FP16_IOS17],
+                         ids=["ios18-fp32-state", "ios18-fp16-state", "ios17-fp16-io"])
+def test_demo_model_packages_pass_the_ladder(tmp_path, opts):
+    pkg = api.export(None, "coreml", tmp_path / "demo", ExportConfig(), opts)
+    v = pkg.validation
+    assert v["passed"], v
+    if opts.compute_precision.value == "fp32":
+        assert v["heldout"]["top1_agreement"] == 1.0 and v["greedy"]["match"] and v["greedy"]["tokens"] == 32
+    else:
+        assert v["heldout"]["top1_agreement"] >= 0.99
+    print(f"\n{opts.to_json()}: top1 {v['heldout']['top1_agreement']}, KL {v['heldout']['mean_kl']:.3g}, "
+          f"max|dlogit| {max(v['vectors']['prefill_max_abs_diff'], v['vectors']['decode_max_abs_diff']):.3g}",
+          file=sys.stderr)
