@@ -228,25 +228,94 @@ def _dist_version(module: str) -> str:
 
 @register_adapter("tflite")
 class TFLiteAdapter(Adapter):
-    """Loads the .tflite and its signatures. The KV-cache I/O convention (signature names and
-    tensor names for prefill/decode) is finalized by targets/tflite; until then prefill/decode
-    refuse with a clear error instead of guessing."""
+    """LiteRT signatures as targets/tflite writes them: fixed-length ``prefill_<n>`` and a
+    one-token ``decode``; inputs ``tokens`` int32 [1,S] and ``input_pos`` int32 [S], the KV cache
+    as ``kv_cache_{k,v}_<i>`` [1, kv_heads, max_context, head_dim] in and out; output ``logits``.
+
+    Same semantics as targets/tflite/runner.py: a chunk of s tokens runs through the smallest
+    ``prefill_<n>`` with n >= s whose rows fit (pos + n <= max_context, since LiteRT clamps an
+    out-of-range DYNAMIC_UPDATE_SLICE start); else the largest fitting one, else ``decode``.
+    Padded rows get token 0 and the positions after the chunk; later steps overwrite them."""
+
+    DECODE = "decode"
+    PREFILL_PREFIX = "prefill_"
 
     def __init__(self, pkg, manifest, threads=0):
         super().__init__(pkg, manifest, threads)
         interpreter_cls, self.runtime_name, self.runtime_version = import_tflite_interpreter()
-        self.interpreter = interpreter_cls(model_path=str(pkg / manifest["artifact"]),
-                                           num_threads=threads or None)
-        self.signatures = self.interpreter.get_signature_list()
+        self._data = (pkg / manifest["artifact"]).read_bytes()  # the interpreter keeps a view of it
+        try:
+            self.interpreter = interpreter_cls(model_content=self._data, num_threads=threads or None)
+        except ValueError as exc:  # LiteRT's flatbuffer verifier / model builder
+            raise RunnerError("E_BAD_INPUT", f"LiteRT rejected the model: {str(exc).splitlines()[0]}") from None
+        sigs = self.interpreter.get_signature_list()
+        self.lengths = sorted(int(k[len(self.PREFILL_PREFIX):]) for k in sigs
+                              if k.startswith(self.PREFILL_PREFIX) and k[len(self.PREFILL_PREFIX):].isdigit())
+        if self.DECODE not in sigs or not self.lengths:
+            raise RunnerError("E_BAD_INPUT", "the .tflite needs a 'decode' and at least one 'prefill_<n>' "
+                              f"signature, has {sorted(sigs)}")
+        self._prefill = {n: self.interpreter.get_signature_runner(f"{self.PREFILL_PREFIX}{n}")
+                         for n in self.lengths}
+        self._decode = self.interpreter.get_signature_runner(self.DECODE)
+        self._cache_specs = self._read_cache_specs(self._decode.get_input_details())
+        self.max_context = int(self._cache_specs["kv_cache_k_0"][0][2])
+        self.reset()
+
+    @staticmethod
+    def _read_cache_specs(details: dict) -> dict:
+        """{name: (shape, dtype)} of the cache inputs, ordered by layer then k/v."""
+        names = sorted((k for k in details if k.startswith("kv_cache_")),
+                       key=lambda k: (int(k.rsplit("_", 1)[1]), k))
+        if "kv_cache_k_0" not in names or not {"tokens", "input_pos"} <= set(details):
+            raise RunnerError("E_BAD_INPUT", f"decode signature inputs {sorted(details)} lack "
+                              "tokens/input_pos/kv_cache_k_0")
+        return {k: (tuple(int(d) for d in details[k]["shape"]), details[k]["dtype"]) for k in names}
 
     def reset(self):
-        pass
+        self.cache = {k: np.zeros(shape, dtype) for k, (shape, dtype) in self._cache_specs.items()}
+        self.pos = 0
+
+    def _pick(self, left: int) -> int:
+        """Signature length for the next chunk with ``left`` tokens to go (1 = decode)."""
+        fits = [n for n in self.lengths if n <= self.max_context - self.pos]
+        covering = [n for n in fits if n >= left]
+        if covering:
+            return covering[0]
+        full = [n for n in fits if n <= left]
+        return full[-1] if full else 1
+
+    def _run(self, runner, ids: np.ndarray, length: int) -> np.ndarray:
+        """One signature call: ``ids`` padded to ``length`` rows; the cache and pos advance."""
+        n = len(ids)
+        tokens = np.zeros((1, length), np.int32)
+        tokens[0, :n] = ids
+        positions = np.arange(self.pos, self.pos + length, dtype=np.int32)
+        out = runner(tokens=tokens, input_pos=positions, **self.cache)
+        self.cache = {k: out[k] for k in self._cache_specs}
+        self.pos += n
+        return np.asarray(out["logits"][0, :n], dtype=np.float32)
 
     def prefill(self, ids):
-        raise RunnerError("E_RUNTIME", "TFLite KV-cache I/O convention not finalized; signatures "
-                          f"present: {sorted(self.signatures)}")
+        """Reset, then run the whole prompt in chunks (longer prompts than the largest signature
+        are split exactly as slmpack's greedy reference splits them: by the largest length)."""
+        self.reset()
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) > self.max_context:
+            raise RunnerError("E_BAD_INPUT", f"prompt of {len(ids)} exceeds max context {self.max_context}")
+        out, done = [], 0
+        while done < len(ids):
+            length = self._pick(len(ids) - done)
+            runner = self._decode if length == 1 and 1 not in self.lengths else self._prefill[length]
+            out.append(self._run(runner, ids[done:done + length], length))
+            done += min(length, len(ids) - done)
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
-    decode = prefill
+    def decode(self, token, pos):
+        if pos != self.pos:
+            raise RunnerError("E_RUNTIME", f"decode at position {pos} but the cache holds {self.pos}")
+        if pos >= self.max_context:
+            raise RunnerError("E_BAD_INPUT", f"position {pos} exceeds max context {self.max_context}")
+        return self._run(self._decode, np.array([int(token)]), 1)[0]
 
 
 @register_adapter("executorch")

@@ -124,6 +124,9 @@ def preflight(spec, target, options, qcfg: QuantConfig) -> QuantPreflight | None
     """Resolve + validate; ``None`` for float exports. Never reads weights or calibration data."""
     if not qcfg.enabled:
         return None
+    if qcfg.calib_data is not None and not qcfg.calib_data.exists():
+        raise BadInputError(f"calibration source not found: {qcfg.calib_data}", "E_CALIB_PATH_MISSING",
+                            details={"path": str(qcfg.calib_data)})
     layout = model_layout(spec)
     recipe = load_base_recipe(qcfg.base_recipe)
     if qcfg.algorithm:
@@ -171,7 +174,12 @@ def calibrate(pre: QuantPreflight, ref: ReferenceModel, model_dir: Path, max_con
 
     t0 = time.perf_counter()
     qcfg = pre.config
-    windows = load_windows(model_dir, qcfg, max_context, spec.vocab_size)
+    try:
+        windows = load_windows(model_dir, qcfg, max_context, spec.vocab_size)
+    except BadInputError:
+        if needs_calibration(pre.plan) or qcfg.has_budget or qcfg.calib_data is not None:
+            raise
+        windows = torch.zeros((0, 0), dtype=torch.long)  # RTN weight-only: no data needed (e.g. no tokenizer)
     model = CalibrationModel(ref)
     recipe, mixed = pre.recipe, None
     if qcfg.has_budget:
@@ -190,11 +198,20 @@ def calibrate(pre: QuantPreflight, ref: ReferenceModel, model_dir: Path, max_con
         mixed["achieved_weights_only"] = achieved(model, plan, windows)
         if qcfg.max_ppl_increase_pct is not None:
             mixed["budget_met"] = mixed["achieved_weights_only"]["ppl_increase_pct"] <= qcfg.max_ppl_increase_pct
-    info = {"source": (qcfg.calib_data.name if qcfg.calib_data else "calibration.txt (bundled)"),
+    info = {"source": (qcfg.calib_data.name if qcfg.calib_data else "calibration.txt (bundled)")
+            if windows.numel() else None,
             "format": qcfg.resolved_format(), "windows": int(windows.shape[0]), "window_tokens": int(windows.shape[1]),
             "seed": qcfg.calib_seed}
     return QuantResult(qcfg, plan, recipe, fake_quant_reference(ref, plan), info, mixed,
                        {"mixed_precision_s": round(t1 - t0, 2), "build_plan_s": round(t2 - t1, 2)})
+
+
+def needs_calibration(plan) -> bool:
+    from slmpack.calibration.schemes import ActivationMode, Algorithm
+
+    return any((d.weight is not None and d.weight.algorithm is not Algorithm.RTN)
+               or d.activation.mode is ActivationMode.STATIC_INT8 or d.activation.smoothquant_alpha is not None
+               for d in plan.decisions.values())
 
 
 def graph_overhead_bytes(ref: ReferenceModel) -> int:

@@ -41,6 +41,7 @@ def summarize(res: dict) -> dict:
         for run in m["throughput"]:
             t, rows = run["threads"], run["variants"]
             eager = rows.get(EAGER, {})
+            # median read bandwidth, like the median tok/s it is compared with (best sample shown too)
             bw = run["bandwidth_gb_s"]["read"] * 1e9
             ctx_mean = run["prompt"] + run["decode"] / 2
             table = {}
@@ -52,6 +53,8 @@ def summarize(res: dict) -> dict:
                 per_token = _weights_read(variant, facts, row) + kv_bytes(facts, ctx_mean, kv_elem)
                 mem = row.get("memory", {})
                 runtime_mb = (mem.get("vmhwm_kb", 0) - mem.get("rss_before_load_kb", 0)) / 1024
+                probe = row.get("probe_memory") or {}
+                probe_mb = ((probe["vmhwm_kb"] - probe["rss_before_load_kb"]) / 1024) if "vmhwm_kb" in probe else None
                 art = row.get("artifact_bytes")
                 kv_max = kv_bytes(facts, run["prompt"] + run["decode"], kv_elem)
                 table[variant] = {
@@ -62,7 +65,10 @@ def summarize(res: dict) -> dict:
                     "bytes_per_token_mb": round(per_token / MB, 2),
                     "peak_rss_mb": round(mem.get("vmhwm_kb", 0) / 1024, 1),
                     "runtime_rss_mb": round(runtime_mb, 1),
-                    "rss_vs_artifact_kv": (round(runtime_mb * MB / (art + kv_max), 3) if art else None),
+                    "rss_vs_artifact_kv_in_worker": (round(runtime_mb * MB / (art + kv_max), 3) if art else None),
+                    "runtime_only_peak_rss_mb": round(probe["vmhwm_kb"] / 1024, 1) if probe_mb else None,
+                    "runtime_only_rss_delta_mb": round(probe_mb, 1) if probe_mb else None,
+                    "rss_vs_artifact_kv": (round(probe_mb * MB / (art + kv_max), 3) if art and probe_mb else None),
                     "artifact_mb": round(art / MB, 2) if art else None,
                 }
             ours = table.get(OURS, {})
@@ -70,6 +76,7 @@ def summarize(res: dict) -> dict:
                 if "decode_tok_s" in table[peer] and "decode_tok_s" in ours:
                     ours.setdefault("decode_vs", {})[peer] = _ratio(ours["decode_tok_s"], table[peer]["decode_tok_s"])
             per[t] = {"bandwidth_read_gb_s": round(run["bandwidth_gb_s"]["read"], 2),
+                      "bandwidth_read_best_gb_s": round(max(run["bandwidth_samples"]["read"]), 2),
                       "bandwidth_copy_gb_s": round(run["bandwidth_gb_s"]["copy"], 2), "variants": table}
         pkg = m["packages"].get("onnx", {})
         weights_mb = facts["params"] * 4 / MB
@@ -152,18 +159,21 @@ def markdown(res: dict) -> str:
         lines += [f"## {name} ({facts['params'] / 1e6:.1f}M params, {facts['layers']} layers, "
                   f"{facts['heads']}/{facts['kv_heads']} heads)", ""]
         for t, run in m["throughput"].items():
-            lines += [f"**{t} thread(s)** — memory bandwidth (numpy read / copy): {run['bandwidth_read_gb_s']} / "
-                      f"{run['bandwidth_copy_gb_s']} GB/s", "",
+            lines += [f"**{t} thread(s)** — memory bandwidth (numpy, median read / copy): {run['bandwidth_read_gb_s']} / "
+                      f"{run['bandwidth_copy_gb_s']} GB/s (best read sample {run['bandwidth_read_best_gb_s']} GB/s); "
+                      "decode roofline = (weight + KV bytes per token) × tok/s ÷ median read bandwidth", "",
                       "| variant | prefill tok/s | decode tok/s | prefill × eager | decode × eager | decode roofline | "
-                      "peak RSS MB (runtime Δ) | RSS Δ / (artifact+KV) |",
+                      "runtime-only peak RSS MB (Δ load+run) | Δ / (artifact+KV) |",
                       "|---|---:|---:|---:|---:|---:|---:|---:|"]
-            for variant, r in run["variants"].items():
+            order = sorted(run["variants"], key=lambda v: (v != EAGER, not v.startswith("slmpack"), v))
+            for variant in order:
+                r = run["variants"][variant]
                 if "error" in r:
                     lines.append(f"| {variant} | error | | | | | | |")
                     continue
                 lines.append(f"| {variant} | {r['prefill_tok_s']} | {r['decode_tok_s']} | {r['prefill_vs_eager']} | "
-                             f"{r['decode_vs_eager']} | {r['decode_roofline']:.1%} | {r['peak_rss_mb']} "
-                             f"({r['runtime_rss_mb']}) | {r['rss_vs_artifact_kv']} |")
+                             f"{r['decode_vs_eager']} | {r['decode_roofline']:.1%} | {r['runtime_only_peak_rss_mb'] or r['peak_rss_mb']} "
+                             f"({r['runtime_only_rss_delta_mb'] or r['runtime_rss_mb']}) | {r['rss_vs_artifact_kv']} |")
             ours = run["variants"].get(OURS, {})
             if ours.get("decode_vs"):
                 lines += ["", "ORT (slmpack) decode speed ÷ peer: " + ", ".join(

@@ -54,16 +54,20 @@ def variants_for(name: str, model_dir: Path, pkgs: dict, peer: dict) -> list[dic
     out = [{"variant": "pytorch-eager", "python": main_python(), "backend": "eager", "path": model_dir, "bytes": None}]
     for target, rec in pkgs.items():
         if rec.get("ok"):
+            probe = None
+            if target == "onnx":  # runtime-only process: onnxruntime and the artifact, nothing else imported
+                probe = (main_python(), "ort-genai-io", str(Path(rec["path"]) / "model.onnx"))
             out.append({"variant": f"slmpack-{target}", "python": main_python(), "backend": f"target:{target}",
-                        "path": rec["path"], "bytes": rec["artifact_bytes"]})
+                        "path": rec["path"], "bytes": rec["artifact_bytes"], "probe": probe})
     opt = peer.get("optimum", {})
     if opt.get("ok"):
         out.append({"variant": "optimum-onnx (ort)", "python": peers._py("optimum"), "backend": "ort-genai-io",
                     "path": opt["path"], "bytes": Path(opt["path"]).stat().st_size
-                    + sum(p.stat().st_size for p in Path(opt["path"]).parent.glob("model.onnx_data"))})
+                    + sum(p.stat().st_size for p in Path(opt["path"]).parent.glob("model.onnx_data")),
+                    "probe": (peers._py("optimum"), "ort-genai-io", opt["path"])})
     for q, path in (peer.get("llamacpp", {}).get("files") or {}).items():
         out.append({"variant": f"llama.cpp {q}", "python": peers._py("llamacpp"), "backend": "llamacpp",
-                    "path": path, "bytes": Path(path).stat().st_size})
+                    "path": path, "bytes": Path(path).stat().st_size, "probe": (peers._py("llamacpp"), "llamacpp", path)})
     return out
 
 
@@ -94,6 +98,17 @@ def throughput(model_name: str, variants: list[dict], threads: int, reps: int, p
     finally:
         for w in workers.values():
             w.close()
+    probes = {}
+    for v in variants:  # peak RSS of each runtime alone in a fresh process (load, prefill, decode)
+        if v.get("probe") and v["variant"] in samples:
+            py, backend, path = v["probe"]
+            try:
+                w = Worker(v["variant"] + " (rss probe)", py, backend, path, threads, vocab)
+                w.ask(cmd="bench", prompt=prompt, decode=decode, seed=0)
+                probes[v["variant"]] = {**w.ask(cmd="mem"), **w.ready}
+                w.close()
+            except Exception as e:
+                probes[v["variant"]] = {"error": str(e)[-500:]}
     rows = {}
     for v in variants:
         name = v["variant"]
@@ -104,7 +119,7 @@ def throughput(model_name: str, variants: list[dict], threads: int, reps: int, p
         rows[name] = {"prefill_tok_s": statistics.median(s["prefill"]), "decode_tok_s": statistics.median(s["decode"]),
                       "prefill_samples": [round(x, 1) for x in s["prefill"]],
                       "decode_samples": [round(x, 2) for x in s["decode"]],
-                      "artifact_bytes": v["bytes"], "memory": mem[name]}
+                      "artifact_bytes": v["bytes"], "memory": mem[name], "probe_memory": probes.get(name)}
     return {"threads": threads, "reps": reps, "prompt": prompt, "decode": decode, "variants": rows,
             "bandwidth_gb_s": {k: statistics.median(x) for k, x in bw_samples.items()},
             "bandwidth_samples": {k: [round(x, 2) for x in xs] for k, xs in bw_samples.items()}}
@@ -140,7 +155,8 @@ def main(argv=None) -> None:
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--decode", type=int, default=32)
     ap.add_argument("--depths", nargs="+", type=int, default=[4, 8, 16])
-    ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--peers", nargs="*", default=["optimum", "llamacpp"], choices=["optimum", "llamacpp"])
+    ap.add_argument("--no-peers", action="store_true", help="same as --peers with no names")
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--reexport", action="store_true", help="export packages even if cached in --workdir")
     ap.add_argument("--llamacpp-sdist", type=Path, default=None, help="local llama-cpp-python sdist (else pip download)")
@@ -157,8 +173,10 @@ def main(argv=None) -> None:
         pkgs = {t: export_package(model_dir, t, wd / "pkg" / name / t, validate=True, force=a.reexport)
                 for t in a.targets}
         peer = {}
-        if not a.no_peers:
+        wanted = [] if a.no_peers else a.peers
+        if "optimum" in wanted:
             peer["optimum"] = peers.optimum_export(model_dir, wd / "optimum" / name)
+        if "llamacpp" in wanted:
             peer["llamacpp"] = peers.llamacpp_ggufs(model_dir, wd, name, a.llamacpp_sdist)
         variants = variants_for(name, model_dir, pkgs, peer)
         runs = [throughput(name, variants, t, a.reps, a.prompt, a.decode, min(facts["vocab"], 4000), bw)

@@ -14,6 +14,7 @@ The steps, in order (each a small function below):
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -97,13 +98,15 @@ def convert(ep, spec, options: CoreMLOptions, layout: CacheLayout, max_prompt: i
                              "E_COREML_CONVERT") from e
 
 
-def run_passes(prog, options: CoreMLOptions, plan, param_names: dict[str, str]) -> dict:
+def run_passes(prog, options: CoreMLOptions, plan, param_names: dict[str, str]) -> tuple[dict, dict | None]:
     counts = {"fix_select_broadcast": run_pass(prog, fix_select_broadcast)}
+    encoded = None
     if plan is not None:
         from slmpack.targets.coreml.quantize import apply_plan
 
-        counts["apply_quant_plan"] = run_pass(prog, apply_plan, plan, param_names, options)
-    return counts
+        encoded = run_pass(prog, apply_plan, plan, param_names, options)
+        counts["apply_quant_plan"] = len(encoded)
+    return counts, encoded
 
 
 def serialize(prog, options: CoreMLOptions):
@@ -133,11 +136,16 @@ def lower(programs, spec, options: CoreMLOptions, out_dir: Path, gen: dict, plan
     cfg = programs.config
     ep = program(programs)
     prog = convert(ep, spec, options, layout, cfg.max_prompt, cfg.max_context)
-    counts = run_passes(prog, options, plan, param_names(ep))
+    counts, encoded = run_passes(prog, options, plan, param_names(ep))
     model = serialize(prog, options)
     path = Path(out_dir) / PACKAGE
     model.save(str(path))
-    files = _normalize.normalize(path, _metadata(spec, options, layout))
+    metadata = _metadata(spec, options, layout)
+    if encoded is not None:
+        from slmpack.targets.coreml.quantize import META_KEY
+
+        metadata[META_KEY] = json.dumps(encoded, sort_keys=True)
+    files = _normalize.normalize(path, metadata)
     from slmpack.targets.coreml.describe import describe
 
     io, kv_cache, op_types = describe(path, spec, options, layout, cfg)
@@ -149,7 +157,9 @@ def lower(programs, spec, options: CoreMLOptions, out_dir: Path, gen: dict, plan
                  "compute_precision": options.compute_precision.value,
                  "specification_version": options.deployment_target.level},
         report={"passes": counts, "op_types": op_types, "options": options.to_json(),
-                "precision": options.compute_precision.value},
+                "precision": options.compute_precision.value,
+                **({"quantization": {"encoding": next(iter(encoded.values()))["encoding"] if encoded else None,
+                                     "tensors": encoded}} if encoded is not None else {})},
     )
 
 

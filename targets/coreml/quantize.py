@@ -23,6 +23,26 @@ import numpy as np
 from slmpack.errors import ToolchainError
 from slmpack.targets.coreml.options import CoreMLOptions
 
+META_KEY = "slmpack.quantization"   # model metadata: {tensor: {"op", "encoding", "bits", "group_size"}}
+
+
+def capabilities(options: CoreMLOptions):
+    """What a QuantPlan may ask of this target (checked before any calibration)."""
+    from slmpack.calibration.plan import TargetQuantCapabilities
+    from slmpack.calibration.schemes import ActivationMode
+
+    ios18 = options.deployment_target.has_states
+    groups = frozenset({None, 8, 16, 32, 64, 128, 256}) if ios18 else frozenset({None})
+    bits = frozenset({4, 8}) if ios18 else frozenset({8})
+    return TargetQuantCapabilities(name="coreml", weight_bits=bits, group_sizes=groups, asymmetric_weights=True,
+                                   activation_modes=frozenset({ActivationMode.NONE}), embedding_bits=bits)
+
+
+def encoding_name(options: CoreMLOptions) -> str:
+    if options.palettize:
+        return "constexpr_lut_to_dense"
+    return "constexpr_blockwise_shift_scale" if options.deployment_target.has_states else "constexpr_affine_dequantize"
+
 
 def _np(t) -> np.ndarray:
     return t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
@@ -69,11 +89,12 @@ def encode(qw, dtype, options: CoreMLOptions, name: str):
                                           name=name)
 
 
-def apply_plan(prog, plan, param_names: dict[str, str], options: CoreMLOptions) -> int:
-    """Replace each quantized weight const by its constexpr encoding; returns how many were replaced.
+def apply_plan(prog, plan, param_names: dict[str, str], options: CoreMLOptions) -> dict[str, dict]:
+    """Replace each quantized weight const by its constexpr encoding.
 
     ``param_names`` maps the program's parameter placeholders to checkpoint tensor names. Every
     quantized tensor of the plan must be found (tied tensors share one const): nothing is skipped.
+    Returns {owner tensor: {"op", "encoding", "bits", "group_size"}} (for the report and read-back).
     """
     from coremltools.converters.mil import Builder as mb
 
@@ -86,25 +107,27 @@ def apply_plan(prog, plan, param_names: dict[str, str], options: CoreMLOptions) 
     missing = [n for n in wanted if n not in by_owner]
     if missing:
         raise ToolchainError(f"quantized tensors not found in the traced program: {missing}", "E_COREML_QUANT")
-    replaced = 0
+    encoded: dict[str, dict] = {}
     for owner in wanted:
         qw = plan.weights.get(owner)
         if qw is None:
             raise ToolchainError(f"plan has no numbers for {owner!r} (not calibrated)", "E_COREML_QUANT")
         # tied tensors (lm_head / embed_tokens) have one placeholder each but coremltools keeps one const
         found = [(p, op) for p in sorted(set(by_owner[owner])) if (op := _find_const(consts, p)) is not None]
-        if not found:
-            raise ToolchainError(f"no weight const for {owner!r} (placeholders {sorted(by_owner[owner])})",
+        if len(found) != 1:
+            raise ToolchainError(f"expected one weight const for {owner!r}, found {[p for p, _ in found]} "
+                                 f"(placeholders {sorted(by_owner[owner])})", "E_COREML_QUANT")
+        placeholder, op = found[0]
+        var = op.outputs[0]
+        if tuple(var.shape) != tuple(qw.q.shape):
+            raise ToolchainError(f"{owner}: program weight {tuple(var.shape)} vs plan {tuple(qw.q.shape)}",
                                  "E_COREML_QUANT")
-        for placeholder, op in found:
-            var = op.outputs[0]
-            if tuple(var.shape) != tuple(qw.q.shape):
-                raise ToolchainError(f"{owner}: program weight {tuple(var.shape)} vs plan {tuple(qw.q.shape)}",
-                                     "E_COREML_QUANT")
-            dtype = np.float16 if var.dtype.__name__ == "fp16" else np.float32
-            with op.enclosing_block, mb.set_before_op(op):
-                new = encode(qw, dtype, options, name=f"{placeholder}_{'lut' if options.palettize else 'q'}")
-            op.enclosing_block.replace_uses_of_var_after_op(anchor_op=op, old_var=var, new_var=new)
-            op.enclosing_block.remove_ops([op])
-            replaced += 1
-    return replaced
+        dtype = np.float16 if var.dtype.__name__ == "fp16" else np.float32
+        name = f"{placeholder}_{'lut' if options.palettize else 'q'}"
+        with op.enclosing_block, mb.set_before_op(op):
+            new = encode(qw, dtype, options, name=name)
+        op.enclosing_block.replace_uses_of_var_after_op(anchor_op=op, old_var=var, new_var=new)
+        op.enclosing_block.remove_ops([op])
+        encoded[owner] = {"op": new.op.name, "encoding": encoding_name(options), "bits": int(qw.bits),
+                          "group_size": qw.group_size, "scale_dtype": np.dtype(dtype).name}
+    return encoded

@@ -17,6 +17,8 @@ FP32_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-4)
 FP32_FP16_CACHE_TOLERANCE = Tolerance(atol=2e-2, rtol=2e-3)
 # fp16 compute: every tensor rounded to fp16; judged by held-out top-1 (>= 99%), not greedy exactness
 FP16_TOLERANCE = Tolerance(atol=0.2, rtol=0.02, min_top1=0.99, greedy_exact=False)
+# QuantPlan packages, fp32 compute, vs the plan's fake-quant reference: same integers, other kernels
+FP32_QUANT_TOLERANCE = Tolerance(atol=2e-2, rtol=2e-3, min_top1=0.99, greedy_exact=False)
 
 
 class CoreMLTarget:
@@ -31,17 +33,32 @@ class CoreMLTarget:
         return CacheLayout.BUFFER if options.uses_state else CacheLayout.IO_STATIC
 
     def tolerance_for(self, manifest_or_options) -> Tolerance:
-        """Tolerance by compute precision and cache kind. Takes the package manifest (as the ladder
-        calls it) or CoreMLOptions (at export time)."""
+        """Tolerance by compute precision, cache kind and quantization. Takes the package manifest
+        (as the ladder calls it) or CoreMLOptions (at export time, float)."""
+        quantized = False
         if isinstance(manifest_or_options, CoreMLOptions):
             fp16 = manifest_or_options.compute_precision is ComputePrecision.FP16
             state = manifest_or_options.uses_state
         else:
             fp16 = manifest_or_options["runtime"]["compute_precision"] == ComputePrecision.FP16.value
             state = manifest_or_options["kv_cache"]["kind"] == "state"
+            quantized = bool((manifest_or_options.get("quantization") or {}).get("plan"))
         if fp16:
             return FP16_TOLERANCE
+        if quantized:
+            return FP32_QUANT_TOLERANCE
         return FP32_FP16_CACHE_TOLERANCE if state else FP32_TOLERANCE
+
+    def quant_capabilities(self, options: CoreMLOptions):
+        from slmpack.targets.coreml.quantize import capabilities
+
+        return capabilities(options)
+
+    def readback(self, pkg_dir: Path, plan) -> dict:
+        """Decode the package's constexpr weight encodings and compare them with ``plan``."""
+        from slmpack.targets.coreml.readback import readback
+
+        return readback(Path(pkg_dir), plan)
 
     def supports(self, spec, options: CoreMLOptions, plan=None) -> list[Unsupported]:
         return unsupported_features(spec, options, plan)

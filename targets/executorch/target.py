@@ -37,6 +37,12 @@ class ExecuTorchTarget:
             return QUANT_TOLERANCE
         return TOLERANCES.get(manifest.get("precision", "fp32"), self.tolerance)
 
+    def readback(self, pkg_dir: Path, plan) -> dict:
+        """Find the plan's integers and scales in model.pte's XNNPACK data and compare them."""
+        from slmpack.targets.executorch.readback import readback
+
+        return readback(Path(pkg_dir), plan)
+
     def quant_capabilities(self, options: ExecuTorchOptions):
         from slmpack.targets.executorch.quantize import capabilities
 

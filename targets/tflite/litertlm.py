@@ -121,15 +121,18 @@ def build_bundle(out_dir: Path, tflite_name: str, tokenizer_path: Path, spec, ge
 
 
 def generate(bundle: Path, prompt: str, max_tokens: int, threads: int = 1, apply_template: bool = False) -> str:
-    """Greedy text from the unmodified LiteRT-LM runtime (litert-lm-api)."""
+    """Greedy text from the unmodified LiteRT-LM runtime (litert-lm-api). The runtime writes an
+    XNNPACK weight cache beside the model unless told otherwise: keep it out of the package."""
     import litert_lm
 
-    engine = litert_lm.Engine(str(bundle), backend=litert_lm.Backend.CPU(thread_count=threads))
-    try:
-        session = engine.create_session(apply_prompt_template=apply_template,
-                                        sampler_config=litert_lm.SamplerConfig(top_k=1),
-                                        max_output_tokens=max_tokens)
-        session.run_prefill([prompt])
-        return session.run_decode().texts[0]
-    finally:
-        engine.close()
+    with tempfile.TemporaryDirectory(prefix="tfl_litertlm_cache_") as cache:
+        engine = litert_lm.Engine(str(bundle), backend=litert_lm.Backend.CPU(thread_count=threads),
+                                  cache_dir=cache)
+        try:
+            session = engine.create_session(apply_prompt_template=apply_template,
+                                            sampler_config=litert_lm.SamplerConfig(top_k=1),
+                                            max_output_tokens=max_tokens)
+            session.run_prefill([prompt])
+            return session.run_decode().texts[0]
+        finally:
+            engine.close()

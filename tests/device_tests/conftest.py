@@ -1,33 +1,27 @@
-"""Fixtures for the device-test suite: one tiny ONNX package per session, the aarch64 sysroot
+"""Fixtures for the device-test suite: the exporter's own packages of the tiny Llama (ONNX and
+TFLite, one export each per session), the demo model's TFLite package, and the aarch64 sysroot
 (qemu tests only: built once, cached under $SLMPACK_CACHE or ~/.cache/slmpack)."""
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
 
-
-def _load_tinypkg():
-    spec = importlib.util.spec_from_file_location("dt_tinypkg", Path(__file__).with_name("dt_tinypkg.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+TINY_TRACE = {"max_context": 64, "max_prompt": 32}
 
 
-dt_tinypkg = _load_tinypkg()
+def _export_tiny(model_dir: Path, target: str, out: Path):
+    from slmpack import api
+    from slmpack.config import ExportConfig, TraceConfig
 
-
-@pytest.fixture(scope="session")
-def tinypkg_module():
-    return dt_tinypkg
+    return api.export(model_dir, target, out, ExportConfig(trace=TraceConfig(**TINY_TRACE)))
 
 
 @pytest.fixture(scope="session")
-def tiny_package(tmp_path_factory) -> Path:
-    """A schema-v1 ONNX package (tiny random Llama-style decoder). Do not modify: copy it."""
-    return dt_tinypkg.write_package(tmp_path_factory.mktemp("pkgs") / "tiny-onnx")
+def tiny_package(tiny_llama, tmp_path_factory) -> Path:
+    """slmpack's ONNX package of the tiny Llama (max_context 64). Do not modify: copy it."""
+    return _export_tiny(tiny_llama, "onnx", tmp_path_factory.mktemp("pkgs") / "tiny-onnx").path
 
 
 @pytest.fixture
@@ -37,12 +31,21 @@ def package_copy(tiny_package, tmp_path) -> Path:
     return dst
 
 
-@pytest.fixture
-def tiny_model_dir(tmp_path) -> Path:
-    return dt_tinypkg.write_model_dir(tmp_path / "tiny-model")
-
-
 @pytest.fixture(scope="session")
 def aarch64_sysroot():
     from slmpack.device_tests.sysroot import ensure_sysroot
     return ensure_sysroot()
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite_package(tiny_llama, tmp_path_factory):
+    """slmpack's TFLite package of the tiny Llama (prefill_8/prefill_32 + decode, max_context 64)."""
+    return _export_tiny(tiny_llama, "tflite", tmp_path_factory.mktemp("pkgs") / "tiny-tflite")
+
+
+@pytest.fixture(scope="session")
+def demo_tflite_package(tmp_path_factory):
+    """The bundled demo model's TFLite package (about a minute to export)."""
+    from slmpack import api
+
+    return api.export(None, "tflite", tmp_path_factory.mktemp("demo") / "tflite")

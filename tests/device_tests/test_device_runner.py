@@ -78,11 +78,11 @@ def test_runner_validates_the_package(tiny_package):
 
 
 def test_runner_refuses_a_tampered_package(package_copy):
-    (package_copy / "tokenizer.json").write_text("{}")
+    (package_copy / "genai_config.json").write_text("{}")
     (package_copy / "extra.bin").write_bytes(b"x")
     rc, doc = run_runner(package_copy)
     assert rc == 1 and not doc["ok"] and doc["hashes_ok"] is False
-    assert {"path": "tokenizer.json", "reason": "sha256 mismatch"} in doc["bad_files"]
+    assert {"path": "genai_config.json", "reason": "sha256 mismatch"} in doc["bad_files"]
     assert {"path": "extra.bin", "reason": "not in manifest"} in doc["bad_files"]
     assert doc["prefill_max_abs_diff"] is None  # the model was not run
     assert doc["error"]["code"] == "E_PACKAGE_INTEGRITY"

@@ -132,6 +132,33 @@ def test_two_exports_are_byte_identical(tiny, tmp_path):
     assert (a.path / "manifest.json").read_bytes() == (b.path / "manifest.json").read_bytes()
 
 
+# ---- the slice-assignment KV cache (exporter/kv_cache.py) -------------------------------------
+
+@pytest.mark.parametrize("layout", [CacheLayout.BUFFER, CacheLayout.IO_STATIC])
+def test_slice_cache_update_equals_index_copy(tiny, layout):
+    from slmpack.exporter.programs import BufferProgram, StaticIOProgram
+
+    ref = _ref(tiny)
+    spec = ref.spec
+    make = (lambda u: BufferProgram(ref, CTX, update=u)) if layout is CacheLayout.BUFFER else (
+        lambda u: StaticIOProgram(ref, update=u))
+    a, b = make(CacheUpdate.INDEX_COPY), make(CacheUpdate.SLICE)
+    caches = tuple(torch.zeros(1, spec.num_kv_heads, CTX, spec.head_dim) for _ in range(2 * spec.num_layers))
+    with torch.no_grad():
+        for start, n in ((0, 5), (5, 1), (6, 3)):
+            ids, pos = torch.arange(start, start + n)[None] % spec.vocab_size, torch.arange(start, start + n)
+            if layout is CacheLayout.BUFFER:
+                torch.testing.assert_close(a(ids, pos), b(ids, pos), rtol=0, atol=0)
+            else:
+                out_a, out_b = a(ids, pos, *caches), b(ids, pos, *caches)
+                for x, y in zip(out_a, out_b):
+                    torch.testing.assert_close(x, y, rtol=0, atol=0)
+                caches = out_a[1:]
+    if layout is CacheLayout.BUFFER:
+        for x, y in zip(a.buffers(), b.buffers()):
+            torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
 # ---- options refused before any work ---------------------------------------------------------
 
 def test_invalid_option_values_are_typed_errors():

@@ -272,6 +272,8 @@ def test_modes(tiny, tmp_path, mode):
     else:
         assert pkg.manifest["report"]["quantization"]["encodings"]
         assert (pkg.path / "quant_plan.json").is_file()
+        rb = pkg.manifest["report"]["readback"]     # the plan's integers, found in model.pte
+        assert rb["passed"] and rb["integers_identical"], rb["problems"]
 
 
 @pytest.fixture(scope="module")

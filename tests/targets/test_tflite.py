@@ -270,6 +270,7 @@ def test_litertlm_bundle_generates_reference_greedy_tokens(pkg, ref, tok_model):
     assert len(set(want)) > 3   # random weights: a discriminating continuation
     got = litertlm.generate(pkg.path / "model.litertlm", prompt, max_tokens=len(want))
     assert got == want_text
+    api.verify(pkg.path)   # the runtime's XNNPACK cache went to a temporary dir, not into the package
     bundle = pkg.manifest["runtime"]["litert_lm"]
     assert bundle["stop_token_ids"] == [0] and bundle["start_token_id"] is None
 

@@ -1,0 +1,90 @@
+"""Read the plan's integers back out of model.pte.
+
+XNNPACK serializes every constant it packs into the program's named-data segment under the
+sha256 of its bytes (``backends/xnnpack/operators/node_visitor.py``): int8 weights as-is, int4
+weights as ``convert_to_qc4w`` nibbles (``q + 8``, two per byte, low nibble first), per-channel
+scales as float32 ``[out]``, group-wise scales as bf16 ``[out, n_groups]`` (``scale_<sha256>``).
+For every quantized Linear we rebuild those bytes from the plan, look the key up, decode the
+stored bytes and compare them with the plan's integers; scales are compared as the runtime
+reads them (bf16 for groups), giving the largest dequantized-weight deviation from the plan.
+Embeddings are not integer-encoded (the gather uses the plan's dequantized table).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+
+def _sha(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().numpy().tobytes() if t.dtype != torch.bfloat16
+                          else t.contiguous().view(torch.int16).numpy().tobytes()).hexdigest()
+
+
+def pack_qc4w(q: torch.Tensor) -> torch.Tensor:
+    u = (q.to(torch.int16) + 8).to(torch.uint8).contiguous().view(-1)
+    return (u[1::2] << 4 | u[::2]).view(q.shape[0], q.shape[1] // 2)
+
+
+def unpack_qc4w(packed: bytes, rows: int, cols: int) -> torch.Tensor:
+    u = torch.frombuffer(bytearray(packed), dtype=torch.uint8)
+    out = torch.empty(u.numel() * 2, dtype=torch.int16)
+    out[0::2], out[1::2] = (u & 0xF).to(torch.int16), (u >> 4).to(torch.int16)
+    return (out - 8).to(torch.int8).view(rows, cols)
+
+
+def _named_data(pte: Path) -> dict[str, bytes]:
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    nd = deserialize_pte_binary(Path(pte).read_bytes()).named_data
+    if nd is None:
+        return {}
+    return {k: bytes(nd.buffers[e.buffer_index]) for k, e in nd.pte_data.items()}
+
+
+def readback(pkg_dir: Path, plan, model_file: str = "model.pte") -> dict:
+    data = _named_data(Path(pkg_dir) / model_file)
+    tensors, problems, worst = {}, [], 0.0
+    for name in plan.quantized_names():
+        d = plan.decisions[name]
+        if d.kind == "embedding":
+            tensors[name] = {"encoding": "float table (plan dequantized)", "integers": None}
+            continue
+        qw = plan.weights[plan.owner(name)]
+        rows, cols = qw.q.shape
+        width = qw.group_size or cols
+        if qw.bits == 4:
+            key, stored_scale = _sha(pack_qc4w(qw.q)), qw.scale.to(torch.float32).reshape(rows, cols // width)
+            stored_scale = stored_scale.to(torch.bfloat16)
+        else:
+            key, stored_scale = _sha(qw.q.to(torch.int8)), qw.scale.to(torch.float32).reshape(rows)
+        entry: dict = {"bits": qw.bits, "group_size": qw.group_size}
+        raw = data.get(key)
+        if raw is None:
+            problems.append(f"{name}: the plan's int{qw.bits} weights are not in model.pte")
+            entry["found"] = False
+            tensors[name] = entry
+            continue
+        got = unpack_qc4w(raw, rows, cols) if qw.bits == 4 else \
+            torch.frombuffer(bytearray(raw), dtype=torch.int8).view(rows, cols)
+        entry["found"] = True
+        entry["integers_identical"] = bool(torch.equal(got, qw.q.to(torch.int8)))
+        if not entry["integers_identical"]:
+            problems.append(f"{name}: stored integers differ from the plan")
+        scale_key = "scale_" + _sha(stored_scale)
+        entry["scales_found"] = scale_key in data
+        if not entry["scales_found"]:
+            problems.append(f"{name}: scales not found in model.pte")
+        plan_scale = qw.scale.to(torch.float32).reshape(rows, -1)
+        dev = (qw.q.float().reshape(rows, -1, width).abs().amax(-1)
+               * (stored_scale.float().reshape(rows, -1) - plan_scale).abs()).max().item()
+        entry["max_abs_dequant_deviation"] = dev
+        entry["scale_dtype"] = "bf16" if qw.bits == 4 else "fp32"
+        worst = max(worst, dev)
+        tensors[name] = entry
+    ints = [t["integers_identical"] for t in tensors.values() if "integers_identical" in t]
+    return {"passed": not problems, "problems": problems,
+            "bit_identical": bool(ints) and all(ints) and worst == 0.0,
+            "integers_identical": bool(ints) and all(ints),
+            "max_abs_dequant_deviation": worst, "tensors": tensors}
