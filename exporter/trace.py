@@ -85,9 +85,10 @@ def trace_programs(ref: ReferenceModel, layout: CacheLayout, cfg: TraceConfig,
     prefill = decode = None
     if export_programs:
         prefill = _export(module, pre_args, pre_dyn, "prefill")
-        if isinstance(module, BufferProgram):  # tracing mutated nothing, but keep buffers pristine
-            for b in module.buffers():
-                b.zero_()
+        if isinstance(module, BufferProgram):  # tracing mutated nothing, but keep the caches pristine
+            for bufs in module.caches():          # (only the caches: module.buffers() includes the
+                for b in bufs:                    # reference's RoPE tables)
+                    b.zero_()
         decode = _export(module, dec_args, None, "decode")
     return TracedPrograms(layout, module, prefill, decode, pre_args, dec_args, pre_dyn, cfg)
 

@@ -37,10 +37,12 @@ def _run(cmd: list, timeout: int, env: dict | None = None, cwd=None) -> tuple[in
         return -1, f"timed out after {timeout}s", time.time() - t0
 
 
-def setup_optimum() -> dict:
-    """Create bench/.venvs/optimum (idempotent)."""
+def setup_optimum(build: bool = True) -> dict:
+    """Create bench/.venvs/optimum (idempotent; a pip install of a few minutes)."""
     if _py("optimum").exists():
         return {"ok": True}
+    if not build:
+        return {"ok": False, "error": "bench/.venvs/optimum missing: rerun with --build-peers"}
     rc, out, dt = _run(["python3.11", "-m", "venv", VENVS / "optimum"], 120)
     if rc == 0:
         rc, out, dt = _run([_py("optimum"), "-m", "pip", "install", "-q", "torch==2.13.0",
@@ -48,10 +50,10 @@ def setup_optimum() -> dict:
     return {"ok": rc == 0, "install_s": round(dt, 1), **({} if rc == 0 else {"error": out})}
 
 
-def optimum_export(model_dir: Path, out: Path) -> dict:
+def optimum_export(model_dir: Path, out: Path, build: bool = False) -> dict:
     if (out / "model.onnx").is_file():
         return {"ok": True, "path": str(out / "model.onnx"), "cached": True}
-    setup = setup_optimum()
+    setup = setup_optimum(build)
     if not setup["ok"]:
         return {"ok": False, "error": f"venv setup failed: {setup.get('error')}"}
     rc, log, dt = _run([VENVS / "optimum" / "bin" / "optimum-cli", "export", "onnx", "--model", model_dir,
@@ -61,11 +63,15 @@ def optimum_export(model_dir: Path, out: Path) -> dict:
     return {"ok": True, "path": str(out / "model.onnx"), "seconds": round(dt, 1)}
 
 
-def setup_llamacpp(sdist: Path | None = None) -> dict:
-    """Build llama-cpp-python from source into bench/.venvs/llamacpp (idempotent; minutes on 2 cores)."""
+def setup_llamacpp(sdist: Path | None = None, build: bool = False) -> dict:
+    """Build llama-cpp-python from source into bench/.venvs/llamacpp (idempotent). Only with
+    ``build``: on 2 shared cores the build took over an hour (see build_record())."""
     py = _py("llamacpp")
     if py.exists() and _run([py, "-c", "import llama_cpp"], 60)[0] == 0:
         return {"ok": True}
+    if not build:
+        return {"ok": False, "error": "llama-cpp-python is not built in bench/.venvs/llamacpp (rerun with "
+                                      "--build-peers; it compiles llama.cpp from the sdist)", **build_record()}
     if sdist is None:
         dl = VENVS / "_downloads"
         dl.mkdir(parents=True, exist_ok=True)
@@ -79,7 +85,9 @@ def setup_llamacpp(sdist: Path | None = None) -> dict:
            "CMAKE_ARGS": "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF "
                          "-DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF -DGGML_NATIVE=ON"}
     rc, out, dt = _run([py, "-m", "pip", "install", "-q", sdist], 7200, env=env)
-    return {"ok": rc == 0, "build_s": round(dt, 1), **({} if rc == 0 else {"error": out[-800:]})}
+    rec = {"ok": rc == 0, "build_s": round(dt, 1), **({} if rc == 0 else {"error": out[-800:]})}
+    (VENVS / "llamacpp.build.json").write_text(json.dumps(rec))
+    return rec
 
 
 def _llama_sources(workdir: Path, sdist: Path) -> Path:
@@ -120,13 +128,18 @@ sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode
 """
 
 
-def llamacpp_ggufs(model_dir: Path, workdir: Path, name: str, sdist: Path) -> dict:
+def llamacpp_ggufs(model_dir: Path, workdir: Path, name: str, sdist: Path | None, build: bool = False) -> dict:
     """{f32, Q8_0, Q4_0} GGUF files for ``model_dir`` (or the reason they could not be made)."""
-    setup = setup_llamacpp(sdist)
+    setup = setup_llamacpp(sdist, build)
     if not setup["ok"]:
         return {"ok": False, "error": f"llama-cpp-python could not be built: {setup.get('error')}", **setup}
     if not _py("optimum").exists():
         return {"ok": False, "error": "the GGUF converter needs torch+transformers: bench/.venvs/optimum missing"}
+    if sdist is None:
+        found = sorted((VENVS / "_downloads").glob("llama_cpp_python-*.tar.gz"))
+        if not found:
+            return {"ok": False, "error": "the GGUF converter ships in the llama-cpp-python sdist: pass --llamacpp-sdist"}
+        sdist = found[-1]
     src = _llama_sources(workdir, sdist)
     out_dir = workdir / "gguf"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -151,10 +164,10 @@ def llamacpp_ggufs(model_dir: Path, workdir: Path, name: str, sdist: Path) -> di
 
 
 def build_record() -> dict:
-    """What is known about the peer builds (from their setup logs, if any)."""
+    """What is known about the peer builds (bench/.venvs/<name>.build.json, written by the setups)."""
     rec = {}
     for name in ("optimum", "llamacpp"):
         path = VENVS / f"{name}.build.json"
         if path.is_file():
-            rec[name] = json.loads(path.read_text())
+            rec[f"{name}_build"] = json.loads(path.read_text())
     return rec

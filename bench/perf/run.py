@@ -27,14 +27,16 @@ SLMPACK = REPO / ".venv" / "bin" / "slmpack"
 
 def export_package(model_dir: Path, target: str, out: Path, validate: bool, force: bool) -> dict:
     """``slmpack export`` in a subprocess: time, peak RSS, and what the manifest says."""
+    record = out.with_name(out.name + ".export.json")  # the measurement of the export that made `out`
     if (out / "manifest.json").is_file() and not force:
-        rec = {"cached": True}
+        rec = {"cached": True, **(json.loads(record.read_text()) if record.is_file() else {})}
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         cmd = [SLMPACK, "export", model_dir, "--target", target, "--out", out, "--force", "--json"]
         rec = measured(cmd + ([] if validate else ["--no-validate"]), env=thread_env(2))
         if rec["rc"] not in (0, 1):
             return {"ok": False, **rec}
+        record.write_text(json.dumps({k: v for k, v in rec.items() if k != "tail"}))
     m = json.loads((out / "manifest.json").read_text())
     size = sum(p.stat().st_size for p in out.glob("model.*") if p.is_file())
     v = m.get("validation") or {}
@@ -159,6 +161,7 @@ def main(argv=None) -> None:
     ap.add_argument("--no-peers", action="store_true", help="same as --peers with no names")
     ap.add_argument("--no-scaling", action="store_true")
     ap.add_argument("--reexport", action="store_true", help="export packages even if cached in --workdir")
+    ap.add_argument("--build-peers", action="store_true", help="create missing peer venvs (llama.cpp: >1 h here)")
     ap.add_argument("--llamacpp-sdist", type=Path, default=None, help="local llama-cpp-python sdist (else pip download)")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
@@ -175,13 +178,14 @@ def main(argv=None) -> None:
         peer = {}
         wanted = [] if a.no_peers else a.peers
         if "optimum" in wanted:
-            peer["optimum"] = peers.optimum_export(model_dir, wd / "optimum" / name)
+            peer["optimum"] = peers.optimum_export(model_dir, wd / "optimum" / name, a.build_peers)
         if "llamacpp" in wanted:
-            peer["llamacpp"] = peers.llamacpp_ggufs(model_dir, wd, name, a.llamacpp_sdist)
+            peer["llamacpp"] = peers.llamacpp_ggufs(model_dir, wd, name, a.llamacpp_sdist, a.build_peers)
         variants = variants_for(name, model_dir, pkgs, peer)
         runs = [throughput(name, variants, t, a.reps, a.prompt, a.decode, min(facts["vocab"], 4000), bw)
                 for t in a.threads]
         res["models"][name] = {"facts": facts, "packages": pkgs, "peers": peer, "throughput": runs}
+    res["peer_builds"] = peers.build_record()
     res["export_import_baseline"] = import_baseline(models.demo_dir(), wd)
     if not a.no_scaling:
         res["export_scaling"] = export_scaling(wd, a.depths)

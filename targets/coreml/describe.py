@@ -17,8 +17,8 @@ def feature(f) -> dict:
     shape: list = [int(d) for d in arr.shape]
     ranges = list(arr.shapeRange.sizeRanges)
     if ranges:
-        shape = [int(r.lowerBound) if r.lowerBound == r.upperBound else f"{names.SEQ_DIM}[{r.lowerBound}..{r.upperBound}]"
-                 for r in ranges]
+        shape = [int(r.lowerBound) if r.lowerBound == r.upperBound
+                 else f"{names.SEQ_DIM}[{r.lowerBound}..{r.upperBound}]" for r in ranges]
     return {"name": f.name, "dtype": _DTYPES.get(arr.dataType, str(arr.dataType)), "shape": shape}
 
 

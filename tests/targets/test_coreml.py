@@ -159,6 +159,31 @@ def test_slice_cache_update_equals_index_copy(tiny, layout):
             torch.testing.assert_close(x, y, rtol=0, atol=0)
 
 
+def test_tracing_the_buffer_program_leaves_the_reference_intact(tiny):
+    """trace_programs resets the KV caches after tracing prefill, and nothing else (it used to zero
+    every module buffer, the reference's RoPE tables included)."""
+    ref = _ref(tiny)
+    cos, sin = ref.rope_cos.clone(), ref.rope_sin.clone()
+    trace_programs(ref, CacheLayout.BUFFER, CFG.trace, update=CacheUpdate.SLICE)
+    assert torch.equal(ref.rope_cos, cos) and torch.equal(ref.rope_sin, sin)
+
+
+def test_int8_quant_plan_through_the_pipeline_with_readback(tiny, tmp_path):
+    from slmpack.quantize_config import QuantConfig
+
+    cfg = ExportConfig(trace=TraceConfig(max_context=CTX, max_prompt=PROMPT), quant=QuantConfig(recipe="int8"))
+    opts = CoreMLOptions(deployment_target="ios17", compute_precision="fp32")
+    pkg = api.export(tiny, "coreml", tmp_path / "q8", cfg, opts)
+    v, m = pkg.validation, pkg.manifest
+    assert v["passed"], v
+    assert v["heldout"]["reference"] == "fake_quant" and v["heldout"]["top1_agreement"] == 1.0
+    assert m["precision"] == "int8" and m["quantization"]["readback_passed"] is True
+    rb = m["report"]["readback"]
+    assert rb["bit_identical"] and rb["max_abs_dequant_deviation"] < 1e-6
+    assert len(rb["tensors"]) == 15                             # 2 x 7 linears + the tied embedding
+    assert "constexpr_affine_dequantize" in m["report"]["op_types"]
+
+
 # ---- options refused before any work ---------------------------------------------------------
 
 def test_invalid_option_values_are_typed_errors():
