@@ -124,6 +124,9 @@ def cmd_export(args) -> int:
     targets = registry.available() if args.target == "all" else [args.target]
     base = args.out or Path("slmpack-out") / model_name
     outs = {t: (base / t if args.target == "all" or args.out is None else base) for t in targets}
+    if args.target == "all" or args.out is None:  # our own folder structure: create it
+        for o in outs.values():
+            o.parent.mkdir(parents=True, exist_ok=True)
     if args.device:
         from slmpack.device_tests import fit_check
         from slmpack.exporter.pipeline import resolve_model_dir
