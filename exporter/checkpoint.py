@@ -13,16 +13,9 @@ from pathlib import Path
 import torch
 
 from slmpack.errors import BadInputError
+from slmpack.package import sha256_file as _sha256
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def weight_files(model_dir: Path, allow_pickle: bool = False) -> list[Path]:

@@ -158,6 +158,8 @@ def lower(programs, spec, options: CoreMLOptions, out_dir: Path, gen: dict, plan
                  "specification_version": options.deployment_target.level},
         report={"passes": counts, "op_types": op_types, "options": options.to_json(),
                 "precision": options.compute_precision.value,
+                "fp32_ops_in_fp16_program": ([*FP32_STATISTICS, "add (after reduce_mean)"]
+                                             if options.compute_precision is ComputePrecision.FP16 else []),
                 **({"quantization": {"encoding": next(iter(encoded.values()))["encoding"] if encoded else None,
                                      "tensors": encoded}} if encoded is not None else {})},
     )

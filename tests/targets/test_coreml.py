@@ -69,7 +69,8 @@ def test_ios18_state_package_passes_the_ladder_exactly(state_pkg):
     assert v["heldout"]["top1_agreement"] == 1.0 and v["heldout"]["tokens"] >= 512
     assert v["greedy"]["match"] and v["greedy"]["tokens"] == 32
     assert len(set(v["greedy"]["reference_ids"])) > 3          # a discriminating continuation
-    assert v["vectors"]["decode_max_abs_diff"] < 5e-3           # fp32 compute, fp16 cache state
+    # fp32 compute: prefill attends to its own fp32 keys; decode reads past keys from the fp16 state
+    assert v["vectors"]["prefill_max_abs_diff"] < 1e-3 < v["vectors"]["decode_max_abs_diff"] <= v["vectors"]["bound"]
 
 
 def test_ios18_manifest_describes_states_and_io(state_pkg):
