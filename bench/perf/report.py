@@ -87,7 +87,7 @@ def summarize(res: dict) -> dict:
             "artifact_vs_theoretical": _ratio(pkg.get("artifact_bytes", 0) / MB, weights_mb),
             "export_s": pkg.get("seconds"), "export_peak_rss_mb": pkg.get("peak_rss_mb"),
             "export_rss_vs_weights": _ratio(pkg.get("peak_rss_mb"), weights_mb),
-            "export_rss_above_imports_vs_weights": _ratio((pkg.get("peak_rss_mb") or 0) - (base or 0), weights_mb)
+            "export_rss_above_imports_vs_weights": _ratio(max(0.0, pkg["peak_rss_mb"] - base), weights_mb)
             if pkg.get("peak_rss_mb") and base else None,
             "fusions": pkg.get("fusions"), "attention_blocks_fused": pkg.get("attention_blocks_fused"),
             "validation": pkg.get("validation"),
@@ -100,6 +100,10 @@ def summarize(res: dict) -> dict:
         row["rss_vs_weights"] = _ratio(row.get("peak_rss_mb"), row["params"] * 4 / MB)
         if base and row.get("peak_rss_mb"):
             row["rss_above_imports_vs_weights"] = _ratio(row["peak_rss_mb"] - base, row["params"] * 4 / MB)
+    if len(scaling) > 1:  # RSS added per byte of fp32 weights added: how many copies of a weight the export holds
+        a, b = scaling[0], scaling[-1]
+        out["export_marginal_rss_per_weight_byte"] = _ratio(b["peak_rss_mb"] - a["peak_rss_mb"],
+                                                            (b["params"] - a["params"]) * 4 / MB)
     out["targets"] = _targets(out, scaling)
     return out
 
@@ -197,7 +201,8 @@ def markdown(res: dict) -> str:
             lines.append(f"| {r['layers']} | {r['params'] / 1e6:.1f} | {r['seconds']} | {r.get('time_vs_previous', '')} | "
                          f"{r['peak_rss_mb']} | {r.get('rss_vs_previous', '')} | {r.get('rss_vs_weights')} | "
                          f"{r.get('rss_above_imports_vs_weights')} |")
-        lines.append("")
+        lines += ["", f"Marginal export RSS per byte of fp32 weights added (first to last depth): "
+                      f"{s.get('export_marginal_rss_per_weight_byte')} (the number of live copies of a weight at peak).", ""]
     lines += ["## Targets", "", "| target | required | measured | met |", "|---|---|---|---|"]
     for t in s["targets"]:
         met = {True: "yes", False: "**no**", None: "—"}[t["met"]]

@@ -35,7 +35,8 @@ CONFIGS: dict[str, dict | None] = {
     "int4-awq-g32": {"recipe": "int4", "algorithm": "awq"},
     "8da4w": {"recipe": "8da4w"},
     "w8a8": {"recipe": "w8a8"},
-    "mixed-ppl1pct": {"recipe": "int4", "max_ppl_increase_pct": 1.0},
+    "mixed-ppl0.05pct": {"recipe": "int4", "max_ppl_increase_pct": 0.05},   # budget on calibration text
+    "mixed-size3.3MB": {"recipe": "int4", "max_size_bytes": "3.3MB"},
 }
 
 
@@ -157,9 +158,12 @@ def plot(rows: list[dict], path: Path) -> bool:
     for t in sorted({r["target"] for r in rows}):
         rs = [r for r in rows if r["target"] == t]
         ax.scatter([r["artifact_bytes"] / 1e6 for r in rs], [r["ppl_delta_pct"] for r in rs], label=t)
+        seen: dict = {}
         for r in rs:
+            key = (round(r["artifact_bytes"] / 1e5), round(r["ppl_delta_pct"], 2))
+            seen[key] = seen.get(key, -1) + 1  # stack labels of coinciding points
             ax.annotate(r["config"], (r["artifact_bytes"] / 1e6, r["ppl_delta_pct"]), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
+                        xytext=(4, 3 - 9 * seen[key]), textcoords="offset points")
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_xlabel("artifact size (MB)")
     ax.set_ylabel("held-out perplexity increase over fp32 (%)")
@@ -179,6 +183,8 @@ def main(argv=None) -> int:
     ap.add_argument("--heldout-tokens", type=int, default=8192)
     ap.add_argument("--work", type=Path, default=Path("/tmp/slmpack-bench-quality"))
     ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other rows of an existing quality.json (re-run only --configs)")
     args = ap.parse_args(argv)
     from slmpack.quiet import quiet_third_party
 
@@ -196,6 +202,12 @@ def main(argv=None) -> int:
             r = rows[-1]
             print(f"{t:10s} {c:16s} {r['artifact_bytes'] / 1e6:6.2f} MB  Δppl {r['ppl_delta_pct']:+7.3f}%  "
                   f"top-1 {100 * r['top1_vs_fp32']:6.2f}%  passed {r['passed']}  {r['total_s']:.0f}s", flush=True)
+    old_path = args.results / "quality.json"
+    if args.merge and old_path.is_file():
+        done = {(r["target"], r["config"]) for r in rows}
+        old = [r for r in json.loads(old_path.read_text())["rows"] if (r["target"], r["config"]) not in done]
+        order = {c: i for i, c in enumerate(CONFIGS)}
+        rows = sorted(old + rows, key=lambda r: (r["target"], order.get(r["config"], len(order))))
     chk = checks(rows)
     args.results.mkdir(parents=True, exist_ok=True)
     meta = {"model": "slmpack/demo_model", "heldout_tokens": args.heldout_tokens, "targets": targets,
