@@ -140,7 +140,7 @@ def _targets(s: dict, scaling: list) -> list[dict]:
 
 
 def _ratio(a, b):
-    return round(a / b, 3) if a and b else None
+    return round(a / b, 3) if a is not None and b else None
 
 
 def _ge(x, y):

@@ -9,6 +9,14 @@
 The slmpack ops (``ops.py``) carry their decomposition as their only kernel, so a target that
 does not know them still works (``ep.run_decompositions()``), and one that does can keep them.
 ``run_fusions(ep, names)`` applies passes in the order given and returns their results.
+
+Why the ExportedProgram (aten IR) and not the module's FX graph: it is what every target receives
+(``TracedPrograms``), with one canonical op set per cache layout; the reference module itself does
+not symbolic-trace (cache objects, data-dependent shapes). Who consumes what: the ONNX target fuses
+at the ONNX level instead (targets/onnx/fusions: ORT contrib ops need ONNX-level shapes and the
+GenAI I/O, and merging q/k/v weights here would rename the tensors a QuantPlan is keyed by);
+ExecuTorch / Core ML / LiteRT can map the slmpack ops to their own fused kernels or let them
+decompose.
 """
 from __future__ import annotations
 

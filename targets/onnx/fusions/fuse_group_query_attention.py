@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from slmpack.targets.onnx.fusions._base import (MS_DOMAIN, OrtFusion, attr_int, const, dims, graph_input, ints,
+from slmpack.targets.onnx.fusions._base import (MS_DOMAIN, OrtFusion, attr_int, dims, graph_input, ints,
                                                 is_value, producer, scalar, through)
 
 ATTENTION_MASK, POSITION_IDS = "attention_mask", "position_ids"
