@@ -8,6 +8,7 @@ to it properly (placeholder + graph signature + state_dict; see ``graph_utils.py
 """
 from __future__ import annotations
 
+import abc
 import operator
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,7 @@ class PassResult:
         return {"count": self.count, "declined": list(self.declined)}
 
 
-class FxFusion:
+class FxFusion(abc.ABC):
     """pattern / check / rewrite over the nodes of an ExportedProgram.
 
     ``pattern(ep, node)`` returns the captured pieces of a structural match anchored at ``node``
@@ -45,14 +46,14 @@ class FxFusion:
 
     name = "fx_fusion"
 
-    def pattern(self, ep, node: Node) -> dict | None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def pattern(self, ep, node: Node) -> dict | None: ...
 
     def check(self, ep, m: dict) -> str | None:
         return None
 
-    def rewrite(self, ep, m: dict) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def rewrite(self, ep, m: dict) -> None: ...
 
     def __call__(self, ep) -> PassResult:
         from slmpack.exporter.passes.graph_utils import cleanup
