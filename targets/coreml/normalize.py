@@ -12,8 +12,6 @@ import json
 import uuid
 from pathlib import Path
 
-from coremltools.proto import Model_pb2
-
 ROOT = "com.apple.CoreML"
 DROP_METADATA = ("com.github.apple.coremltools.conversion_date",)
 DROP_FILES = ("executorch_debug_handle_mapping.json",)
@@ -41,6 +39,8 @@ def normalize(package: Path, metadata: dict[str, str] | None = None) -> list[str
     manifest_path.write_text(json.dumps(manifest, indent=4, sort_keys=True) + "\n", encoding="utf-8")
 
     model_path = package / "Data" / manifest["itemInfoEntries"][root]["path"]
+    from coremltools.proto import Model_pb2  # lazy: importing coremltools costs ~270 MB
+
     spec = Model_pb2.Model()
     spec.ParseFromString(model_path.read_bytes())
     user = spec.description.metadata.userDefined

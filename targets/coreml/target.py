@@ -5,11 +5,11 @@ from pathlib import Path
 
 from slmpack.exporter.kv_cache import CacheLayout, CacheUpdate
 from slmpack.targets.base import Artifact, TargetName, Tolerance, Unsupported
-from slmpack.targets.coreml import lower as _lower
-from slmpack.targets.coreml.check import check_package
 from slmpack.targets.coreml.ops import unsupported_features
 from slmpack.targets.coreml.options import ComputePrecision, CoreMLOptions
-from slmpack.targets.coreml.runner import make_runner
+
+# lower / check / runner import coremltools (~270 MB, seconds): imported when used, so exporting to
+# another target never pays for it.
 
 # fp32 compute, KV cache held in fp32 (inputs/outputs): the interpreter matches eager to ~1e-6
 FP32_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-4)
@@ -64,10 +64,16 @@ class CoreMLTarget:
         return unsupported_features(spec, options, plan)
 
     def lower(self, programs, spec, options: CoreMLOptions, out_dir: Path, gen: dict, plan=None) -> Artifact:
+        from slmpack.targets.coreml import lower as _lower
+
         return _lower.lower(programs, spec, options, out_dir, gen, plan)
 
     def check(self, pkg_dir: Path, manifest: dict) -> list[str]:
+        from slmpack.targets.coreml.check import check_package
+
         return check_package(pkg_dir, manifest)
 
     def runner(self, pkg_dir: Path, manifest: dict):
+        from slmpack.targets.coreml.runner import make_runner
+
         return make_runner(pkg_dir, manifest)

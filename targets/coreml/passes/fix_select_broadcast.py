@@ -9,7 +9,6 @@ The rewrite fills one scalar branch to ``cond``'s shape, so the declared type is
 from __future__ import annotations
 
 import numpy as np
-from coremltools.converters.mil import Builder as mb
 
 
 def _needs_fix(op) -> bool:
@@ -17,6 +16,8 @@ def _needs_fix(op) -> bool:
 
 
 def fix_select_broadcast(prog) -> int:
+    from coremltools.converters.mil import Builder as mb  # lazy: coremltools is a heavy import
+
     count = 0
     for func in prog.functions.values():
         for op in list(func.operations):
