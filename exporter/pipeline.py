@@ -122,6 +122,8 @@ def export(model_dir: Path | None, target_name: str, out: Path, cfg: ExportConfi
     with progress.stage("load checkpoint"):
         ref = build_reference(spec, load_state_dict(model_dir, cfg.allow_pickle), cfg.trace.max_context)
         digest = checkpoint_digest(model_dir, cfg.allow_pickle)
+        if qpre is not None and cfg.quant.plan_from is not None:
+            quantize_stage.check_reused_source(cfg.quant, digest)
         tokenizer = inputs.load_tokenizer(model_dir)
         gen = inputs.generation_config(model_dir, spec)
         eos = inputs.eos_ids(gen)

@@ -124,6 +124,8 @@ def preflight(spec, target, options, qcfg: QuantConfig) -> QuantPreflight | None
     """Resolve + validate; ``None`` for float exports. Never reads weights or calibration data."""
     if not qcfg.enabled:
         return None
+    if qcfg.plan_from is not None:
+        return preflight_reused(spec, target, options, qcfg)
     if qcfg.calib_data is not None and not qcfg.calib_data.exists():
         raise BadInputError(f"calibration source not found: {qcfg.calib_data}", "E_CALIB_PATH_MISSING",
                             details={"path": str(qcfg.calib_data)})
@@ -139,6 +141,66 @@ def preflight(spec, target, options, qcfg: QuantConfig) -> QuantPreflight | None
         for cand in candidate_recipes(recipe, layout):
             resolve_and_check(cand, layout, caps, target.name.value)
     return QuantPreflight(qcfg, recipe, plan, caps, layout, target.name.value)
+
+
+@dataclass(frozen=True)
+class ReusedRecipe:
+    """The recipe record of a reused plan: the original recipe file's content when the plan comes
+    from a package, else only the plan's recipe name."""
+    name: str
+    data: dict
+
+    def to_dict(self) -> dict:
+        return self.data
+
+
+def reused_plan_source(path: Path) -> tuple[Path, dict | None]:
+    """(folder holding quant_plan.json, that package's manifest or None)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BadInputError(f"--quant-plan {path}: not a directory (give a package folder or a folder holding "
+                            "quant_plan.json + quant_plan.safetensors)", "E_QUANT_PLAN_MISSING")
+    manifest = path / "manifest.json"
+    return path, (json.loads(manifest.read_text("utf-8")) if manifest.is_file() else None)
+
+
+def preflight_reused(spec, target, options, qcfg: QuantConfig) -> QuantPreflight:
+    """Load a calibrated plan and check it against this model's shapes and this target, before
+    anything slow. Its checkpoint is compared after loading the weights (``check_reused_source``)."""
+    from slmpack.calibration.plan import QuantPlan
+    from slmpack.calibration.recipe import recipe_from_dict
+
+    folder, _ = reused_plan_source(qcfg.plan_from)
+    plan = QuantPlan.load(folder)
+    if not plan.is_calibrated:
+        raise BadInputError(f"--quant-plan {folder}: the plan has decisions but no integer weights",
+                            "E_QUANT_PLAN_UNCALIBRATED")
+    layout = model_layout(spec)
+    caps = capabilities_for(target, options)
+    if caps is None and plan.quantized_names():
+        raise UnsupportedError(f"target {target.name.value} cannot encode quantized weights",
+                               "E_QUANT_TARGET_UNSUPPORTED", details={"tensors": plan.quantized_names()})
+    plan.validate_against(layout.shapes, caps)
+    missing = sorted(set(layout.shapes) - set(plan.decisions))
+    if missing:
+        raise BadInputError(f"--quant-plan {folder}: the plan has no decision for {len(missing)} tensor(s) of this "
+                            f"model (e.g. {missing[0]}): it was made for another architecture",
+                            "E_QUANT_PLAN_MISMATCH", details={"tensors": missing})
+    rfile = folder / RECIPE_FILE
+    recipe = (recipe_from_dict(json.loads(rfile.read_text("utf-8")), str(rfile)) if rfile.is_file()
+              else ReusedRecipe(plan.recipe, {"name": plan.recipe}))
+    return QuantPreflight(qcfg, recipe, plan, caps, layout, target.name.value)
+
+
+def check_reused_source(qcfg: QuantConfig, checkpoint_sha256: str) -> None:
+    """A reused plan taken from a package must come from the same checkpoint (same bytes)."""
+    folder, manifest = reused_plan_source(qcfg.plan_from)
+    recorded = ((manifest or {}).get("source") or {}).get("checkpoint_sha256")
+    if recorded is not None and recorded != checkpoint_sha256:
+        raise BadInputError(f"--quant-plan {folder}: calibrated on checkpoint {recorded[:12]}..., this export's "
+                            f"checkpoint is {checkpoint_sha256[:12]}...; calibrate again for this checkpoint",
+                            "E_QUANT_PLAN_MISMATCH", details={"plan_checkpoint": recorded,
+                                                              "checkpoint": checkpoint_sha256})
 
 
 def load_windows(model_dir: Path, qcfg: QuantConfig, max_context: int, vocab_size: int) -> torch.Tensor:
@@ -174,6 +236,14 @@ def calibrate(pre: QuantPreflight, ref: ReferenceModel, model_dir: Path, max_con
 
     t0 = time.perf_counter()
     qcfg = pre.config
+    if qcfg.plan_from is not None:   # reused, already calibrated: no data, no search
+        folder, manifest = reused_plan_source(qcfg.plan_from)
+        q = (manifest or {}).get("quantization") or {}
+        info = {**(q.get("calibration") or {}), "reused_from": folder.name}
+        if q.get("mixed_precision"):
+            info["mixed_precision_search"] = "done by the export that made the plan (see its manifest)"
+        return QuantResult(qcfg, pre.plan, pre.recipe, fake_quant_reference(ref, pre.plan), info, None,
+                           {"reused_plan_s": round(time.perf_counter() - t0, 2)})
     try:
         windows = load_windows(model_dir, qcfg, max_context, spec.vocab_size)
     except BadInputError:

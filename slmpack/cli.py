@@ -6,6 +6,7 @@ Every command accepts --json (one JSON document on stdout) for build systems.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -42,6 +43,10 @@ def _quant_arguments(g) -> None:
                    "increase over fp32 on calibration text, e.g. 2%%")
     g.add_argument("--max-size", default=None, metavar="SIZE",
                    help="mixed precision: most accurate per-layer plan whose artifact fits, e.g. 8MB or 6MiB")
+    g.add_argument("--quant-plan", type=Path, default=None, metavar="DIR",
+                   help="reuse the calibrated plan of an earlier export (its package folder, or a folder with "
+                   "quant_plan.json + quant_plan.safetensors): no calibration, the same integers in every "
+                   "target; refused if it was calibrated on another checkpoint")
 
 
 def quant_config_from_args(args):
@@ -51,7 +56,7 @@ def quant_config_from_args(args):
                        calib_text_field=args.calib_text_field, calib_windows=args.calib_windows,
                        calib_window_tokens=args.calib_window_tokens, calib_seed=args.calib_seed,
                        algorithm=args.algorithm, max_ppl_increase_pct=args.max_ppl_increase,
-                       max_size_bytes=args.max_size)
+                       max_size_bytes=args.max_size, plan_from=args.quant_plan)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +116,7 @@ def _print_json(obj) -> None:
 def cmd_export(args) -> int:
     from slmpack.config import ExportConfig, TraceConfig
     from slmpack.exporter.pipeline import require_passed
+    from slmpack.quantize_config import QuantConfig
     from slmpack.progress import Progress
     from slmpack.summary import export_table
     from slmpack.targets import registry
@@ -138,6 +144,9 @@ def cmd_export(args) -> int:
     for t in targets:
         try:
             pkgs.append(api.export(args.model_dir, t, outs[t], cfg, options_for(t, args), progress, args.eval_text))
+            if cfg.quant.enabled and cfg.quant.plan_from is None and len(targets) > 1:
+                # calibrate once: every later target encodes this package's plan (the same integers)
+                cfg = dataclasses.replace(cfg, quant=QuantConfig(plan_from=pkgs[-1].path))
         except SlmpackError as e:
             if args.target != "all":
                 raise

@@ -61,8 +61,18 @@ class QuantConfig:
     algorithm: str | None = None         # overrides every linear rule's algorithm (rtn|gptq|awq)
     max_ppl_increase_pct: float | None = None   # mixed-precision budget (percent over fp32)
     max_size_bytes: int | None = None            # mixed-precision budget (artifact bytes, estimated)
+    plan_from: Path | None = None        # reuse a calibrated plan (a package or a quant_plan.json folder)
 
     def __post_init__(self):
+        if self.plan_from is not None:
+            object.__setattr__(self, "plan_from", Path(self.plan_from))
+            given = [f for f, v in (("quant", self.recipe), ("algorithm", self.algorithm),
+                                    ("max_ppl_increase", self.max_ppl_increase_pct),
+                                    ("max_size", self.max_size_bytes), ("calib_data", self.calib_data))
+                     if v is not None]
+            if given:
+                raise _bad("quant_plan", f"a reused plan already fixes every decision and number; drop "
+                                         f"--{given[0].replace('_', '-')}")
         if self.recipe is not None and (not isinstance(self.recipe, str) or not self.recipe):
             raise _bad("quant", f"must be a preset ({', '.join(PRESET_NAMES)}) or a recipe file, got {self.recipe!r}")
         if self.recipe is not None and self.recipe not in PRESET_NAMES \
@@ -92,7 +102,7 @@ class QuantConfig:
 
     @property
     def enabled(self) -> bool:
-        return self.recipe is not None or self.has_budget
+        return self.recipe is not None or self.has_budget or self.plan_from is not None
 
     @property
     def has_budget(self) -> bool:
@@ -117,4 +127,5 @@ class QuantConfig:
                 "calib_format": self.resolved_format(), "calib_text_field": self.calib_text_field,
                 "calib_windows": self.calib_windows, "calib_window_tokens": self.calib_window_tokens,
                 "calib_seed": self.calib_seed, "algorithm": self.algorithm,
-                "max_ppl_increase_pct": self.max_ppl_increase_pct, "max_size_bytes": self.max_size_bytes}
+                "max_ppl_increase_pct": self.max_ppl_increase_pct, "max_size_bytes": self.max_size_bytes,
+                "plan_from": None if self.plan_from is None else self.plan_from.name}

@@ -3,13 +3,21 @@
     .venv/bin/python -m bench.quality.run                 # every quant-capable target, every config
     .venv/bin/python -m bench.quality.run --configs int4-rtn-g32 int4-gptq-g32 --targets onnx
 
-For every target in the registry that declares ``quant_capabilities`` (ONNX now; the others join
-when their ``quantize.py`` lands) and every configuration below, the bundled demo model is
-exported through the real pipeline (calibration, encoding, read-back, quantized ladder) and the
-package's own validation numbers are collected: artifact size, perplexity / KL / top-1 vs the
-fp32 reference on the held-out text, agreement with the plan's fake-quant reference, read-back
-result and export time. Writes ``bench/results/quality.json``, ``quality.md`` (the README table)
-and ``quality.png`` (accuracy vs size; needs the ``bench`` extra: matplotlib).
+For every configuration below, the bundled demo model is exported to every target through the
+real pipeline (calibration, encoding, read-back, quantized ladder) and the package's own
+validation numbers are collected: artifact size, perplexity / KL / top-1 vs the fp32 reference
+on the held-out text, agreement with the plan's fake-quant reference, read-back result and
+export time. The first target (ONNX) calibrates; every other target encodes *that package's
+plan* (``QuantConfig(plan_from=...)``, CLI ``--quant-plan``): one plan, the same integers in
+every artifact. A target that cannot run a plan refuses it before any work; the refusal and its
+reason are recorded. Then every artifact's top-1 prediction at every held-out position is
+recorded and compared across targets (the issue's "same plan, >= 99% agreement between targets").
+
+Core ML runs with fp32 compute here (``CoreMLOptions(compute_precision="fp32")``) so its rows
+measure quantization, not fp16 arithmetic; its KV-cache state is fp16 regardless (Core ML states).
+
+Writes ``bench/results/quality.json``, ``quality.md`` (the README table) and ``quality.png``
+(accuracy vs size; needs the ``bench`` extra: matplotlib).
 """
 from __future__ import annotations
 
@@ -46,9 +54,60 @@ def quant_targets() -> list[str]:
     return [t for t in registry.available() if hasattr(registry.get(t), "quant_capabilities")]
 
 
+def bench_options(target: str):
+    """Target options for the bench (None: the target's defaults)."""
+    if target == "coreml":
+        from slmpack.targets.coreml.options import CoreMLOptions
+
+        return CoreMLOptions(compute_precision="fp32")
+    return None
+
+
+def heldout_ids(n: int):
+    """The held-out token ids the ladder uses (bundled heldout.txt, demo tokenizer)."""
+    from slmpack.exporter.inputs import heldout_tokens, load_tokenizer
+    from slmpack.exporter.pipeline import load_spec, resolve_model_dir
+
+    model_dir = resolve_model_dir(None)
+    return heldout_tokens(load_tokenizer(model_dir), load_spec(model_dir).vocab_size, n, None)[0]
+
+
+def predictions(target: str, pkg, ids):
+    """The artifact's top-1 next token at every held-out position (windows as the ladder uses)."""
+    import numpy as np
+
+    from slmpack.targets import registry
+
+    runner = registry.get(target).runner(pkg.path, pkg.manifest)
+    window = min(runner.max_prompt, 128)
+    out = []
+    for start in range(0, len(ids) - 1, window):
+        chunk = ids[start:min(start + window, len(ids) - 1)]   # = check_heldout's windows
+        runner.reset()
+        out.append(np.asarray(runner.prefill(chunk)).argmax(-1))
+    return np.concatenate(out)
+
+
+def cross_target(preds: dict) -> list[dict]:
+    """Per config: top-1 agreement between every pair of targets that ran the same plan."""
+    import numpy as np
+
+    rows = []
+    for config in sorted({c for _, c in preds}):
+        ts = sorted(t for t, c in preds if c == config)
+        for i, a in enumerate(ts):
+            for b in ts[i + 1:]:
+                pa, pb = preds[(a, config)], preds[(b, config)]
+                n = min(len(pa), len(pb))
+                rows.append({"config": config, "a": a, "b": b, "tokens": n,
+                             "top1_agreement": round(float((pa[:n] == pb[:n]).mean()), 6)})
+    return rows
+
+
 def artifact_bytes(pkg) -> int:
     m = pkg.manifest
-    names = [m["artifact"]] + [f for f in m["files"] if f.startswith(m["artifact"] + ".")]  # + external data
+    names = [m["artifact"]] + [f for f in m["files"]  # + external data / the files of an .mlpackage
+                               if f.startswith((m["artifact"] + ".", m["artifact"] + "/"))]
     return sum((pkg.path / f).stat().st_size for f in names if (pkg.path / f).is_file())
 
 
@@ -61,7 +120,7 @@ def expected_bytes(m: dict) -> int:
     return s["quantized_bytes"] + 4 * (n - s["quantized_params"])
 
 
-def run_one(target: str, name: str, out: Path, heldout_tokens: int) -> dict:
+def run_one(target: str, name: str, out: Path, heldout_tokens: int, plan_from: Path | None = None):
     from slmpack import api
     from slmpack.config import ExportConfig, ValidationConfig
     from slmpack.progress import Progress
@@ -72,8 +131,9 @@ def run_one(target: str, name: str, out: Path, heldout_tokens: int) -> dict:
     cfg = ExportConfig(force=True, validation=ValidationConfig(heldout_tokens=heldout_tokens))
     (out / target).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    pkg = api.export(None, target, out / target / name, config=cfg,
-                     quant=None if kw is None else QuantConfig(**kw), progress=prog)
+    quant = None if kw is None else (QuantConfig(plan_from=plan_from) if plan_from else QuantConfig(**kw))
+    pkg = api.export(None, target, out / target / name, config=cfg, options=bench_options(target),
+                     quant=quant, progress=prog)
     total = time.perf_counter() - t0
     m, v = pkg.manifest, pkg.validation or {}
     fp = v.get("heldout_fp32") or v.get("heldout", {})   # fp32 exports: the ladder is vs fp32
@@ -91,17 +151,26 @@ def run_one(target: str, name: str, out: Path, heldout_tokens: int) -> dict:
         "readback": q.get("readback_passed"), "passed": v.get("passed"),
         "export_s": round(sum(t for k, t in prog.timings.items() if k not in NON_EXPORT_STAGES), 1),
         "total_s": round(total, 1), "stages_s": {k: round(t, 1) for k, t in prog.timings.items()},
+        "plan_reused_from": None if plan_from is None else f"{plan_from.parent.name}/{plan_from.name}",
     }
     if q.get("mixed_precision"):
         mp = q["mixed_precision"]
         row["mixed_precision"] = {"budget_met": mp.get("budget_met"), "units": {u["unit"]: u["scheme"]
                                                                                 for u in mp["units"]}}
-    return row
+    return row, pkg
 
 
-def checks(rows: list[dict]) -> list[dict]:
+def checks(rows: list[dict], pairs: list[dict] | None = None) -> list[dict]:
     """The issue's targets, per target: met / not met, with the numbers."""
     out = []
+    for config in sorted({p["config"] for p in pairs or ()}, key=lambda c: list(CONFIGS).index(c)):
+        ps = [p for p in pairs if p["config"] == config]
+        worst = min(ps, key=lambda p: p["top1_agreement"])
+        out.append({"target": "across targets", "check": f"{config}: same plan, top-1 agreement >= 99% between targets",
+                    "met": worst["top1_agreement"] >= 0.99,
+                    "detail": f"{len(ps)} pair(s) of {len({p['a'] for p in ps} | {p['b'] for p in ps})} targets; "
+                              f"lowest {100 * worst['top1_agreement']:.2f}% ({worst['a']} vs {worst['b']}, "
+                              f"{worst['tokens']} tokens)"})
     by = {(r["target"], r["config"]): r for r in rows}
     for t in sorted({r["target"] for r in rows}):
         def get(c):
@@ -131,7 +200,8 @@ def checks(rows: list[dict]) -> list[dict]:
     return out
 
 
-def markdown(rows: list[dict], chk: list[dict]) -> str:
+def markdown(rows: list[dict], chk: list[dict], pairs: list[dict] | None = None,
+             refused: list[dict] | None = None) -> str:
     head = ("| target | config | bits/w | artifact MB | × expected | ppl (fp32 → pkg) | Δppl | KL vs fp32 "
             "| top-1 vs fp32 | top-1 vs fake-quant | read-back | export s |\n|" + "---|" * 12)
     lines = [head]
@@ -141,6 +211,16 @@ def markdown(rows: list[dict], chk: list[dict]) -> str:
         lines.append(f"| {r['target']} | {r['config']} | {r['bits_per_weight']:.2f} | {r['artifact_bytes'] / 1e6:.2f} "
                      f"| {r['size_ratio']:.3f} | {r['ppl_fp32']:.2f} → {r['ppl']:.2f} | {r['ppl_delta_pct']:+.2f}% "
                      f"| {r['kl_vs_fp32']:.4f} | {100 * r['top1_vs_fp32']:.2f}% | {fq} | {rb} | {r['export_s']:.0f} |")
+    if pairs:
+        lines += ["", "Cross-target top-1 agreement (same plan, every held-out position):", "",
+                  "| config | target A | target B | tokens | top-1 agreement |", "|---|---|---|---|---|"]
+        lines += [f"| {p['config']} | {p['a']} | {p['b']} | {p['tokens']} | {100 * p['top1_agreement']:.2f}% |"
+                  for p in pairs]
+    if refused:
+        lines += ["", "Refused before any work (typed error from the target's preflight):", "",
+                  "| target | config | code | reason |", "|---|---|---|---|"]
+        lines += [f"| {r['target']} | {r['config']} | {r['code']} | {r['message'][:300].replace('|', '/')} |"
+                  for r in refused]
     lines += ["", "| target | check | met | numbers |", "|---|---|---|---|"]
     lines += [f"| {c['target']} | {c['check']} | {'yes' if c['met'] else '**no**'} | {c['detail']} |" for c in chk]
     return "\n".join(lines) + "\n"
@@ -186,38 +266,57 @@ def main(argv=None) -> int:
     ap.add_argument("--merge", action="store_true",
                     help="keep the other rows of an existing quality.json (re-run only --configs)")
     args = ap.parse_args(argv)
+    from slmpack.errors import SlmpackError, UnsupportedError
     from slmpack.quiet import quiet_third_party
 
     quiet_third_party()
     targets = args.targets or quant_targets()
-    rows, errors = [], []
-    for t in targets:
-        for c in args.configs:
+    ids = heldout_ids(args.heldout_tokens)
+    rows, errors, refused, preds = [], [], [], {}
+    for c in args.configs:
+        plan_from = None                       # the first target calibrates, the others reuse its plan
+        for t in targets:
             try:
-                rows.append(run_one(t, c, args.work, args.heldout_tokens))
+                row, pkg = run_one(t, c, args.work, args.heldout_tokens, plan_from)
+            except SlmpackError as e:
+                if isinstance(e, UnsupportedError):
+                    refused.append({"target": t, "config": c, "code": e.code, "message": e.message})
+                    print(f"{t:10s} {c:16s} refused [{e.code}] {e.message[:150]}", flush=True)
+                else:
+                    errors.append({"target": t, "config": c, "error": f"{e.code}: {e.message}"})
+                    print(f"{t:10s} {c:16s} FAILED {errors[-1]['error'][:300]}", flush=True)
+                continue
             except Exception as e:  # keep going: one failing config must not lose the others
                 errors.append({"target": t, "config": c, "error": f"{type(e).__name__}: {e}"})
-                print(f"{t:10s} {c:16s} FAILED {errors[-1]['error']}", flush=True)
+                print(f"{t:10s} {c:16s} FAILED {errors[-1]['error'][:300]}", flush=True)
                 continue
+            if CONFIGS[c] is not None and plan_from is None:
+                plan_from = pkg.path
+            rows.append(row)
+            preds[(t, c)] = predictions(t, pkg, ids)
             r = rows[-1]
             print(f"{t:10s} {c:16s} {r['artifact_bytes'] / 1e6:6.2f} MB  Δppl {r['ppl_delta_pct']:+7.3f}%  "
                   f"top-1 {100 * r['top1_vs_fp32']:6.2f}%  passed {r['passed']}  {r['total_s']:.0f}s", flush=True)
+    pairs = cross_target(preds)
     old_path = args.results / "quality.json"
     if args.merge and old_path.is_file():
+        prev = json.loads(old_path.read_text())
         done = {(r["target"], r["config"]) for r in rows}
-        old = [r for r in json.loads(old_path.read_text())["rows"] if (r["target"], r["config"]) not in done]
+        old = [r for r in prev["rows"] if (r["target"], r["config"]) not in done]
         order = {c: i for i, c in enumerate(CONFIGS)}
         rows = sorted(old + rows, key=lambda r: (r["target"], order.get(r["config"], len(order))))
-    chk = checks(rows)
+        pairs = [p for p in prev.get("cross_target", []) if p["config"] not in args.configs] + pairs
+        refused = [r for r in prev.get("refused", []) if r["config"] not in args.configs] + refused
+    chk = checks(rows, pairs)
     args.results.mkdir(parents=True, exist_ok=True)
     meta = {"model": "slmpack/demo_model", "heldout_tokens": args.heldout_tokens, "targets": targets,
             "python": platform.python_version(), "cpus": os.cpu_count(),
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
-    doc = {"meta": meta, "rows": rows, "checks": chk, "errors": errors}
+    doc = {"meta": meta, "rows": rows, "cross_target": pairs, "refused": refused, "checks": chk, "errors": errors}
     (args.results / "quality.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    (args.results / "quality.md").write_text(markdown(rows, chk))
+    (args.results / "quality.md").write_text(markdown(rows, chk, pairs, refused))
     made = plot(rows, args.results / "quality.png")
-    print(markdown(rows, chk))
+    print(markdown(rows, chk, pairs, refused))
     print(f"wrote {args.results / 'quality.json'}, quality.md" + (", quality.png" if made else
                                                                      " (no plot: pip install '.[bench]')"))
     return 0

@@ -5,7 +5,8 @@ The steps, in order (each a small function below):
                 source transforms (RMSNorm mean as linear; custom SDPA + update_cache)
   2. export     torch.export of forward(tokens [1,S], input_pos [S]) with S in 1..max_prompt,
                 under torch.no_grad()
-  3. lower      to_edge_transform_and_lower with XnnpackPartitioner and the runner's constant
+  3. lower      to_edge_transform_and_lower with XnnpackPartitioner (LinearConfig extended for
+                int8 weight-only, quantize.partitioner) and the runner's constant
                 methods (get_max_seq_len, get_max_context_len, ...)
   4. report     delegated vs portable op counts and the share of FLOPs XNNPACK runs
   5. emit       to_executorch (constraint-based memory planning of the dynamic shapes)
@@ -55,14 +56,15 @@ def export_forward(module, max_prompt: int) -> ExportedProgram:
 
 
 def lower_edge(ep: ExportedProgram, methods: dict, custom_ops: bool):
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+
+    from slmpack.targets.executorch.quantize import partitioner
 
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return to_edge_transform_and_lower(
-                {METHOD: ep}, partitioner=[XnnpackPartitioner()], constant_methods=methods,
+                {METHOD: ep}, partitioner=[partitioner()], constant_methods=methods,
                 compile_config=EdgeCompileConfig(_check_ir_validity=not custom_ops))
     except Exception as e:
         raise _fail("lowering", e) from e
@@ -95,8 +97,15 @@ def lower(programs, spec, options: ExecuTorchOptions, out_dir: Path, gen: dict, 
     if plan is not None and plan.quantized_names():
         from slmpack.targets.executorch.quantize import encodings
 
-        quant = {"recipe": plan.recipe, "encodings": encodings(plan),
-                 "note": "group-wise int4 scales execute as bf16 in XNNPACK (qb4w)"}
+        enc = encodings(plan)
+        notes = []
+        if "int8_weight_only" in enc.values():
+            notes.append("int8 weight-only linears run XNNPACK's f32-qc8w GEMM (fp32 activations, int8 weights)")
+        if "8da4w" in enc.values():
+            notes.append("group-wise int4 scales execute as bf16 in XNNPACK (qb4w)")
+        if "embedding_dequantized" in enc.values():
+            notes.append("embeddings are stored as the plan's dequantized fp32 table")
+        quant = {"recipe": plan.recipe, "encodings": enc, "note": "; ".join(notes)}
     ep = export_forward(module, cfg.max_prompt)
     methods = constant_methods(spec, gen, cfg.max_prompt, cfg.max_context, custom)
     edge = lower_edge(ep, methods, custom)

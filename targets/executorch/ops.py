@@ -5,8 +5,9 @@ What XNNPACK (executorch 1.5.1) runs, and therefore what this target accepts:
     portable kernels unless ``enable_bf16`` is set, and that path only covers fully-connected
     layers on recent XNNPACK revisions (``partition/config/xnnpack_config.py``), so a bf16 program
     would run almost entirely on slow reference kernels.
-  * QuantPlans (see ``quantize.py``): int8 weight-only per-channel and 8da4w (int4 group-wise
-    weights + dynamic int8 per-token activations), on fp32 programs.
+  * QuantPlans (see ``quantize.py``): int8 weight-only per-channel (XNNPACK f32-qc8w), 8da8w and
+    8da4w (int8 per-channel / int4 group-wise weights + dynamic int8 per-token activations), on
+    fp32 programs. int4 weight-only is refused (no fp32-activation int4 GEMM in XNNPACK here).
 """
 from __future__ import annotations
 

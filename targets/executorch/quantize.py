@@ -9,6 +9,12 @@ XnnpackPartitioner fuses into one quantized GEMM.
 
 What XNNPACK (executorch 1.5.1) runs, hence what ``plan_problems`` accepts:
 
+* Linear, float32 activations x int8 per-channel weights, weight-only (``int8_weight_only``,
+  XNNPACK's f32-qc8w fully-connected: ``sum_k x_k q_jk`` times the fp32 channel scale, so the
+  output equals ``x @ (q * scale).T`` to float rounding; measured max relative error 2e-7 on a
+  64->32 linear). The int8 integers and fp32 scales are stored as-is (4x smaller than fp32), and
+  the GEMM reads int8 weights directly (no dequantized copy at run time). Stock
+  ``XnnpackPartitioner`` cannot do this, see ``partitioner()``: we replace its LinearConfig.
 * Linear, dynamic int8 per-token activations x int8 per-channel weights   (qd8-f32-qc8w)
 * Linear, dynamic int8 per-token activations x int4 group-wise weights, group a multiple of 32
   (8da4w, qd8-f32-qb4w). XNNPACK keeps group-wise scales in bf16
@@ -17,16 +23,30 @@ What XNNPACK (executorch 1.5.1) runs, hence what ``plan_problems`` accepts:
 * Embeddings of any plan scheme: the gather runs on the plan's dequantized values (float32
   table), numerically identical to the plan; the int8 storage saving is not realised.
 
+Why the stock partitioner computes weight-only linears wrongly (executorch 1.5.1,
+``backends/xnnpack/partition/config/gemm_configs.py``): ``GEMMConfig._detect_precision`` calls a
+linear with a dequantized weight and a float activation STATIC_QUANT, whose ``_get_act_deps``
+then requires a dequantized activation, so LinearConfig rejects the node and ``aten.linear``
+is decomposed into ``permute_copy + mm``. ``AddmmConfig.get_deps_from_src_partition`` (used by
+MMConfig) maps the mm's weight back through the nn.Linear source partition to the *int8 qdata
+parameter*, classifies the GEMM as FP32, and greedily takes the whole source partition,
+``dequantize_affine`` included; ``OpDequantizeAffine.define_node``
+(``operators/op_dynamic_dequantize_ops.py``) skips a per-channel weight dequantize, expecting
+the GEMM to attach its quant params, but the FP32 mm path never does. XNNPACK multiplies by the
+raw integers: the output is ``x @ q.T`` with the scales dropped (64->32 linear: max error 1.69e3
+against eager, equal to ``x @ q.T`` to 1e-4).
+
 Refused before any slow work (each with the reason):
-* weight-only Linear (float activations): XnnpackPartitioner 1.5.1 claims ``dequantize + linear``
-  with float activations and then computes wrong results (torchao ``IntxWeightOnlyConfig`` int8
-  per-axis on a 64->32 linear: max error 1.7e3 against the eager module); there is no XNNPACK
-  weight-only GEMM path in this executorch, so no correct delegated encoding exists.
+* int4 weight-only Linear (float activations): XNNPACK's fully-connected has no fp32-activation
+  kernel for block-wise int4 weights (qbint4 only with qd8/qdu8/qp8 inputs, XNNPACK
+  ``subgraph/fully-connected.c``), and fp32 x per-channel int4 (f32-qc4w) fails
+  ``XNNCompiler::compileModel`` with ``xnn_status_invalid_parameter`` in executorch 1.5.1.
+  Use 8da4w (dynamic int8 activations).
 * asymmetric weights: XNNPACK's qc8w/qc4w/qb4w weight formats carry scales only, no zero points.
 * int8 group-wise weights: XNNPACK group-wise quantization is 4-bit only.
 * static int8 activations: needs the PT2E quantizer flow (observers folded into q/dq pairs), not
   implemented for this target yet.
-* quantized plans with fp16/bf16 programs: dynamic-quant GEMMs here take fp32 activations.
+* quantized plans with fp16/bf16 programs: the quantized GEMMs here take fp32 activations.
 """
 from __future__ import annotations
 
@@ -50,16 +70,18 @@ def _mode(decision) -> tuple[str | None, str | None]:
         return "embedding_dequantized", None
     if not w.symmetric:
         return None, "asymmetric weights (XNNPACK weight formats have no zero points)"
-    if act is ActivationMode.NONE:
-        return None, ("weight-only linear: executorch 1.5.1's XnnpackPartitioner delegates it but computes "
-                      "wrong results (no XNNPACK weight-only GEMM); use dynamic int8 activations")
     if act is ActivationMode.STATIC_INT8:
         return None, "static int8 activations are not implemented for ExecuTorch (needs the PT2E quantizer flow)"
     in_features = decision.shape[1]
+    weight_only = act is ActivationMode.NONE
     if w.bits == 8:
         if w.group_size is not None and w.group_size < in_features:
             return None, "int8 group-wise weights (XNNPACK group-wise quantization is 4-bit only)"
-        return "8da8w", None
+        return ("int8_weight_only" if weight_only else "8da8w"), None
+    if weight_only:
+        return None, ("int4 weight-only linear: XNNPACK has no fp32-activation GEMM for int4 weights "
+                      "(block-wise int4 runs only with dynamically quantized activations; per-channel "
+                      "f32-qc4w fails to compile in executorch 1.5.1); use 8da4w")
     width = w.group_size or in_features
     if width % XNNPACK_GROUP_MULTIPLE:
         return None, f"int4 group size {width} is not a multiple of {XNNPACK_GROUP_MULTIPLE} (XNNPACK qb4w)"
@@ -71,7 +93,7 @@ def plan_problems(plan, spec: ModelSpec, options: ExecuTorchOptions) -> list[Uns
     names = plan.quantized_names()
     if names and options.precision is not EtPrecision.FP32:
         out.append(Unsupported(f"quantized plan with precision {options.precision.value}",
-                               "XNNPACK dynamic-quant GEMMs in executorch 1.5.1 take fp32 activations; use fp32"))
+                               "XNNPACK quantized GEMMs (f32-qc8w, qd8-f32-*) in executorch 1.5.1 take fp32 activations; use fp32"))
     for name in names:
         mode, reason = _mode(plan.decisions[name])
         if mode is None:
@@ -82,7 +104,7 @@ def plan_problems(plan, spec: ModelSpec, options: ExecuTorchOptions) -> list[Uns
 
 def capabilities(options: ExecuTorchOptions | None = None):
     """What a QuantPlan may ask of this target (``QuantPlan.validate_against``, before calibration).
-    Finer limits (no weight-only linears, int8 only per-channel, int4 groups of 32k) are in
+    Finer limits (weight-only only for int8 per-channel, int8 only per-channel, int4 groups of 32k) are in
     ``plan_problems``, which ``supports()`` runs on the same uncalibrated plan."""
     from slmpack.calibration.plan import TargetQuantCapabilities
     from slmpack.calibration.schemes import ActivationMode
@@ -96,6 +118,70 @@ def capabilities(options: ExecuTorchOptions | None = None):
 
 def encodings(plan) -> dict[str, str]:
     return {n: _mode(plan.decisions[n])[0] for n in plan.quantized_names()}
+
+
+WEIGHT_ONLY_ENCODINGS = frozenset({"int8_weight_only"})
+EXACT_ENCODINGS = frozenset({"int8_weight_only", "embedding_dequantized"})  # fp32 math on the plan's values
+
+
+_PARTITIONER_CONFIGS = None
+
+
+def _weight_only_int8_dequant(node, weight_idx: int) -> bool:
+    """``dequantize_affine(q int8, block_size=[1, in_features], scale, zp, int8, qmin, 127)`` on a
+    static weight: the only weight-only pattern we let XNNPACK's fully-connected claim."""
+    import torch as _torch
+
+    dq = node.args[weight_idx] if len(node.args) > weight_idx else None
+    if not isinstance(dq, _torch.fx.Node) or dq.op != "call_function":
+        return False
+    if "dequantize_affine" not in getattr(dq.target, "__name__", ""):
+        return False
+    q = dq.args[0]
+    val = q.meta.get("val") if isinstance(q, _torch.fx.Node) else None
+    if val is None or val.dtype != _torch.int8 or val.dim() != 2:
+        return False
+    block, qmin, qmax = list(dq.args[1]), dq.args[5], dq.args[6]
+    return block == [1, val.shape[1]] and qmin in (-128, -127) and qmax == 127
+
+
+def partitioner_configs():
+    """XnnpackPartitioner's configs with LinearConfig replaced by one that also claims an
+    int8 per-channel weight-only linear (float activation, ``dequantize_affine`` weight) as a
+    single fully-connected node. ``LinearVisitor`` then serializes the weight as qcint8 with its
+    fp32 channel scales and the activation as fp32: XNNPACK's f32-qc8w GEMM. Every other linear
+    (fp32, dynamic-quant, static-quant) is partitioned exactly as by the stock config."""
+    global _PARTITIONER_CONFIGS
+    if _PARTITIONER_CONFIGS is not None:
+        return _PARTITIONER_CONFIGS
+    from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
+    from executorch.backends.xnnpack.partition.config.gemm_configs import LinearConfig
+    from executorch.backends.xnnpack.utils.quant_utils import is_dequant
+    from executorch.backends.xnnpack.utils.utils import get_input_node
+
+    class WeightOnlyLinearConfig(LinearConfig):
+        def _weight_only(self, node) -> bool:
+            return (_weight_only_int8_dequant(node, self.weight_idx)
+                    and not is_dequant(get_input_node(node, self.act_idx)))
+
+        def _get_act_deps(self, node, ep, precision):
+            if self._weight_only(node):
+                return True, []          # float activation: nothing to fuse
+            return super()._get_act_deps(node, ep, precision)
+
+        def _get_output_deps(self, node, ep, precision):
+            if self._weight_only(node):
+                return True, []          # float output: no quantize after the GEMM
+            return super()._get_output_deps(node, ep, precision)
+
+    _PARTITIONER_CONFIGS = [WeightOnlyLinearConfig if c is LinearConfig else c for c in ALL_PARTITIONER_CONFIGS]
+    return _PARTITIONER_CONFIGS
+
+
+def partitioner():
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    return XnnpackPartitioner(configs=partitioner_configs())
 
 
 def _intx_weight(qw, activation_dynamic: bool) -> torch.Tensor:

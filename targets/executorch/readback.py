@@ -1,7 +1,8 @@
 """Read the plan's integers back out of model.pte.
 
 XNNPACK serializes every constant it packs into the program's named-data segment under the
-sha256 of its bytes (``backends/xnnpack/operators/node_visitor.py``): int8 weights as-is, int4
+sha256 of its bytes (``backends/xnnpack/operators/node_visitor.py``): int8 weights as-is (both
+``int8_weight_only``, the f32-qc8w GEMM, and ``8da8w``, qd8-f32-qc8w: the same qcint8 tensor), int4
 weights as ``convert_to_qc4w`` nibbles (``q + 8``, two per byte, low nibble first), per-channel
 scales as float32 ``[out]``, group-wise scales as bf16 ``[out, n_groups]`` (``scale_<sha256>``).
 For every quantized Linear we rebuild those bytes from the plan, look the key up, decode the
@@ -59,7 +60,9 @@ def readback(pkg_dir: Path, plan, model_file: str = "model.pte") -> dict:
             stored_scale = stored_scale.to(torch.bfloat16)
         else:
             key, stored_scale = _sha(qw.q.to(torch.int8)), qw.scale.to(torch.float32).reshape(rows)
-        entry: dict = {"bits": qw.bits, "group_size": qw.group_size}
+        from slmpack.targets.executorch.quantize import _mode
+
+        entry: dict = {"encoding": _mode(d)[0], "bits": qw.bits, "group_size": qw.group_size}
         raw = data.get(key)
         if raw is None:
             problems.append(f"{name}: the plan's int{qw.bits} weights are not in model.pte")

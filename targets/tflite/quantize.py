@@ -7,19 +7,26 @@ Two sources of quantization, never mixed in one export:
   (``recipe_for``). fp16 and weight-only int8 keep fp32 compute; dynamic int8/int4 quantize
   activations at run time.
 * a ``QuantPlan`` (calibration/plan.py), passed by the pipeline with programs traced from the
-  plan's fake-quant reference: ``encode_plan`` rewrites the converted fp32 flatbuffer so that each
-  quantized weight is stored as the plan's own integers (INT8 tensor, per-channel scales on axis 0,
-  zero points 0) feeding a DEQUANTIZE op, which reproduces ``q * scale`` in fp32 exactly as the
-  fake-quant reference computes it. Weights are found by content (sha256 of the fake-quant fp32
-  bytes), so tied embedding / lm_head are one INT8 tensor. ``readback`` decodes the written file
-  and compares every integer and scale with the plan.
+  plan's fake-quant reference: ``encode_plan`` (quant_encode.py) rewrites the converted fp32
+  flatbuffer so that each quantized weight is stored as the plan's own integers, found by content
+  (sha256 of the fake-quant fp32 bytes; tied embedding / lm_head are one weight). ``readback``
+  decodes the written file and compares every integer and scale with the plan.
 
-What the encoder supports today (``capabilities``): symmetric int8 per-channel weights with float
-activations (the ``int8`` preset). LiteRT itself can also carry int4 per-channel / block-wise
-weights (BlockwiseQuantization) and dynamic-range int8 activations (hybrid FULLY_CONNECTED); those
-are not encoded yet, so a plan asking for them is refused before calibration, naming the tensors.
-Asymmetric weights are impossible in LiteRT (weight zero points must be 0), static int8
-activations need a full-integer conversion (not done).
+What the encoder supports today (``capabilities`` + ``unsupported``), symmetric weights only:
+
+* float activations, int8 or int4 weights, per-channel or any group size (embeddings too, e.g. the
+  ``int8`` and ``int4`` presets): INT8/INT4 per-channel tensor over ``[rows * groups, group]`` +
+  DEQUANTIZE (+ RESHAPE). Bit-exact: the graph computes the fake-quant reference in fp32.
+* dynamic int8 activations, *asymmetric* (``activation.symmetric = false``), on linears:
+  int8 per-channel weights (hybrid FULLY_CONNECTED, exact) or int4 weights in groups of a multiple
+  of 32 (blockwise FULLY_CONNECTED; scales stored bfloat16-rounded, within 2^-9 relative).
+
+Refused before calibration, naming the tensors: asymmetric weights (LiteRT weight zero points must
+be 0); static int8 activations (needs a full-integer conversion); *symmetric* dynamic activations
+(e.g. the ``8da4w`` preset: XNNPACK quantizes hybrid FULLY_CONNECTED inputs per row asymmetrically
+whatever the model says, so a symmetric plan cannot be reproduced); dynamic activations with int8
+group-wise or int4 per-channel weights (no kernel that runs them on both XNNPACK and the builtin
+resolver). Measurements behind these choices: quant_encode.py's docstring.
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ from slmpack.targets.base import Unsupported
 from slmpack.targets.tflite.options import TFLiteOptions, TFLitePrecision
 
 _BLOCK = {TFLitePrecision.DYNAMIC_INT4_BLOCK32: 32, TFLitePrecision.DYNAMIC_INT4_BLOCK128: 128}
+GROUP_SIZES = (None, 8, 16, 32, 64, 128, 256)
 
 
 def capabilities(options: TFLiteOptions | None = None):
@@ -36,8 +44,27 @@ def capabilities(options: TFLiteOptions | None = None):
     from slmpack.calibration.schemes import ActivationMode
 
     return TargetQuantCapabilities(
-        name="tflite", weight_bits=frozenset({8}), group_sizes=frozenset({None}), asymmetric_weights=False,
-        activation_modes=frozenset({ActivationMode.NONE}), embedding_bits=frozenset({8}))
+        name="tflite", weight_bits=frozenset({4, 8}), group_sizes=frozenset(GROUP_SIZES), asymmetric_weights=False,
+        activation_modes=frozenset({ActivationMode.NONE, ActivationMode.DYNAMIC_INT8}),
+        embedding_bits=frozenset({4, 8}))
+
+
+def _combination_problem(d) -> str | None:
+    """Why a decision the coarse capabilities allow has no encoding (quant_encode.scheme_of)."""
+    from slmpack.calibration.schemes import ActivationMode
+    from slmpack.targets.tflite.quant_encode import scheme_of
+
+    w = d.weight
+    if w is None or not w.symmetric or d.activation.mode is not ActivationMode.DYNAMIC_INT8 or d.kind != "linear":
+        return None
+    if d.activation.symmetric:
+        return ("symmetric dynamic int8 activations are not encodable: LiteRT's hybrid FULLY_CONNECTED "
+                "(XNNPACK) quantizes its input per row asymmetrically; use activation symmetric = false")
+    if scheme_of(d) is None:
+        return f"no LiteRT kernel runs {w.label} weights with dynamic int8 activations"
+    if w.bits == 4 and w.group_size % 32:
+        return f"blockwise int4 FULLY_CONNECTED needs a group size that is a multiple of 32, not {w.group_size}"
+    return None
 
 
 def weight_shapes(spec: ModelSpec) -> dict[str, tuple[int, int]]:
@@ -73,6 +100,10 @@ def unsupported(spec: ModelSpec, options: TFLiteOptions, plan=None) -> list[Unsu
             plan.validate_against(weight_shapes(spec), capabilities(options))
         except UnsupportedError as e:
             out.append(Unsupported("quantization plan", e.message))
+        for name, d in plan.decisions.items():
+            why = _combination_problem(d)
+            if why:
+                out.append(Unsupported(name, why))
     return out
 
 
@@ -93,121 +124,15 @@ def recipe_for(precision: TFLitePrecision):
     return quant_recipes.full_dynamic_recipe(weight_dtype=quant_attrs.Dtype.INT4, granularity=granularity)
 
 
-def _digest(a) -> str:
-    import hashlib
-
-    import numpy as np
-
-    return hashlib.sha256(np.ascontiguousarray(a, dtype=np.float32).tobytes()).hexdigest()
-
-
 def encode_plan(data: bytes, plan) -> tuple[bytes, dict]:
-    """Store every quantized weight of ``plan`` as INT8 + DEQUANTIZE in the fp32 flatbuffer ``data``
-    (converted from the plan's fake-quant reference). Returns new bytes and the encoding report."""
-    import flatbuffers
-    import numpy as np
-    from ai_edge_litert import schema_py_generated as s
+    """The plan's integers written into the converted fp32 flatbuffer (quant_encode.encode_plan)."""
+    from slmpack.targets.tflite.quant_encode import encode_plan as _encode
 
-    from slmpack.errors import ToolchainError
-
-    m = s.ModelT.InitFromPackedBuf(data, 0)
-    by_digest = {}
-    for i, b in enumerate(m.buffers):
-        if b.data is not None and len(b.data):
-            by_digest.setdefault(_digest(np.frombuffer(np.asarray(b.data, np.uint8).tobytes(), np.float32)), i)
-    deq_code = next((i for i, c in enumerate(m.operatorCodes) if c.builtinCode == s.BuiltinOperator.DEQUANTIZE),
-                    None)
-    if deq_code is None:
-        code = s.OperatorCodeT()
-        code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.DEQUANTIZE
-        code.version = 1
-        m.operatorCodes.append(code)
-        deq_code = len(m.operatorCodes) - 1
-    encoded, missing = {}, []
-    for owner in sorted(plan.weights):
-        qw = plan.weights[owner]
-        b = by_digest.get(_digest(qw.dequantize().numpy()))
-        if b is None:
-            missing.append(owner)
-            continue
-        m.buffers[b].data = np.ascontiguousarray(qw.q.numpy().astype(np.int8)).view(np.uint8).ravel()
-        encoded[owner] = {"buffer": b, "bits": qw.bits, "per_channel_axis": 0, "consumers": 0}
-        for g in m.subgraphs:
-            for ti in [i for i, t in enumerate(g.tensors) if t.buffer == b]:
-                encoded[owner]["consumers"] += _dequantize_tensor(s, g, ti, qw, deq_code)
-    if missing:
-        raise ToolchainError(f"{len(missing)} quantized weight(s) of the plan are not in the converted model "
-                             f"(e.g. {missing[0]}): cannot encode the plan", "E_TFLITE_QUANT_ENCODE",
-                             details={"missing": missing})
-    builder = flatbuffers.Builder(len(data) + (1 << 16))
-    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), {"scheme": "int8 per-channel weights + DEQUANTIZE (fp32 compute)",
-                                     "tensors": encoded}
-
-
-def _dequantize_tensor(s, g, ti: int, qw, deq_code: int) -> int:
-    """Make tensor ``ti`` INT8 with the plan's scales and route its consumers through a new
-    DEQUANTIZE output; returns the number of rewired consumer inputs."""
-    import numpy as np
-
-    t = g.tensors[ti]
-    out = s.TensorT()
-    out.shape, out.type, out.buffer = np.asarray(t.shape), s.TensorType.FLOAT32, 0
-    out.name = (t.name.decode() if isinstance(t.name, bytes) else str(t.name)) + "/dequantize"
-    g.tensors.append(out)
-    oi = len(g.tensors) - 1
-    t.type = s.TensorType.INT8
-    q = s.QuantizationParametersT()
-    q.scale = qw.scale[:, 0].numpy().astype(np.float32)
-    q.zeroPoint = np.zeros(len(q.scale), np.int64)
-    q.quantizedDimension = 0
-    t.quantization = q
-    rewired = 0
-    for op in g.operators:
-        ins = list(op.inputs)
-        if ti in ins:
-            op.inputs = [oi if x == ti else x for x in ins]
-            rewired += ins.count(ti)
-    deq = s.OperatorT()
-    deq.opcodeIndex, deq.inputs, deq.outputs = deq_code, [ti], [oi]
-    g.operators.insert(0, deq)
-    return rewired
+    return _encode(data, plan)
 
 
 def readback(model_path, plan) -> dict:
-    """Decode the INT8 weights and scales in ``model_path`` and compare them with ``plan``."""
-    import numpy as np
-    from ai_edge_litert import schema_py_generated as s
+    """Decode the stored integers / scales of ``model_path`` and compare them with ``plan``."""
+    from slmpack.targets.tflite.quant_encode import readback as _readback
 
-    m = s.ModelT.InitFromPackedBuf(open(model_path, "rb").read(), 0)
-    stored = {}
-    for g in m.subgraphs:
-        for t in g.tensors:
-            if t.type == s.TensorType.INT8 and t.buffer and m.buffers[t.buffer].data is not None:
-                stored.setdefault(t.buffer, t)
-    by_q = {}
-    for b, t in stored.items():
-        q = np.asarray(m.buffers[b].data, np.uint8).view(np.int8).reshape(list(t.shape))
-        by_q.setdefault(q.tobytes(), (b, q, t.quantization))
-    tensors, problems = {}, []
-    for owner in sorted(plan.weights):
-        qw = plan.weights[owner]
-        want_q = qw.q.numpy().astype(np.int8)
-        hit = by_q.get(want_q.tobytes())
-        if hit is None:
-            problems.append(f"{owner}: its integers are not stored in the model")
-            continue
-        b, q, qp = hit
-        scales = np.asarray(qp.scale, np.float32) if qp is not None and qp.scale is not None else None
-        s_ok = scales is not None and scales.tobytes() == qw.scale[:, 0].numpy().astype(np.float32).tobytes()
-        zp_ok = qp is not None and (qp.zeroPoint is None or not np.asarray(qp.zeroPoint).any())
-        dev = float(np.abs(q.astype(np.float32) * scales[:, None] - qw.dequantize().numpy()).max()) if s_ok else None
-        tensors[owner] = {"buffer": b, "q_identical": True, "scales_identical": bool(s_ok),
-                          "zero_points_identical": bool(zp_ok), "max_abs_dequant_deviation": dev}
-        if not (s_ok and zp_ok):
-            problems.append(f"{owner}: stored scales/zero points differ from the plan")
-    devs = [t["max_abs_dequant_deviation"] for t in tensors.values() if t["max_abs_dequant_deviation"] is not None]
-    return {"passed": not problems, "problems": problems, "tensors_checked": len(tensors),
-            "bit_identical": bool(tensors) and all(t["scales_identical"] and t["zero_points_identical"]
-                                                   for t in tensors.values()) and not problems,
-            "max_abs_dequant_deviation": max(devs) if devs else None, "tensors": tensors}
+    return _readback(model_path, plan)

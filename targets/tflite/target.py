@@ -27,6 +27,10 @@ _QUANTIZED = Tolerance(atol=1.0, rtol=0.5, **_LOSSY)   # int4 and anything unkno
 # A QuantPlan is encoded bit-exactly (INT8 + DEQUANTIZE = the fake-quant reference's q * scale);
 # only kernel summation order differs (XNNPACK may run FULLY_CONNECTED on the int8 weights).
 PLAN_TOLERANCE = Tolerance(atol=1e-3, rtol=1e-3, min_top1=0.99, greedy_exact=False)
+# Plans with dynamic int8 activations: the runtime quantizes each row as the fake-quant reference
+# does, but float summation order can move a value across a rounding boundary (one int8 step), and
+# blockwise int4 scales are stored bfloat16-rounded (quant_encode.py); same bound as ONNX's.
+PLAN_ACT_TOLERANCE = Tolerance(atol=5e-2, rtol=1e-2, min_top1=0.98, greedy_exact=False)
 
 
 class TFLiteTarget:
@@ -41,8 +45,10 @@ class TFLiteTarget:
         return CacheLayout.IO_STATIC
 
     def tolerance_for(self, manifest: dict) -> Tolerance:
-        if (manifest.get("quantization") or {}).get("plan"):
-            return PLAN_TOLERANCE
+        q = manifest.get("quantization") or {}
+        if q.get("plan"):
+            acts = (q.get("summary") or {}).get("by_activation", {})
+            return PLAN_ACT_TOLERANCE if set(acts) - {"none"} else PLAN_TOLERANCE
         try:
             precision = TFLitePrecision(manifest.get("report", {}).get("precision", "fp32"))
         except ValueError:

@@ -1,0 +1,99 @@
+"""``--quant-plan`` / ``QuantConfig(plan_from=...)``: calibrate once, encode the same plan again.
+
+A reused plan must give the same bytes as the export that calibrated it, must be refused (before
+any slow work, nothing written) when it belongs to another checkpoint or cannot run on the
+target, and cannot be combined with options that would change it."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from slmpack import api
+from slmpack.config import ExportConfig
+from slmpack.errors import BadInputError, UnsupportedError
+from slmpack.quantize_config import QuantConfig
+from tests.quant.conftest import write_quant_model
+
+FAST = QuantConfig(recipe="int4", calib_windows=4, calib_window_tokens=64, algorithm="gptq")
+NOVAL = ExportConfig(validate=False)
+
+
+@pytest.fixture(scope="module")
+def calibrated(quant_model, tmp_path_factory):
+    return api.export(quant_model, "onnx", tmp_path_factory.mktemp("reuse") / "first", config=NOVAL, quant=FAST)
+
+
+def test_reused_plan_gives_identical_bytes(calibrated, quant_model, tmp_path):
+    again = api.export(quant_model, "onnx", tmp_path / "again", config=NOVAL,
+                       quant=QuantConfig(plan_from=calibrated.path))
+    for f in ("quant_plan.safetensors", "quant_plan.json", "model.onnx", "quant_recipe.json"):
+        assert (again.path / f).read_bytes() == (calibrated.path / f).read_bytes(), f
+    q = again.manifest["quantization"]
+    assert q["calibration"]["reused_from"] == "first"
+    assert q["calibration"]["windows"] == 4          # facts of the calibration that made the plan
+    assert "reused_plan_s" in q["timings_s"] and "build_plan_s" not in q["timings_s"]
+    assert q["readback_passed"] is True
+    assert q["config"]["plan_from"] == "first"
+
+
+def test_bare_plan_folder_is_accepted(calibrated, quant_model, tmp_path):
+    bare = tmp_path / "plan"
+    bare.mkdir()
+    for f in ("quant_plan.json", "quant_plan.safetensors"):
+        shutil.copy(calibrated.path / f, bare / f)
+    pkg = api.export(quant_model, "onnx", tmp_path / "out", config=NOVAL, quant=QuantConfig(plan_from=bare))
+    assert (pkg.path / "model.onnx").read_bytes() == (calibrated.path / "model.onnx").read_bytes()
+
+
+def test_plan_of_another_checkpoint_is_refused(calibrated, tmp_path):
+    other = write_quant_model(tmp_path / "other", seed=1)   # same shapes, other weights
+    out = tmp_path / "out"
+    with pytest.raises(BadInputError) as e:
+        api.export(other, "onnx", out, config=NOVAL, quant=QuantConfig(plan_from=calibrated.path))
+    assert e.value.code == "E_QUANT_PLAN_MISMATCH"
+    assert e.value.details["plan_checkpoint"] != e.value.details["checkpoint"]
+    assert not out.exists()
+
+
+def test_plan_the_target_cannot_run_is_refused_before_work(calibrated, quant_model, tmp_path):
+    from slmpack.targets.coreml.options import CoreMLOptions
+
+    out = tmp_path / "out"
+    with pytest.raises(UnsupportedError) as e:   # int4 needs iOS 18's constexpr_blockwise_shift_scale
+        api.export(quant_model, "coreml", out, config=NOVAL, options=CoreMLOptions(deployment_target="ios17"),
+                   quant=QuantConfig(plan_from=calibrated.path))
+    assert e.value.code == "E_QUANT_PLAN_INVALID"
+    assert "q_proj" in e.value.message
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("extra", [{"recipe": "int8"}, {"algorithm": "awq"}, {"max_size_bytes": "1MB"}])
+def test_plan_cannot_be_combined_with_other_decisions(tmp_path, extra):
+    with pytest.raises(BadInputError) as e:
+        QuantConfig(plan_from=tmp_path, **extra)
+    assert e.value.code == "E_CONFIG"
+
+
+def test_missing_or_corrupt_plan(calibrated, quant_model, tmp_path):
+    with pytest.raises(BadInputError) as e:
+        api.export(quant_model, "onnx", tmp_path / "o1", config=NOVAL, quant=QuantConfig(plan_from=tmp_path / "nope"))
+    assert e.value.code == "E_QUANT_PLAN_MISSING"
+    bad = tmp_path / "bad"
+    shutil.copytree(calibrated.path, bad)
+    blob = bytearray((bad / "quant_plan.safetensors").read_bytes())
+    blob[-1] ^= 1
+    (bad / "quant_plan.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(Exception) as e:
+        api.export(quant_model, "onnx", tmp_path / "o2", config=NOVAL, quant=QuantConfig(plan_from=bad))
+    assert getattr(e.value, "code", "").startswith("E_")   # typed (integrity) error, not a traceback
+    assert not (tmp_path / "o2").exists()
+
+
+def test_cli_exposes_quant_plan():
+    from slmpack.cli import build_parser
+
+    args = build_parser().parse_args(["export", "--quant-plan", "pkgdir"])
+    from slmpack.cli import quant_config_from_args
+
+    assert quant_config_from_args(args).plan_from.name == "pkgdir"
