@@ -37,13 +37,13 @@ def parse_percent(text: str | float | int) -> float:
     return float(m.group(1))
 
 
-def parse_size(text: str | int) -> int:
+def parse_size(text: str | int, field_name: str = "max_size") -> int:
     """``"8MB"`` (10^6), ``"8MiB"`` (2^20), ``"500kB"``, ``"1234"`` (bytes) -> bytes."""
     if isinstance(text, int) and not isinstance(text, bool):
         return text
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
     if not m or m.group(2).lower() not in _UNITS:
-        raise _bad("max_size", f"expected a size like 8MB, 6.5MiB or 1200000, got {text!r}")
+        raise _bad(field_name, f"expected a size like 8MB, 6.5MiB or 1200000, got {text!r}")
     return int(round(float(m.group(1)) * _UNITS[m.group(2).lower()]))
 
 

@@ -62,3 +62,43 @@ def test_validate_and_verify_commands(demo_onnx_package):
     res = api.validate(demo_onnx_package.path)
     assert res["passed"] and res["greedy"]["match"]
     assert api.verify(demo_onnx_package.path)["ok"]
+
+
+def test_external_data_package(tmp_path):
+    """Past the threshold the weights live in model.onnx.data: hashed in the manifest, validated
+    by ORT, run by onnxruntime-genai, and written byte-identically twice."""
+    import onnxruntime_genai as og
+
+    from slmpack.config import ExportConfig, ValidationConfig
+    from slmpack.targets.onnx.options import OnnxOptions
+
+    cfg = ExportConfig(validation=ValidationConfig(heldout_tokens=256, greedy_tokens=8))
+    opts = OnnxOptions(external_data_threshold_bytes=0)
+    pkg = api.export(None, "onnx", tmp_path / "a", config=cfg, options=opts)
+    assert pkg.manifest["validation"]["passed"]
+    assert "model.onnx.data" in pkg.manifest["files"]
+    assert (pkg.path / "model.onnx").stat().st_size < 100_000 < (pkg.path / "model.onnx.data").stat().st_size
+    vectors = load_file(str(pkg.path / "test_vectors.safetensors"))
+    model = og.Model(str(pkg.path))
+    params = og.GeneratorParams(model)
+    prompt, want = vectors["greedy_prompt_ids"].astype(np.int32), vectors["greedy_ids"].tolist()
+    params.set_search_options(max_length=len(prompt) + len(want), do_sample=False)
+    gen = og.Generator(model, params)
+    gen.append_tokens(prompt)
+    while not gen.is_done():
+        gen.generate_next_token()
+    assert [int(t) for t in gen.get_sequence(0)][len(prompt):] == want
+    again = api.export(None, "onnx", tmp_path / "b", config=ExportConfig(validate=False), options=opts)
+    for f in ("model.onnx", "model.onnx.data"):
+        assert (again.path / f).read_bytes() == (pkg.path / f).read_bytes(), f
+
+
+def test_external_data_option_is_validated():
+    import pytest
+
+    from slmpack.errors import BadInputError
+    from slmpack.targets.onnx.options import OnnxOptions
+
+    for bad in (-1, 3 << 30, 1.5, True):
+        with pytest.raises(BadInputError):
+            OnnxOptions(external_data_threshold_bytes=bad)

@@ -27,8 +27,8 @@ def kv_bytes(facts: dict, tokens: float, elem: int = 4) -> float:
 def _weights_read(variant: str, facts: dict, row: dict) -> float:
     """Bytes of weights read per decoded token: fp32 params for float runtimes (tied embeddings
     counted once: the lm_head reads the whole table), the file size for GGUF quantizations."""
-    if variant.startswith("llama.cpp") and row.get("artifact_bytes"):
-        return float(row["artifact_bytes"])
+    if (variant.startswith("llama.cpp") or row.get("quant")) and row.get("artifact_bytes"):
+        return float(row["artifact_bytes"])   # quantized: the packed weights (+ scales) are what is read
     return facts["params"] * 4.0
 
 
@@ -71,10 +71,14 @@ def summarize(res: dict) -> dict:
                     "rss_vs_artifact_kv": (round(probe_mb * MB / (art + kv_max), 3) if art and probe_mb else None),
                     "artifact_mb": round(art / MB, 2) if art else None,
                 }
-            ours = table.get(OURS, {})
-            for peer in [v for v in table if v not in (EAGER, OURS)]:
-                if "decode_tok_s" in table[peer] and "decode_tok_s" in ours:
-                    ours.setdefault("decode_vs", {})[peer] = _ratio(ours["decode_tok_s"], table[peer]["decode_tok_s"])
+            for mine in [v for v in table if v.startswith(OURS)]:
+                ours = table[mine]
+                for peer in [v for v in table if v != EAGER and not v.startswith(OURS)]:
+                    if "decode_tok_s" in table[peer] and "decode_tok_s" in ours:
+                        ours.setdefault("decode_vs", {})[peer] = _ratio(ours["decode_tok_s"],
+                                                                        table[peer]["decode_tok_s"])
+                if rows.get(mine, {}).get("quant"):
+                    ours["quant"] = rows[mine]["quant"]
             per[t] = {"bandwidth_read_gb_s": round(run["bandwidth_gb_s"]["read"], 2),
                       "bandwidth_read_best_gb_s": round(max(run["bandwidth_samples"]["read"]), 2),
                       "bandwidth_copy_gb_s": round(run["bandwidth_gb_s"]["copy"], 2), "variants": table}
@@ -108,6 +112,28 @@ def summarize(res: dict) -> dict:
     return out
 
 
+def _quant_targets(name: str, t: int, variants: dict) -> list[dict]:
+    """int8 decode >= 2.5x eager; quantized decode >= 65% of bandwidth; >= llama.cpp at the same bits."""
+    from bench.perf.run import PEER_OF
+
+    rows = []
+    for v, row in variants.items():
+        q = row.get("quant")
+        if not q or "decode_tok_s" not in row:
+            continue
+        if q in ("int8", "8da8w"):
+            rows.append({"what": f"{name} {t}T: {v} decode vs eager", "need": ">= 2.5", "got": row["decode_vs_eager"],
+                         "met": _ge(row["decode_vs_eager"], 2.5)})
+        rows.append({"what": f"{name} {t}T: {v} decode roofline", "need": ">= 0.65", "got": row["decode_roofline"],
+                     "met": _ge(row["decode_roofline"], 0.65)})
+        peer = PEER_OF.get(q)
+        got = (row.get("decode_vs") or {}).get(peer)
+        if got is not None:
+            rows.append({"what": f"{name} {t}T: {v} decode vs {peer}", "need": ">= 1.0", "got": got,
+                         "met": _ge(got, 1.0)})
+    return rows
+
+
 def _targets(s: dict, scaling: list) -> list[dict]:
     rows = []
     for name, m in s["models"].items():
@@ -125,6 +151,8 @@ def _targets(s: dict, scaling: list) -> list[dict]:
                 {"what": f"{name} {t}T: ORT runtime RSS / (artifact + KV)", "need": "<= 1.25",
                  "got": ours["rss_vs_artifact_kv"], "met": _le(ours["rss_vs_artifact_kv"], 1.25)},
             ]
+        for t, run in m["throughput"].items():
+            rows += _quant_targets(name, t, run["variants"])
         rows.append({"what": f"{name}: export peak RSS / fp32 weights", "need": "<= 1.5",
                      "got": m["export_rss_vs_weights"], "met": _le(m["export_rss_vs_weights"], 1.5)})
         rows.append({"what": f"{name}: (export peak RSS − import baseline) / fp32 weights", "need": "(diagnostic)",
@@ -178,10 +206,11 @@ def markdown(res: dict) -> str:
                 lines.append(f"| {variant} | {r['prefill_tok_s']} | {r['decode_tok_s']} | {r['prefill_vs_eager']} | "
                              f"{r['decode_vs_eager']} | {r['decode_roofline']:.1%} | {r['runtime_only_peak_rss_mb'] or r['peak_rss_mb']} "
                              f"({r['runtime_only_rss_delta_mb'] or r['runtime_rss_mb']}) | {r['rss_vs_artifact_kv']} |")
-            ours = run["variants"].get(OURS, {})
-            if ours.get("decode_vs"):
-                lines += ["", "ORT (slmpack) decode speed ÷ peer: " + ", ".join(
-                    f"{k} {v}×" for k, v in ours["decode_vs"].items())]
+            mine = [v for v in order if v.startswith(OURS) and run["variants"][v].get("decode_vs")]
+            if mine:
+                lines += ["", "slmpack decode speed ÷ peer:", ""]
+                lines += [f"- {v}: " + ", ".join(f"{k} {x}×" for k, x in run["variants"][v]["decode_vs"].items())
+                          for v in mine]
             lines.append("")
         lines += [f"Artifact {m['artifact_mb']} MB vs fp32 weights {m['theoretical_fp32_mb']} MB "
                   f"(×{m['artifact_vs_theoretical']}); export {m['export_s']} s, peak RSS {m['export_peak_rss_mb']} MB "

@@ -25,7 +25,16 @@ RESULTS = REPO / "bench" / "results"
 SLMPACK = REPO / ".venv" / "bin" / "slmpack"
 
 
-def export_package(model_dir: Path, target: str, out: Path, validate: bool, force: bool) -> dict:
+RECIPES = Path(__file__).resolve().parent / "recipes"
+# quantized variants: label -> --quant value (preset or recipe file). Labels name the arithmetic:
+# weight-only (int8, int4: float activations) vs dynamic int8 activations (8da8w ~ llama.cpp Q8_0,
+# 8da4w ~ Q4_0: both quantize activations to int8 at run time).
+QUANTS = {"int8": "int8", "int4": "int4", "8da8w": str(RECIPES / "8da8w.toml"), "8da4w": "8da4w"}
+PEER_OF = {"8da8w": "llama.cpp Q8_0", "int8": "llama.cpp Q8_0", "8da4w": "llama.cpp Q4_0", "int4": "llama.cpp Q4_0"}
+
+
+def export_package(model_dir: Path, target: str, out: Path, validate: bool, force: bool,
+                   quant: str | None = None) -> dict:
     """``slmpack export`` in a subprocess: time, peak RSS, and what the manifest says."""
     record = out.with_name(out.name + ".export.json")  # the measurement of the export that made `out`
     if (out / "manifest.json").is_file() and not force:
@@ -33,6 +42,7 @@ def export_package(model_dir: Path, target: str, out: Path, validate: bool, forc
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         cmd = [SLMPACK, "export", model_dir, "--target", target, "--out", out, "--force", "--json"]
+        cmd += ["--quant", QUANTS[quant]] if quant else []
         rec = measured(cmd + ([] if validate else ["--no-validate"]), env=thread_env(2))
         if rec["rc"] not in (0, 1):
             return {"ok": False, **rec}
@@ -41,7 +51,8 @@ def export_package(model_dir: Path, target: str, out: Path, validate: bool, forc
     size = sum(p.stat().st_size for p in out.glob("model.*") if p.is_file())
     v = m.get("validation") or {}
     rep = m.get("report", {})
-    return {"ok": True, **{k: v_ for k, v_ in rec.items() if k != "tail"}, "path": str(out),
+    return {"ok": True, **{k: v_ for k, v_ in rec.items() if k != "tail"}, "path": str(out), "target": target,
+            "quant": quant, "bits_per_weight": ((m.get("quantization") or {}).get("summary") or {}).get("bits_per_weight"),
             "artifact_bytes": size, "fusions": rep.get("fusions"),
             "attention_blocks_fused": rep.get("attention_blocks_fused"), "node_count": rep.get("node_count"),
             "validation": {k: v.get(k) for k in ("passed",)} | {
@@ -54,13 +65,13 @@ def export_package(model_dir: Path, target: str, out: Path, validate: bool, forc
 def variants_for(name: str, model_dir: Path, pkgs: dict, peer: dict) -> list[dict]:
     """Every runtime to time for one model: eager, each exported target, each peer artifact."""
     out = [{"variant": "pytorch-eager", "python": main_python(), "backend": "eager", "path": model_dir, "bytes": None}]
-    for target, rec in pkgs.items():
+    for key, rec in pkgs.items():
         if rec.get("ok"):
-            probe = None
+            probe, target = None, rec["target"]
             if target == "onnx":  # runtime-only process: onnxruntime and the artifact, nothing else imported
                 probe = (main_python(), "ort-genai-io", str(Path(rec["path"]) / "model.onnx"))
-            out.append({"variant": f"slmpack-{target}", "python": main_python(), "backend": f"target:{target}",
-                        "path": rec["path"], "bytes": rec["artifact_bytes"], "probe": probe})
+            out.append({"variant": f"slmpack-{key}", "python": main_python(), "backend": f"target:{target}",
+                        "path": rec["path"], "bytes": rec["artifact_bytes"], "probe": probe, "quant": rec.get("quant")})
     opt = peer.get("optimum", {})
     if opt.get("ok"):
         out.append({"variant": "optimum-onnx (ort)", "python": peers._py("optimum"), "backend": "ort-genai-io",
@@ -121,7 +132,8 @@ def throughput(model_name: str, variants: list[dict], threads: int, reps: int, p
         rows[name] = {"prefill_tok_s": statistics.median(s["prefill"]), "decode_tok_s": statistics.median(s["decode"]),
                       "prefill_samples": [round(x, 1) for x in s["prefill"]],
                       "decode_samples": [round(x, 2) for x in s["decode"]],
-                      "artifact_bytes": v["bytes"], "memory": mem[name], "probe_memory": probes.get(name)}
+                      "artifact_bytes": v["bytes"], "memory": mem[name], "probe_memory": probes.get(name),
+                      "quant": v.get("quant")}
     return {"threads": threads, "reps": reps, "prompt": prompt, "decode": decode, "variants": rows,
             "bandwidth_gb_s": {k: statistics.median(x) for k, x in bw_samples.items()},
             "bandwidth_samples": {k: [round(x, 2) for x in xs] for k, xs in bw_samples.items()}}
@@ -152,6 +164,9 @@ def main(argv=None) -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/slmpack-bench"))
     ap.add_argument("--models", nargs="+", default=["demo", "smollm"], choices=["demo", "smollm"])
     ap.add_argument("--targets", nargs="+", default=["onnx"])
+    ap.add_argument("--quants", nargs="*", default=list(QUANTS), choices=list(QUANTS),
+                    help="quantized packages of each target to time as well (exported without validation: "
+                         "their accuracy is bench/quality's job)")
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--prompt", type=int, default=128)
@@ -175,6 +190,10 @@ def main(argv=None) -> None:
         facts = models.spec_facts(model_dir)
         pkgs = {t: export_package(model_dir, t, wd / "pkg" / name / t, validate=True, force=a.reexport)
                 for t in a.targets}
+        for t in a.targets:
+            for q in a.quants:
+                pkgs[f"{t}-{q}"] = export_package(model_dir, t, wd / "pkg" / name / f"{t}-{q}", validate=False,
+                                                  force=a.reexport, quant=q)
         peer = {}
         wanted = [] if a.no_peers else a.peers
         if "optimum" in wanted:

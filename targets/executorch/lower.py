@@ -103,8 +103,8 @@ def lower(programs, spec, options: ExecuTorchOptions, out_dir: Path, gen: dict, 
             notes.append("int8 weight-only linears run XNNPACK's f32-qc8w GEMM (fp32 activations, int8 weights)")
         if "8da4w" in enc.values():
             notes.append("group-wise int4 scales execute as bf16 in XNNPACK (qb4w)")
-        if "embedding_dequantized" in enc.values():
-            notes.append("embeddings are stored as the plan's dequantized fp32 table")
+        if "embedding_int8" in enc.values():
+            notes.append("embeddings gather the plan's integers and scales (portable index), dequantized per token")
         quant = {"recipe": plan.recipe, "encodings": enc, "note": "; ".join(notes)}
     ep = export_forward(module, cfg.max_prompt)
     methods = constant_methods(spec, gen, cfg.max_prompt, cfg.max_context, custom)

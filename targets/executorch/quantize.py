@@ -20,8 +20,11 @@ What XNNPACK (executorch 1.5.1) runs, hence what ``plan_problems`` accepts:
   (8da4w, qd8-f32-qb4w). XNNPACK keeps group-wise scales in bf16
   (``operators/node_visitor.py: get_quant_params``), so the executed scales are the plan's
   float32 scales rounded to bf16 (relative change <= 2^-9); reported, not hidden.
-* Embeddings of any plan scheme: the gather runs on the plan's dequantized values (float32
-  table), numerically identical to the plan; the int8 storage saving is not realised.
+* Embeddings of any plan scheme (``embedding_int8``): the plan's integers (int8; int4 unpacked,
+  one per byte) and fp32 scales (and zero points) are program constants; the forward gathers the
+  rows of the integers and of the scales (portable ``aten.index.Tensor``), converts to fp32 and
+  multiplies (``(q - zp) * scale``, the plan's own dequantization, bit-identical). Costs a few
+  portable ops per step on [tokens, hidden] values, nothing per vocabulary row.
 
 Why the stock partitioner computes weight-only linears wrongly (executorch 1.5.1,
 ``backends/xnnpack/partition/config/gemm_configs.py``): ``GEMMConfig._detect_precision`` calls a
@@ -67,7 +70,7 @@ def _mode(decision) -> tuple[str | None, str | None]:
 
     w, act = decision.weight, decision.activation.mode
     if decision.kind == "embedding":
-        return "embedding_dequantized", None
+        return "embedding_int8", None
     if not w.symmetric:
         return None, "asymmetric weights (XNNPACK weight formats have no zero points)"
     if act is ActivationMode.STATIC_INT8:
@@ -121,7 +124,7 @@ def encodings(plan) -> dict[str, str]:
 
 
 WEIGHT_ONLY_ENCODINGS = frozenset({"int8_weight_only"})
-EXACT_ENCODINGS = frozenset({"int8_weight_only", "embedding_dequantized"})  # fp32 math on the plan's values
+EXACT_ENCODINGS = frozenset({"int8_weight_only", "embedding_int8"})  # fp32 math on the plan's values
 
 
 _PARTITIONER_CONFIGS = None
@@ -198,9 +201,32 @@ def _intx_weight(qw, activation_dynamic: bool) -> torch.Tensor:
                                  if activation_dynamic else None))
 
 
+class QuantizedEmbedding(nn.Module):
+    """Embedding lookup on the plan's integers: ``(q[ids] - zp[ids]) * scale[ids]`` per group, in
+    fp32 exactly as ``calibration.rtn.dequantize`` computes it (the table is never dequantized)."""
+
+    def __init__(self, qw, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        rows, cols = qw.q.shape
+        self.width = qw.group_size or cols
+        self.cols, self.dtype = cols, dtype
+        self.register_buffer("q", qw.q.to(torch.int8).contiguous())
+        self.register_buffer("scale", qw.scale.to(torch.float32).reshape(rows, cols // self.width).contiguous())
+        self.register_buffer("zero_point", None if qw.zero_point is None
+                             else qw.zero_point.to(torch.int8).reshape(rows, cols // self.width).contiguous())
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        lead = ids.shape
+        q = self.q[ids].to(torch.float32).reshape(*lead, self.cols // self.width, self.width)
+        if self.zero_point is not None:
+            q = q - self.zero_point[ids].to(torch.float32).unsqueeze(-1)
+        out = (q * self.scale[ids].unsqueeze(-1)).reshape(*lead, self.cols)
+        return out if self.dtype == torch.float32 else out.to(self.dtype)
+
+
 def apply_plan(ref: nn.Module, plan, options: ExecuTorchOptions) -> int:
     """Write the plan into ``ref`` (a private copy): float overrides, quantized Linear weights,
-    dequantized embeddings. Returns the number of quantized Linear weights."""
+    embeddings swapped for ``QuantizedEmbedding``. Returns the number of quantized Linear weights."""
     from slmpack.calibration.schemes import ActivationMode
 
     if not plan.is_calibrated:
@@ -215,7 +241,9 @@ def apply_plan(ref: nn.Module, plan, options: ExecuTorchOptions) -> int:
         d = plan.decisions[name]
         module = ref.get_submodule(name.rsplit(".", 1)[0])
         if d.kind == "embedding":
-            module.weight = nn.Parameter(plan.dequantized(name).to(module.weight.dtype), requires_grad=False)
+            parent, _, attr = name.rsplit(".", 1)[0].rpartition(".")
+            setattr(ref.get_submodule(parent), attr, QuantizedEmbedding(plan.weights[plan.owner(name)],
+                                                                        module.weight.dtype))
             continue
         qw = plan.weights[plan.owner(name)]
         dynamic = d.activation.mode is ActivationMode.DYNAMIC_INT8

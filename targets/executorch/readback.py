@@ -8,7 +8,10 @@ scales as float32 ``[out]``, group-wise scales as bf16 ``[out, n_groups]`` (``sc
 For every quantized Linear we rebuild those bytes from the plan, look the key up, decode the
 stored bytes and compare them with the plan's integers; scales are compared as the runtime
 reads them (bf16 for groups), giving the largest dequantized-weight deviation from the plan.
-Embeddings are not integer-encoded (the gather uses the plan's dequantized table).
+Embeddings (``embedding_int8``) are not XNNPACK data but program constants of the portable
+gather: their integers (int8, int4 unpacked), fp32 scales and zero points are stored as-is, so we
+look for the plan's exact bytes among the program's constant buffers (not the XNNPACK data,
+where a tied int8 lm_head holds the same integers): bit-identical or not found.
 """
 from __future__ import annotations
 
@@ -35,22 +38,44 @@ def unpack_qc4w(packed: bytes, rows: int, cols: int) -> torch.Tensor:
     return (out - 8).to(torch.int8).view(rows, cols)
 
 
-def _named_data(pte: Path) -> dict[str, bytes]:
+def _program_data(pte: Path) -> tuple[dict[str, bytes], set[bytes]]:
+    """(XNNPACK named data by key, the program's own constant tensors' bytes)."""
     from executorch.exir._serialize._program import deserialize_pte_binary
 
-    nd = deserialize_pte_binary(Path(pte).read_bytes()).named_data
-    if nd is None:
-        return {}
-    return {k: bytes(nd.buffers[e.buffer_index]) for k, e in nd.pte_data.items()}
+    f = deserialize_pte_binary(Path(pte).read_bytes())
+    nd = f.named_data
+    named = {} if nd is None else {k: bytes(nd.buffers[e.buffer_index]) for k, e in nd.pte_data.items()}
+    return named, {bytes(b.storage) for b in f.program.constant_buffer}
+
+
+def _embedding_entry(name: str, qw, constants: set[bytes], problems: list[str]) -> dict:
+    rows, cols = qw.q.shape
+    parts = {"integers": qw.q.to(torch.int8),
+             "scales": qw.scale.to(torch.float32).reshape(rows, cols // (qw.group_size or cols))}
+    if qw.zero_point is not None:
+        parts["zero_points"] = qw.zero_point.to(torch.int8)
+    entry: dict = {"encoding": "embedding_int8", "bits": qw.bits, "group_size": qw.group_size}
+    for label, t in parts.items():
+        found = t.contiguous().numpy().tobytes() in constants
+        entry[f"{label}_found"] = found
+        if not found:
+            problems.append(f"{name}: the plan's {label} are not in model.pte")
+    entry["found"] = entry["integers_found"]
+    entry["integers_identical"] = entry["integers_found"]        # found as the exact bytes
+    entry["max_abs_dequant_deviation"] = 0.0 if all(entry[f"{k}_found"] for k in parts) else float("inf")
+    entry["scale_dtype"] = "fp32"
+    return entry
 
 
 def readback(pkg_dir: Path, plan, model_file: str = "model.pte") -> dict:
-    data = _named_data(Path(pkg_dir) / model_file)
+    data, constants = _program_data(Path(pkg_dir) / model_file)
     tensors, problems, worst = {}, [], 0.0
     for name in plan.quantized_names():
         d = plan.decisions[name]
         if d.kind == "embedding":
-            tensors[name] = {"encoding": "float table (plan dequantized)", "integers": None}
+            entry = _embedding_entry(name, plan.weights[plan.owner(name)], constants, problems)
+            worst = max(worst, entry["max_abs_dequant_deviation"])
+            tensors[name] = entry
             continue
         qw = plan.weights[plan.owner(name)]
         rows, cols = qw.q.shape

@@ -21,7 +21,7 @@ TOLERANCES = {
 # activations per token asymmetrically (qd8) and runs int4 group scales in bf16, the reference
 # fake-quantizes activations as the plan's scheme says, so logits differ by more than rounding.
 QUANT_TOLERANCE = Tolerance(atol=1e-1, rtol=2e-2, min_top1=0.95, greedy_exact=False)
-# A plan whose every tensor is int8 weight-only (f32-qc8w GEMM) or a dequantized embedding runs
+# A plan whose every tensor is int8 weight-only (f32-qc8w GEMM) or an int8-stored embedding runs
 # fp32 math on the plan's own values: held to the fp32 bound against the fake-quant reference.
 REQUIRED_METHODS = ("forward", "get_max_seq_len", "get_max_context_len", "use_kv_cache", "enable_dynamic_shape")
 

@@ -110,7 +110,13 @@ def lower(programs, spec, options: TFLiteOptions, out_dir: Path, gen: dict, plan
     load_interpreter(data)   # LiteRT's verifier and op resolution, on bytes we verified first
     (out_dir / MODEL_FILE).write_bytes(data)
     files = [MODEL_FILE]
-    files.append(vectors.write(out_dir, programs.module.ref, lengths, spec.vocab_size))
+    if plan is not None:   # the reference the runtime is compared with: dynamic activations fake-quantized too
+        from slmpack.exporter.fake_quant import activation_fake_quant
+
+        with activation_fake_quant(programs.module.ref, plan):
+            files.append(vectors.write(out_dir, programs.module.ref, lengths, spec.vocab_size))
+    else:
+        files.append(vectors.write(out_dir, programs.module.ref, lengths, spec.vocab_size))
     bundle = None
     if options.litertlm and (out_dir / "tokenizer.json").is_file():
         bundle = build_bundle(out_dir, MODEL_FILE, out_dir / "tokenizer.json", spec, gen, cfg.max_context)

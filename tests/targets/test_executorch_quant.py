@@ -88,14 +88,18 @@ def test_int8_preset_package_passes_and_reads_back(int8_pkg):
     m = int8_pkg.manifest
     assert m["tolerance"] == {"atol": 1e-4, "rtol": 1e-4}     # exact encodings: the fp32 bound
     enc = m["report"]["quantization"]["encodings"]
-    assert set(enc.values()) == {"int8_weight_only", "embedding_dequantized"}
+    assert set(enc.values()) == {"int8_weight_only", "embedding_int8"}
     assert sum(e == "int8_weight_only" for e in enc.values()) == 7 + 1      # layer linears + lm_head
+    # every weight stored as int8 (+ scales): about a quarter of the fp32 bytes
+    assert m["report"]["pte_bytes"] < 0.3 * 4 * m["model"]["num_parameters"], m["report"]["pte_bytes"]
     rep = m["report"]["delegation"]
     assert "aten.linear.default" not in rep["portable_ops"]
     assert not any("dequantize" in op for op in rep["portable_ops"])
     rb = m["report"]["readback"]
     assert rb["passed"] and rb["integers_identical"] and rb["bit_identical"], rb["problems"]
-    assert all(t["encoding"] == "int8_weight_only" for t in rb["tensors"].values() if t.get("bits") == 8)
+    assert {t["encoding"] for t in rb["tensors"].values()} == {"int8_weight_only", "embedding_int8"}
+    emb = rb["tensors"]["model.embed_tokens.weight"]
+    assert emb["integers_found"] and emb["scales_found"]
 
 
 @pytest.mark.slow

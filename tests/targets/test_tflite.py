@@ -313,7 +313,7 @@ def test_unsupported_combinations_fail_before_slow_work(tok_model, tmp_path):
 def test_quant_plan_is_checked_against_litert_capabilities(tok_model):
     from slmpack.calibration.plan import resolve_plan
     from slmpack.calibration.recipe import Recipe, Rule
-    from slmpack.calibration.schemes import WeightScheme
+    from slmpack.calibration.schemes import ActivationScheme, WeightScheme
     from slmpack.targets.tflite.quantize import weight_shapes
 
     spec = load_spec(tok_model)
@@ -321,9 +321,13 @@ def test_quant_plan_is_checked_against_litert_capabilities(tok_model):
     plan = resolve_plan(asym, weight_shapes(spec))
     problems = [str(p) for p in TFLiteTarget().supports(spec, OPTS, plan)]
     assert any("symmetric" in p for p in problems)
-    int4 = resolve_plan(Recipe("g32", (Rule("model.layers.*", WeightScheme(bits=4, group_size=32)),)),
+    int4 = resolve_plan(Recipe("g32", (Rule("model.layers.*.self_attn.*", WeightScheme(bits=4, group_size=32)),)),
                         weight_shapes(spec))
-    assert any("int4" in str(p) for p in TFLiteTarget().supports(spec, OPTS, int4))
+    assert TFLiteTarget().supports(spec, OPTS, int4) == []   # int4 g32 weight-only: INT4 + DEQUANTIZE
+    dyn = resolve_plan(Recipe("8da8w", (Rule("model.layers.*", WeightScheme(bits=8),
+                                             ActivationScheme(mode="dynamic_int8", symmetric=False)),)),
+                       weight_shapes(spec))
+    assert any("dynamic_int8" in str(p) for p in TFLiteTarget().supports(spec, OPTS, dyn))
     int8 = resolve_plan(Recipe("int8", (Rule("*", WeightScheme(bits=8)),)), weight_shapes(spec))
     assert TFLiteTarget().supports(spec, OPTS, int8) == []
     mixed = [str(p) for p in TFLiteTarget().supports(spec, TFLiteOptions(precision="fp16"), int8)]

@@ -1,6 +1,7 @@
-"""LiteRT encodings of a QuantPlan beyond int8 weight-only (targets/tflite/quant_encode.py):
-int4 group-wise weight-only (DEQUANTIZE), int8 per-channel x dynamic asymmetric int8 activations
-(hybrid FULLY_CONNECTED), int4 group-wise x dynamic activations (blockwise FULLY_CONNECTED)."""
+"""LiteRT encodings of a QuantPlan beyond int8 per-channel weight-only (targets/tflite/quant_encode.py):
+int4 / int8 group-wise weight-only (DEQUANTIZE, through the pipeline), and - on a single FC only,
+not accepted by the pipeline yet - int8 per-channel x dynamic asymmetric int8 activations (hybrid
+FULLY_CONNECTED) and int4 group-wise x dynamic activations (blockwise FULLY_CONNECTED)."""
 from __future__ import annotations
 
 import json
@@ -80,30 +81,6 @@ def test_int4_preset_is_encoded_bit_exactly(model64, tmp_path):
     assert pkg.validation["vectors"]["prefill_max_abs_diff"] < 1e-3
     assert pkg.validation["heldout"]["top1_agreement"] >= 0.99
     assert "DEQUANTIZE" in pkg.manifest["report"]["op_types"] and "RESHAPE" in pkg.manifest["report"]["op_types"]
-
-
-def test_dynamic_int8_activations_hybrid_and_blockwise(model64, tmp_path):
-    """8da8w (int8 per-channel, hybrid FC) on attention + 8da4w (int4 g32, blockwise FC) on the MLP,
-    asymmetric dynamic activations: passes the ladder against the activation fake-quant reference;
-    integers identical, int8 scales identical, int4 scales the plan's rounded to bfloat16."""
-    recipe = {"name": "8da_mix", "rules": [
-        {"pattern": "model.embed_tokens.weight", "weight": {"bits": 8}},
-        {"pattern": "model.layers.*.self_attn.*", "weight": {"bits": 8}, "activation": A8_ASYM},
-        {"pattern": "model.layers.*.mlp.*", "weight": {"bits": 4, "group_size": 32}, "activation": A8_ASYM},
-        {"pattern": "lm_head.weight", "weight": {"bits": 8}, "activation": A8_ASYM}]}
-    pkg = _export(model64, tmp_path / "8da", _quant(tmp_path, recipe))
-    enc = pkg.manifest["report"]["quantization"]
-    assert enc["scheme"] == "blockwise+dequantize+hybrid"
-    head = enc["tensors"]["model.embed_tokens.weight"]["schemes"]   # tied: EMBEDDING_LOOKUP + FC
-    assert set(head) == {"dequantize", "hybrid"}
-    rb = pkg.manifest["report"]["readback"]
-    assert rb["passed"] and not rb["problems"]
-    attn = rb["tensors"]["model.layers.0.self_attn.q_proj.weight"]
-    assert attn["scales_identical"] and attn["encodings"] == ["per_channel"]
-    mlp = rb["tensors"]["model.layers.0.mlp.up_proj.weight"]
-    assert mlp["encodings"] == ["blockwise"] and 0 < mlp["max_rel_scale_deviation"] <= 2 ** -9
-    assert pkg.validation["heldout"]["top1_agreement"] >= 0.98
-    assert "FULLY_CONNECTED" in pkg.manifest["report"]["op_types"]
 
 
 # ---- one FULLY_CONNECTED against numpy ------------------------------------------------------------------
@@ -201,10 +178,8 @@ def test_int4_packing_is_low_nibble_first():
 # ---- refusals before calibration ------------------------------------------------------------------------
 @pytest.mark.parametrize("weight,act,needle", [
     ({"bits": 8, "symmetric": False}, None, "symmetric"),
-    ({"bits": 4, "group_size": 32}, {"mode": "dynamic_int8"}, "asymmetrically"),   # the 8da4w preset's
-    ({"bits": 8, "group_size": 32}, A8_ASYM, "no LiteRT kernel"),
-    ({"bits": 4}, A8_ASYM, "no LiteRT kernel"),
-    ({"bits": 4, "group_size": 16}, A8_ASYM, "multiple of 32"),
+    ({"bits": 4, "group_size": 32}, {"mode": "dynamic_int8"}, "dynamic_int8"),   # the 8da4w preset's
+    ({"bits": 8}, A8_ASYM, "dynamic_int8"),   # encodable per FC, not yet end to end (quantize.py)
     ({"bits": 8}, {"mode": "static_int8"}, "static_int8"),
 ])
 def test_unencodable_plans_are_refused_naming_tensors(model64, tmp_path, weight, act, needle):
