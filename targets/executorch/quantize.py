@@ -96,7 +96,8 @@ def plan_problems(plan, spec: ModelSpec, options: ExecuTorchOptions) -> list[Uns
     names = plan.quantized_names()
     if names and options.precision is not EtPrecision.FP32:
         out.append(Unsupported(f"quantized plan with precision {options.precision.value}",
-                               "XNNPACK quantized GEMMs (f32-qc8w, qd8-f32-*) in executorch 1.5.1 take fp32 activations; use fp32"))
+                               "XNNPACK quantized GEMMs (f32-qc8w, qd8-f32-*) in executorch 1.5.1 take fp32 "
+                               "activations; use fp32"))
     for name in names:
         mode, reason = _mode(plan.decisions[name])
         if mode is None:
@@ -123,7 +124,6 @@ def encodings(plan) -> dict[str, str]:
     return {n: _mode(plan.decisions[n])[0] for n in plan.quantized_names()}
 
 
-WEIGHT_ONLY_ENCODINGS = frozenset({"int8_weight_only"})
 EXACT_ENCODINGS = frozenset({"int8_weight_only", "embedding_int8"})  # fp32 math on the plan's values
 
 
@@ -133,16 +133,14 @@ _PARTITIONER_CONFIGS = None
 def _weight_only_int8_dequant(node, weight_idx: int) -> bool:
     """``dequantize_affine(q int8, block_size=[1, in_features], scale, zp, int8, qmin, 127)`` on a
     static weight: the only weight-only pattern we let XNNPACK's fully-connected claim."""
-    import torch as _torch
-
     dq = node.args[weight_idx] if len(node.args) > weight_idx else None
-    if not isinstance(dq, _torch.fx.Node) or dq.op != "call_function":
+    if not isinstance(dq, torch.fx.Node) or dq.op != "call_function":
         return False
     if "dequantize_affine" not in getattr(dq.target, "__name__", ""):
         return False
     q = dq.args[0]
-    val = q.meta.get("val") if isinstance(q, _torch.fx.Node) else None
-    if val is None or val.dtype != _torch.int8 or val.dim() != 2:
+    val = q.meta.get("val") if isinstance(q, torch.fx.Node) else None
+    if val is None or val.dtype != torch.int8 or val.dim() != 2:
         return False
     block, qmin, qmax = list(dq.args[1]), dq.args[5], dq.args[6]
     return block == [1, val.shape[1]] and qmin in (-128, -127) and qmax == 127

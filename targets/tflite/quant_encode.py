@@ -26,6 +26,11 @@ ai-edge-litert 2.3.0, both the default XNNPACK delegate and the builtin kernels)
     bfloat16-rounded (as ai-edge-quantizer does) to make both runtimes agree: the one encoding that
     is not bit-exact, each scale is within 2^-8 relative of the plan's (``readback`` reports it).
 
+Status: only ``dequantize`` is reachable from the pipeline (quantize.capabilities refuses dynamic
+activations): ``hybrid`` / ``blockwise`` match numpy on one FULLY_CONNECTED, but a whole exported
+model diverged from the activation fake-quant reference on prefill rows > 1 (builtin) / > 7
+(XNNPACK) when q_proj alone was hybrid, while lm_head alone was exact; not understood yet.
+
 Measured and not used: DEQUANTIZE ignores BlockwiseQuantization (the output is wrong, not an
 error); blockwise FULLY_CONNECTED rejects FLOAT32 scales; an INT4 per-channel filter on
 FULLY_CONNECTED runs under XNNPACK only (the builtin hybrid kernel returns garbage).
