@@ -96,6 +96,15 @@ class Backbone(nn.Module):
         self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
 
 
+def rope_tables(spec: ModelSpec, max_context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos / sin tables [max_context, head_dim] (attention scaling folded in, as HF applies it)."""
+    inv, attn_scale = spec.rope.inv_freq_and_scale(spec.head_dim, spec.max_position_embeddings)
+    inv_t = torch.tensor(inv, dtype=torch.float32)
+    freqs = torch.arange(max_context, dtype=torch.float32)[:, None] * inv_t[None, :]
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos() * attn_scale, emb.sin() * attn_scale
+
+
 class ReferenceModel(nn.Module):
     """Decoder with explicit positions. ``step`` runs S new tokens against a cache strategy."""
 
@@ -106,12 +115,9 @@ class ReferenceModel(nn.Module):
         self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
         if spec.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        inv, attn_scale = spec.rope.inv_freq_and_scale(spec.head_dim, spec.max_position_embeddings)
-        inv_t = torch.tensor(inv, dtype=torch.float32)
-        freqs = torch.arange(max_context, dtype=torch.float32)[:, None] * inv_t[None, :]
-        emb = torch.cat([freqs, freqs], dim=-1)
-        self.register_buffer("rope_cos", emb.cos() * attn_scale, persistent=False)
-        self.register_buffer("rope_sin", emb.sin() * attn_scale, persistent=False)
+        cos, sin = rope_tables(spec, max_context)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
 
     def step(self, input_ids: torch.Tensor, positions: torch.Tensor, cache,
              key_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -157,11 +163,19 @@ def build_reference(spec: ModelSpec, state_dict: dict[str, torch.Tensor], max_co
             raise BadInputError(
                 f"config.json and weights disagree: {name} has shape {tuple(sd[name].shape)}, "
                 f"config implies {tuple(ref.shape)}", "E_WEIGHTS_MISMATCH")
-    model = ReferenceModel(spec, max_context)
-    model.load_state_dict({k: v.to(torch.float32) for k, v in sd.items()}, strict=False)
+    # The meta model takes the checkpoint's tensors as its parameters (assign=True): no random
+    # init, no second copy of the weights (fp32 checkpoints are used in place).
+    sd = {k: v.to(torch.float32) for k, v in sd.items()}
+    model.load_state_dict(sd, strict=False, assign=True)
+    del sd
+    cos, sin = rope_tables(spec, max_context)
+    model.rope_cos, model.rope_sin = cos, sin   # the only non-persistent buffers
     if spec.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if meta:  # a module gained a buffer or parameter that is neither in the checkpoint nor rebuilt here
+        raise RuntimeError(f"reference tensors left on the meta device: {meta[:3]}")
     return model
