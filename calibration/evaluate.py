@@ -1,4 +1,5 @@
-"""LLM-level comparison of logits: perplexity, mean KL(ref || test), top-1 agreement.
+"""LLM-level comparison of logits: perplexity, mean KL(ref || test), top-1 agreement (torch API
+with shape checks; the arithmetic is ``slmpack.metrics``, shared with the validation ladder).
 
 Logits are ``[T, V]`` or ``[B, T, V]``; all log-probabilities are computed with ``log_softmax``
 in float64 so large logits neither overflow nor lose the small differences being measured.
@@ -10,11 +11,11 @@ in float64 so large logits neither overflow nor lose the small differences being
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
+from slmpack import metrics
 from slmpack.errors import BadInputError
 
 
@@ -35,8 +36,9 @@ def _pair(ref: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return ref, test
 
 
-def log_probs(logits: torch.Tensor) -> torch.Tensor:
-    return torch.log_softmax(logits.detach().to(torch.float64), dim=-1)
+def _np2(x: torch.Tensor):
+    """[B, T, V] -> [B*T, V] float64 numpy (the math lives in slmpack.metrics)."""
+    return x.detach().to(torch.float64).reshape(-1, x.shape[-1]).numpy()
 
 
 def perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
@@ -46,23 +48,18 @@ def perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
     if tuple(ids.shape) != tuple(logits.shape[:2]) or ids.shape[1] < 2:
         raise BadInputError(f"ids {tuple(ids.shape)} do not match logits "
                             f"{tuple(logits.shape)} (need T >= 2)", "E_EVAL_SHAPE")
-    lp = log_probs(logits[:, :-1])
-    nll = -lp.gather(-1, ids[:, 1:, None].to(torch.long)).squeeze(-1)
-    return math.exp(float(nll.mean()))
+    return metrics.perplexity(_np2(logits[:, :-1]), ids[:, 1:].reshape(-1).to(torch.long).numpy())
 
 
 def mean_kl(ref_logits: torch.Tensor, test_logits: torch.Tensor) -> float:
     """Mean over positions of KL(p_ref || p_test), in nats."""
     ref, test = _pair(ref_logits, test_logits)
-    lp_ref, lp_test = log_probs(ref), log_probs(test)
-    p = lp_ref.exp()
-    kl = torch.where(p > 0, p * (lp_ref - lp_test), torch.zeros_like(p)).sum(-1)
-    return max(0.0, float(kl.mean()))
+    return metrics.mean_kl(_np2(ref), _np2(test))
 
 
 def top1_agreement(ref_logits: torch.Tensor, test_logits: torch.Tensor) -> float:
     ref, test = _pair(ref_logits, test_logits)
-    return float((ref.argmax(-1) == test.argmax(-1)).to(torch.float64).mean())
+    return metrics.top1_agreement(_np2(ref), _np2(test))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ names. Weights are modified in place and restored before returning.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,13 +73,14 @@ def logits_on(model: nn.Module, windows: torch.Tensor) -> torch.Tensor:
 
 def compare(ref_logits: torch.Tensor, test_logits: torch.Tensor, windows: torch.Tensor) -> dict:
     """{kl, ppl, ppl_ref, ppl_increase_pct} over next-token positions of ``windows``."""
-    lr = torch.log_softmax(ref_logits[:, :-1].to(torch.float64), -1)
-    lt = torch.log_softmax(test_logits[:, :-1].to(torch.float64), -1)
-    tgt = windows[:, 1:, None].to(torch.long)
-    kl = float((lr.exp() * (lr - lt)).sum(-1).mean())
-    nll_r, nll_t = float(-lr.gather(-1, tgt).mean()), float(-lt.gather(-1, tgt).mean())
-    return {"kl": max(kl, 0.0), "ppl": math.exp(nll_t), "ppl_ref": math.exp(nll_r),
-            "ppl_increase_pct": 100.0 * (math.exp(nll_t - nll_r) - 1.0)}
+    from slmpack.metrics import compare_logits
+
+    v = ref_logits.shape[-1]
+    c = compare_logits(ref_logits[:, :-1].to(torch.float64).reshape(-1, v).numpy(),
+                       test_logits[:, :-1].to(torch.float64).reshape(-1, v).numpy(),
+                       windows[:, 1:].reshape(-1).to(torch.long).numpy())
+    return {"kl": c["mean_kl"], "ppl": c["perplexity_artifact"], "ppl_ref": c["perplexity_reference"],
+            "ppl_increase_pct": c["perplexity_delta_pct"]}
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from slmpack.errors import BadInputError
+from slmpack.exporter.spec import count_parameters  # one formula, shared with ModelSpec
 
 from .profiles import DeviceProfile, get_profile
 
@@ -63,15 +64,6 @@ def _int_field(cfg: dict, key: str, where: Path) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise BadInputError(f"{where}: field {key!r} must be a positive integer, got {value!r}")
     return value
-
-
-def count_parameters(vocab: int, hidden: int, inter: int, layers: int, heads: int, kv_heads: int,
-                     head_dim: int, tied: bool, attention_bias: bool = False) -> int:
-    attn = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2
-    if attention_bias:
-        attn += (heads + 2 * kv_heads) * head_dim + hidden
-    per_layer = attn + 3 * hidden * inter + 2 * hidden
-    return vocab * hidden * (1 if tied else 2) + layers * per_layer + hidden
 
 
 def facts_from_config(model_dir: Path) -> ModelFacts:

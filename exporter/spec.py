@@ -131,15 +131,9 @@ class ModelSpec:
     # ---- derived numbers ---------------------------------------------------------------
     @property
     def num_parameters(self) -> int:
-        d, h, kv, hd, f, v = (self.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim,
-                             self.intermediate_size, self.vocab_size)
-        attn = d * h * hd + 2 * d * kv * hd + h * hd * d
-        if self.attention_bias:
-            attn += h * hd + 2 * kv * hd
-        mlp = 3 * d * f
-        per_layer = attn + mlp + 2 * d
-        emb = v * d * (1 if self.tie_word_embeddings else 2)
-        return self.num_layers * per_layer + emb + d
+        return count_parameters(self.vocab_size, self.hidden_size, self.intermediate_size, self.num_layers,
+                                self.num_heads, self.num_kv_heads, self.head_dim, self.tie_word_embeddings,
+                                self.attention_bias)
 
     def kv_cache_bytes(self, context: int, bytes_per_value: int = 4) -> int:
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * context * bytes_per_value
@@ -157,6 +151,17 @@ class ModelSpec:
             "bos_token_id": self.bos_token_id, "eos_token_ids": list(self.eos_token_ids),
             "num_parameters": self.num_parameters,
         }
+
+
+def count_parameters(vocab: int, hidden: int, inter: int, layers: int, heads: int, kv_heads: int,
+                     head_dim: int, tied: bool, attention_bias: bool = False) -> int:
+    """Parameters of a Llama-family decoder (q/k/v/o, gated MLP, two RMSNorms per layer, final
+    norm, embeddings + lm_head unless tied; q/k/v biases when ``attention_bias``)."""
+    attn = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2
+    if attention_bias:
+        attn += (heads + 2 * kv_heads) * head_dim
+    per_layer = attn + 3 * hidden * inter + 2 * hidden
+    return vocab * hidden * (1 if tied else 2) + layers * per_layer + hidden
 
 
 def _rope_from_config(cfg: dict) -> RopeSpec:

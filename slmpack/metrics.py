@@ -1,30 +1,51 @@
-"""LLM-level comparison metrics from logits (numpy, float64 for stability)."""
+"""LLM-level comparison metrics from logits: the one implementation every caller uses (the
+validation ladder, calibration's sensitivity search and ``calibration.evaluate``'s torch API).
+
+Arrays are ``[N, V]`` logits at N positions; everything is computed in float64 so large logits
+neither overflow nor lose the small differences being measured. Masked logits (``-inf``) are
+handled: positions with zero reference probability contribute nothing to the KL.
+"""
 from __future__ import annotations
 
 import numpy as np
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
+    x = np.asarray(x, dtype=np.float64)
     x = x - x.max(axis=-1, keepdims=True)
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
-def perplexity(logits: np.ndarray, targets: np.ndarray) -> float:
+def mean_nll(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Mean negative log-likelihood of ``targets`` [N] under ``logits`` [N, V] (nats)."""
     lp = log_softmax(logits)
-    nll = -lp[np.arange(len(targets)), targets]
-    return float(np.exp(nll.mean()))
+    return float(-lp[np.arange(len(targets)), np.asarray(targets)].mean())
+
+
+def perplexity(logits: np.ndarray, targets: np.ndarray) -> float:
+    return float(np.exp(mean_nll(logits, targets)))
+
+
+def mean_kl(ref: np.ndarray, test: np.ndarray) -> float:
+    """Mean over positions of KL(p_ref || p_test), in nats (>= 0)."""
+    lr, lt = log_softmax(ref), log_softmax(test)
+    p = np.exp(lr)
+    with np.errstate(invalid="ignore"):
+        terms = np.where(p > 0, p * (lr - lt), 0.0)
+    return float(max(terms.sum(axis=-1).mean(), 0.0))
+
+
+def top1_agreement(ref: np.ndarray, test: np.ndarray) -> float:
+    return float((np.asarray(ref).argmax(-1) == np.asarray(test).argmax(-1)).mean())
 
 
 def compare_logits(ref: np.ndarray, test: np.ndarray, targets: np.ndarray) -> dict:
     """ref/test [N, V] logits at the same positions; targets [N] the true next tokens."""
-    lr, lt = log_softmax(ref), log_softmax(test)
-    kl = (np.exp(lr) * (lr - lt)).sum(axis=-1)
-    ppl_ref, ppl_test = perplexity(ref, targets), perplexity(test, targets)
+    nll_ref, nll_test = mean_nll(ref, targets), mean_nll(test, targets)
     return {
-        "top1_agreement": float((ref.argmax(-1) == test.argmax(-1)).mean()),
-        "mean_kl": float(max(kl.mean(), 0.0)),
-        "perplexity_reference": ppl_ref,
-        "perplexity_artifact": ppl_test,
-        "perplexity_delta_pct": 100.0 * (ppl_test / ppl_ref - 1.0),
+        "top1_agreement": top1_agreement(ref, test),
+        "mean_kl": mean_kl(ref, test),
+        "perplexity_reference": float(np.exp(nll_ref)),
+        "perplexity_artifact": float(np.exp(nll_test)),
+        "perplexity_delta_pct": 100.0 * float(np.expm1(nll_test - nll_ref)),
     }

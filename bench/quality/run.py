@@ -266,6 +266,8 @@ def main(argv=None) -> int:
     ap.add_argument("--merge", action="store_true",
                     help="keep the other rows of an existing quality.json (re-run only --configs)")
     args = ap.parse_args(argv)
+    import numpy as np
+
     from slmpack.errors import SlmpackError, UnsupportedError
     from slmpack.quiet import quiet_third_party
 
@@ -294,10 +296,12 @@ def main(argv=None) -> int:
                 plan_from = pkg.path
             rows.append(row)
             preds[(t, c)] = predictions(t, pkg, ids)
+            pred_dir = args.work / "predictions"
+            pred_dir.mkdir(parents=True, exist_ok=True)
+            np.save(pred_dir / f"{t}__{c}.npy", preds[(t, c)])   # reused by --merge runs
             r = rows[-1]
             print(f"{t:10s} {c:16s} {r['artifact_bytes'] / 1e6:6.2f} MB  Δppl {r['ppl_delta_pct']:+7.3f}%  "
                   f"top-1 {100 * r['top1_vs_fp32']:6.2f}%  passed {r['passed']}  {r['total_s']:.0f}s", flush=True)
-    pairs = cross_target(preds)
     old_path = args.results / "quality.json"
     if args.merge and old_path.is_file():
         prev = json.loads(old_path.read_text())
@@ -305,8 +309,14 @@ def main(argv=None) -> int:
         old = [r for r in prev["rows"] if (r["target"], r["config"]) not in done]
         order = {c: i for i, c in enumerate(CONFIGS)}
         rows = sorted(old + rows, key=lambda r: (r["target"], order.get(r["config"], len(order))))
-        pairs = [p for p in prev.get("cross_target", []) if p["config"] not in args.configs] + pairs
-        refused = [r for r in prev.get("refused", []) if r["config"] not in args.configs] + refused
+        refused = [r for r in prev.get("refused", [])
+                   if (r["target"], r["config"]) not in done and (r["target"] not in targets
+                                                              or r["config"] not in args.configs)] + refused
+        for r in old:   # predictions of rows kept from the earlier run (same --work)
+            f = args.work / "predictions" / f"{r['target']}__{r['config']}.npy"
+            if f.is_file() and (r["target"], r["config"]) not in preds:
+                preds[(r["target"], r["config"])] = np.load(f)
+    pairs = cross_target(preds)
     chk = checks(rows, pairs)
     args.results.mkdir(parents=True, exist_ok=True)
     meta = {"model": "slmpack/demo_model", "heldout_tokens": args.heldout_tokens, "targets": targets,

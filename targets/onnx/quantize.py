@@ -51,6 +51,7 @@ from slmpack.targets.onnx.packing import expand_groups, nbits_block, pack, to_un
 META_KEY = "slmpack.quantization"
 MIN_ORT = "1.32.0"  # the only version these encodings were verified on (uint8 GatherBlockQuantized, 8-bit MatMulNBits)
 MS_DOMAIN = "com.microsoft"
+DEQUANT = "int8_dequantized_at_load"  # report / metadata name of the weight-only 8-bit encoding
 _SIBLINGS = (("self_attn", ("q_proj", "k_proj", "v_proj")), ("mlp", ("gate_proj", "up_proj")))
 
 
@@ -75,6 +76,15 @@ def _uses_qdq(d) -> bool:
             and d.activation.mode is ActivationMode.STATIC_INT8 and d.tied_to is None)
 
 
+def _dequantizes(d) -> bool:
+    """Weight-only 8-bit linears (float activations): stored as int8, dequantized by plain ops that
+    ONNX Runtime constant-folds at session creation, then a float MatMul (see the table above)."""
+    from slmpack.calibration.schemes import ActivationMode
+
+    return d.kind == "linear" and d.weight is not None and d.weight.bits == 8 \
+        and d.activation.mode is ActivationMode.NONE
+
+
 def unsupported(spec, options, plan) -> list[Unsupported]:
     """Shape-dependent limits of the encodings above (checked before any calibration)."""
     from slmpack.calibration.schemes import ActivationMode
@@ -85,7 +95,7 @@ def unsupported(spec, options, plan) -> list[Unsupported]:
     for name, d in plan.decisions.items():
         if d.weight is None:
             continue
-        if not _uses_qdq(d) and nbits_block(d.weight.group_size, d.shape[1]) is None:
+        if not (_uses_qdq(d) or _dequantizes(d)) and nbits_block(d.weight.group_size, d.shape[1]) is None:
             out.append(Unsupported(name, f"no MatMulNBits/GatherBlockQuantized block fits {d.shape[1]} input "
                                          f"columns with {d.weight.label} (needs a power of two >= 16)"))
         if d.activation.mode is ActivationMode.DYNAMIC_INT8 and not d.activation.symmetric:
@@ -219,6 +229,7 @@ class _Encoder:
         self.meta: dict[str, dict] = {}
         self.report: dict[str, dict] = {}
         self.dynamic_blocks: dict[str, int] = {}
+        self.folded: dict[tuple, tuple[str, dict]] = {}  # dequantized weight tensor per stored weight
 
     def _qparams(self, rows, block: int):
         """Concatenated (q int8 [N, K], scales [N, k/block], zp int8 [N, k/block] | None)."""
@@ -269,6 +280,8 @@ class _Encoder:
         k, n_out = d.shape[1], rows[-1][2]
         if _uses_qdq(d):
             return self._integer(node, rows, base, path, k)
+        if _dequantizes(d):
+            return self._dequant(node, rows, base, path, k)
         nodes, a = [], node.input[0]
         if d.activation.mode is ActivationMode.STATIC_INT8:  # Q -> DQ on the input, then MatMulNBits
             s, z = self._act_qparams(base, names)
@@ -323,6 +336,97 @@ class _Encoder:
             helper.make_node("Mul", [f"{base}.acc_float", f"{base}.output_scale"], list(node.output),
                              name=f"{path}/Mul")]
 
+    def _dequant(self, node, rows, base: str, path: str, k: int) -> list:
+        """Weight-only 8-bit: ``Cast(q int8 [N, K]) [-> Reshape [N, G, K/G]] [-> Sub(zp)] -> Mul(scale)
+        [-> Reshape [N, K]] -> Transpose -> MatMul``. Every input of the chain is a constant, so ONNX
+        Runtime folds it at session creation into one fp32 weight: exactly ``plan.dequantized`` (the
+        integers and ``q - zp`` are exact in fp32, one fp32 multiply by the plan's scale per element,
+        as in ``calibration.rtn.dequantize``); then a plain fp32 MatMul runs. A tied lm_head reads the
+        embedding's uint8 GatherBlockQuantized table (codes ``q + 128``, per-block scales and zero
+        points): ``u - z_u = q - zp`` exactly, and the block-repeated scales are the plan's."""
+        from onnx import TensorProto
+
+        g, names = self.graph, [n for n, _, _ in rows]
+        owner = self.plan.owner(names[0])
+        shared = self.tables.get(owner) if len(rows) == 1 and owner != names[0] else None
+        if shared is not None and shared.get("bits") != 8:
+            shared = None
+        key = ("table", owner) if shared is not None else ("own", base)
+        nname = f"{path}/MatMul"
+        if nname in self.meta:  # a second MatMul of the same module
+            nname = f"{nname}_{sum(k_.startswith(nname) for k_ in self.meta)}"
+        if key in self.folded:  # the same weight read by another MatMul: reuse its dequantized tensor
+            w_t, info = self.folded[key]
+            self._record(nname, rows, "MatMul", **info)
+            return [helper.make_node("MatMul", [node.input[0], w_t], list(node.output), name=nname)]
+        nodes = []
+        p = f"{path}/dequantize"
+        if shared is not None:
+            n_rows, block = shared["shape"][0], shared["block"]
+            groups = k // block
+            qname, sname, zname, offset = shared["data"], shared["scales"], shared["zp"], 128
+        else:
+            q, s, zp = self._group_params(rows)
+            n_rows, groups = q.shape[0], s.shape[1]
+            block = k // groups
+            gshape = (n_rows, groups, 1) if groups > 1 else (n_rows, 1)
+            qname = g.add(f"{base}.qweight", q)
+            sname = g.add(f"{base}.scales", s.reshape(gshape))
+            zname = None if zp is None else g.add(f"{base}.qzeros", zp.reshape(gshape))
+            offset = 0
+        x = f"{base}.qweight_float"
+        nodes.append(helper.make_node("Cast", [qname], [x], name=f"{p}/Cast", to=TensorProto.FLOAT))
+        if groups > 1:
+            nodes.append(helper.make_node("Reshape", [x, g.add(f"{base}.group_shape", np.array(
+                [n_rows, groups, block], np.int64))], [f"{base}.qweight_groups"], name=f"{p}/Reshape"))
+            x = f"{base}.qweight_groups"
+        param_shape = g.add(f"{base}.param_shape", np.array([n_rows, groups, 1], np.int64)) \
+            if shared is not None and groups > 1 else None
+        if zname is not None:
+            z = f"{base}.qzeros_float"
+            nodes.append(helper.make_node("Cast", [zname], [z], name=f"{p}/zero_point/Cast", to=TensorProto.FLOAT))
+            if param_shape:
+                nodes.append(helper.make_node("Reshape", [z, param_shape], [f"{z}_groups"],
+                                              name=f"{p}/zero_point/Reshape"))
+                z = f"{z}_groups"
+        elif offset:  # symmetric codes in the shared uint8 table: the default zero point 2^(bits-1)
+            z = g.add(f"{base}.code_offset", np.array(float(offset), np.float32))
+        else:
+            z = None
+        if z is not None:
+            nodes.append(helper.make_node("Sub", [x, z], [f"{base}.qweight_centered"], name=f"{p}/Sub"))
+            x = f"{base}.qweight_centered"
+        if param_shape:
+            nodes.append(helper.make_node("Reshape", [sname, param_shape], [f"{base}.scales_groups"],
+                                          name=f"{p}/scales/Reshape"))
+            sname_used = f"{base}.scales_groups"
+        else:
+            sname_used = sname
+        nodes.append(helper.make_node("Mul", [x, sname_used], [f"{base}.weight_dequantized"], name=f"{p}/Mul"))
+        x = f"{base}.weight_dequantized"
+        if groups > 1:
+            nodes.append(helper.make_node("Reshape", [x, g.add(f"{base}.weight_shape", np.array(
+                [n_rows, k], np.int64))], [f"{base}.weight_rows"], name=f"{p}/Reshape_1"))
+            x = f"{base}.weight_rows"
+        w_t = f"{base}.weight_transposed"
+        nodes.append(helper.make_node("Transpose", [x], [w_t], name=f"{p}/Transpose", perm=[1, 0]))
+        info = {"encoding": DEQUANT, "bits": 8, "block_size": block, "qweight": qname, "scales": sname,
+                "qzeros": zname, "code_offset": offset or None,
+                "shared_with": owner if shared is not None else None}
+        self.folded[key] = (w_t, info)
+        self._record(nname, rows, "MatMul", **info)
+        return nodes + [helper.make_node("MatMul", [node.input[0], w_t], list(node.output), name=nname)]
+
+    def _group_params(self, rows):
+        """Concatenated plan numbers per plan group: (q int8 [N, K], scales [N, G], zp int8 [N, G] | None)."""
+        qs, ss, zs = [], [], []
+        for n, _, _ in rows:
+            qw = self.plan.weights[self.plan.owner(n)]
+            qs.append(qw.q.numpy().astype(np.int8))
+            ss.append(qw.scale.numpy().astype(np.float32))
+            zs.append(None if qw.zero_point is None else qw.zero_point.numpy().astype(np.int8))
+        return np.concatenate(qs), np.concatenate(ss), None if zs[0] is None else np.concatenate(zs)
+
     def _act_qparams(self, base: str, names) -> tuple[str, str]:
         acts = {(self.plan.activations[n].scale, self.plan.activations[n].zero_point) for n in names}
         if len(acts) != 1:
@@ -366,8 +470,10 @@ def encode(model: onnx.ModelProto, plan) -> dict:
         key=META_KEY, value=json.dumps(enc.meta, sort_keys=True, separators=(",", ":"))))
     counts: dict[str, int] = {}
     for m in enc.meta.values():
-        counts[m["op"]] = counts.get(m["op"], 0) + 1
+        op = f"{m['op']}[{m['encoding']}]" if "encoding" in m else m["op"]
+        counts[op] = counts.get(op, 0) + 1
     return {"tensors": dict(sorted(enc.report.items())), "node_counts": dict(sorted(counts.items())),
+            "dequantized_at_load": sorted(n for n, r in enc.report.items() if r.get("encoding") == DEQUANT),
             "dynamic_activation_blocks": dict(sorted(enc.dynamic_blocks.items())),
             "static_activation_tensors": sorted(plan.activations)}
 

@@ -4,8 +4,13 @@
 ``slmpack.quantization`` metadata *the way ONNX Runtime reads it* (from the node's attributes
 and inputs: MatMulNBits ``bits/block_size/K/N``, packed codes and zero points, the default zero
 point ``2^(bits-1)``; MatMulInteger's int8 [K, N] weights and per-column zero points;
-GatherBlockQuantized) and compares with the plan:
+GatherBlockQuantized; the weight-only 8-bit dequantize chain) and compares with the plan:
 
+* weight-only 8-bit ``MatMul``s (``encoding: int8_dequantized_at_load``): the constant
+  ``Cast -> [Reshape] -> [Sub] -> Mul -> [Reshape] -> Transpose`` chain feeding the MatMul is
+  evaluated in numpy (what ORT's constant folding computes at session creation) and must equal
+  ``plan.dequantized`` bit for bit, reading the int8 (or shared uint8) codes, scales and zero
+  points named in the metadata, which are compared as below;
 * integer codes, scales and zero points bit-identical (per-channel scales repeated per block
   must all equal the plan's one scale); static activation scale / zero point identical;
 * every quantized plan tensor is covered; no float initializer still holds a quantized tensor's
@@ -24,7 +29,9 @@ import onnx
 from onnx import numpy_helper
 
 from slmpack.targets.onnx.packing import to_signed, unpack
-from slmpack.targets.onnx.quantize import META_KEY
+from slmpack.targets.onnx.quantize import DEQUANT, META_KEY
+
+_FOLDABLE = {"Cast", "Reshape", "Sub", "Mul", "Transpose"}  # the weight-only 8-bit dequantize chain
 
 
 def _attrs(node) -> dict:
@@ -50,6 +57,30 @@ class _Reader:
     def opt(self, node, i: int) -> np.ndarray | None:
         return self.array(node.input[i]) if len(node.input) > i and node.input[i] else None
 
+    def evaluate(self, name: str, seen: set) -> np.ndarray | None:
+        """Value of a constant subgraph made of ``_FOLDABLE`` ops on initializers, computed in numpy
+        with ONNX semantics (fp32 elementwise, numpy broadcasting): the tensor ORT's constant folding
+        produces. ``seen`` collects the initializers it reads."""
+        if name in self.inits:
+            seen.add(name)
+            return numpy_helper.to_array(self.inits[name])
+        node = self.producer.get(name)
+        if node is None or node.op_type not in _FOLDABLE or node.domain not in ("", "ai.onnx"):
+            return None
+        ins = [self.evaluate(i, seen) for i in node.input]
+        if any(x is None for x in ins):
+            return None
+        a = _attrs(node)
+        if node.op_type == "Cast":
+            return ins[0].astype(onnx.helper.tensor_dtype_to_np_dtype(a["to"]))
+        if node.op_type == "Reshape":
+            return ins[0].reshape(tuple(int(x) for x in ins[1]))
+        if node.op_type == "Transpose":
+            return np.transpose(ins[0], a.get("perm"))
+        if ins[0].dtype != ins[1].dtype:
+            return None
+        return ins[0] - ins[1] if node.op_type == "Sub" else ins[0] * ins[1]
+
 
 def _decode_blocks(data, scales, zp_packed, bits: int, block: int, k: int):
     """(q int8 [N, K], scales [N, k_blocks], zp int8 [N, k_blocks]) from block-quantized storage."""
@@ -60,8 +91,29 @@ def _decode_blocks(data, scales, zp_packed, bits: int, block: int, k: int):
     return to_signed(u, bits), scales.astype(np.float32), zp
 
 
-def decode_node(r: _Reader, node, meta_scales: str | None = None) -> dict:
+def _decode_dequant(r: _Reader, node, entry: dict) -> dict:
+    """Weight-only 8-bit: the float weight the constant dequantize chain feeding the MatMul computes
+    (evaluated from the graph, ``float_weight`` [N, K]), and the integers it reads (named in the
+    metadata; int8 codes, or the shared uint8 table's ``q + 128``)."""
+    seen: set = set()
+    w = r.evaluate(node.input[1], seen)
+    q = r.array(entry["qweight"])
+    n = q.shape[0]
+    scales = r.array(entry["scales"]).astype(np.float32).reshape(n, -1)
+    zp = None if not entry.get("qzeros") else r.array(entry["qzeros"]).reshape(n, -1)
+    if q.dtype == np.uint8:  # codes of the shared GatherBlockQuantized table
+        q = to_signed(q, 8)
+        zp = None if zp is None else to_signed(zp, 8)
+    reads = {entry["qweight"], entry["scales"]} | ({entry["qzeros"]} if entry.get("qzeros") else set())
+    return {"q": q, "scales": scales, "zp": zp, "block": q.shape[1] // scales.shape[1], "bits": 8,
+            "float_weight": None if w is None or w.ndim != 2 or w.dtype != np.float32 else np.ascontiguousarray(w.T),
+            "chain_reads_stored": reads <= seen}
+
+
+def decode_node(r: _Reader, node, meta_scales: str | None = None, entry: dict | None = None) -> dict:
     a = _attrs(node)
+    if node.op_type == "MatMul" and entry is not None and entry.get("encoding") == DEQUANT:
+        return _decode_dequant(r, node, entry)
     if node.op_type == "MatMulNBits":
         q, s, zp = _decode_blocks(r.array(node.input[1]), r.array(node.input[2]), r.opt(node, 3),
                                   a["bits"], a["block_size"], a["K"])
@@ -138,7 +190,7 @@ def readback(pkg_dir: Path, plan, model_file: str = "model.onnx") -> dict:
         if node is None or node.op_type != entry["op"]:
             problems.append(f"encoding node {node_name} ({entry['op']}) is missing")
             continue
-        dec = decode_node(r, node, entry.get("scales"))
+        dec = decode_node(r, node, entry.get("scales"), entry)
         act = None
         if node.op_type == "MatMulNBits":
             act = _static_input(r, node)
@@ -154,6 +206,15 @@ def readback(pkg_dir: Path, plan, model_file: str = "model.onnx") -> dict:
                    **_compare(dec, qw, (r0, r1), d.shape[1])}
             if dec["bits"] != d.weight.bits:
                 problems.append(f"{name}: stored as {dec['bits']} bits, plan says {d.weight.bits}")
+            if "float_weight" in dec:  # the folded weight ORT multiplies by: exactly plan.dequantized
+                fw = dec["float_weight"]
+                want = plan.dequantized(name).numpy()
+                res["float_weight_identical"] = bool(
+                    dec["chain_reads_stored"] and fw is not None and fw[r0:r1].shape == want.shape
+                    and fw[r0:r1].tobytes() == want.tobytes())
+                if not res["float_weight_identical"]:
+                    problems.append(f"{name}: the dequantize chain of {node_name} does not compute the plan's "
+                                    "dequantized weight from the stored integers")
             if name in plan.activations:
                 want = plan.activations[name]
                 wz = 0 if want.zero_point is None else want.zero_point
@@ -181,6 +242,6 @@ def readback(pkg_dir: Path, plan, model_file: str = "model.onnx") -> dict:
     devs = [t["max_abs_dequant_deviation"] for t in tensors.values() if t["max_abs_dequant_deviation"] is not None]
     return {"passed": not problems, "problems": problems, "tensors_checked": len(tensors),
             "bit_identical": all(t["q_identical"] and t["scales_identical"] and t["zero_points_identical"]
-                                 for t in tensors.values()),
+                                 and t.get("float_weight_identical", True) for t in tensors.values()),
             "max_abs_dequant_deviation": max(devs) if devs else None,
             "float_overrides_found": len(plan.float_overrides) - len(absent), "tensors": tensors}

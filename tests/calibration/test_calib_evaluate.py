@@ -51,3 +51,21 @@ def test_shape_errors():
         perplexity(torch.zeros(3, 5), torch.zeros(4, dtype=torch.long))
     with pytest.raises(BadInputError):
         top1_agreement(torch.zeros(5), torch.zeros(5))
+
+
+def test_ladder_metrics_are_the_same_math_and_survive_masked_logits():
+    """slmpack.metrics (the ladder's numpy API) and calibration.evaluate (torch) agree, and a
+    reference with -inf (masked) logits gives finite KL instead of NaN."""
+    from slmpack import metrics
+
+    g = torch.Generator().manual_seed(3)
+    ref, test = torch.randn(9, 13, generator=g) * 2, torch.randn(9, 13, generator=g) * 2
+    ids = torch.randint(0, 13, (9,), generator=g)
+    c = metrics.compare_logits(ref.numpy(), test.numpy(), ids.numpy())
+    assert c["mean_kl"] == pytest.approx(mean_kl(ref, test), rel=1e-12)
+    assert c["top1_agreement"] == top1_agreement(ref, test)
+    masked = ref.clone()
+    masked[:, :4] = float("-inf")
+    m = metrics.compare_logits(masked.numpy(), test.numpy(), np.full(9, 5))
+    assert math.isfinite(m["mean_kl"]) and m["mean_kl"] > 0
+    assert math.isfinite(m["perplexity_delta_pct"])
