@@ -6,7 +6,8 @@ The steps, in order (each a small function below):
   2. convert     ct.convert -> pymil program: named I/O, KV cache as fp16 states (iOS 18) or as
                  inputs/outputs (iOS 17), flexible prompt length (RangeDim), compute precision (fp16
                  keeps the RMSNorm statistics in fp32, see runs_in_fp16)
-  3. passes      our MIL passes: fix_select_broadcast, then the QuantPlan encoding (quantize.py)
+  3. passes      our MIL passes: fix_select_broadcast, fuse_sdpa (iOS 18+: attention as Core ML's fused
+                 scaled_dot_product_attention), then the QuantPlan encoding (quantize.py)
   4. serialize   pymil -> Model.proto + weights/weight.bin (coremltools backend, no further passes)
   5. save        model.mlpackage
   6. normalize   deterministic bytes (normalize.py)
@@ -23,10 +24,11 @@ from slmpack.errors import ToolchainError, UnsupportedError
 from slmpack.exporter.kv_cache import CacheLayout
 from slmpack.targets.base import Artifact
 from slmpack.targets.coreml import names, normalize as _normalize
-from slmpack.targets.coreml.ops import unsupported_features
+from slmpack.targets.coreml.ops import IOS18, unsupported_features
 from slmpack.targets.coreml.options import ComputePrecision, CoreMLOptions
 from slmpack.targets.coreml.passes import run_pass
 from slmpack.targets.coreml.passes.fix_select_broadcast import fix_select_broadcast
+from slmpack.targets.coreml.passes.fuse_sdpa import fuse_sdpa
 
 PACKAGE = "model.mlpackage"
 
@@ -98,8 +100,15 @@ def convert(ep, spec, options: CoreMLOptions, layout: CacheLayout, max_prompt: i
                              "E_COREML_CONVERT") from e
 
 
+def fuses_attention(options: CoreMLOptions) -> bool:
+    """``scaled_dot_product_attention`` is an iOS 18 (specification 9) op."""
+    return options.deployment_target.level >= IOS18
+
+
 def run_passes(prog, options: CoreMLOptions, plan, param_names: dict[str, str]) -> tuple[dict, dict | None]:
     counts = {"fix_select_broadcast": run_pass(prog, fix_select_broadcast)}
+    if fuses_attention(options):
+        counts["fuse_sdpa"] = run_pass(prog, fuse_sdpa)
     encoded = None
     if plan is not None:
         from slmpack.targets.coreml.quantize import apply_plan
@@ -158,11 +167,21 @@ def lower(programs, spec, options: CoreMLOptions, out_dir: Path, gen: dict, plan
                  "specification_version": options.deployment_target.level},
         report={"passes": counts, "op_types": op_types, "options": options.to_json(),
                 "precision": options.compute_precision.value,
+                **attention_report(counts, spec, options),
                 "fp32_ops_in_fp16_program": ([*FP32_STATISTICS, "add (after reduce_mean)"]
                                              if options.compute_precision is ComputePrecision.FP16 else []),
                 **({"quantization": {"encoding": next(iter(encoded.values()))["encoding"] if encoded else None,
                                      "tensors": encoded}} if encoded is not None else {})},
     )
+
+
+def attention_report(counts: dict, spec, options: CoreMLOptions) -> dict:
+    """``attention_blocks_fused``: layers whose attention runs as one ``scaled_dot_product_attention``."""
+    out = {"attention_blocks_fused": f"{counts.get('fuse_sdpa', 0)}/{spec.num_layers}"}
+    if not fuses_attention(options):
+        out["attention_not_fused"] = (f"scaled_dot_product_attention is an iOS 18 / macOS 15 op; deployment "
+                                      f"target is {options.deployment_target.value}")
+    return out
 
 
 def _metadata(spec, options: CoreMLOptions, layout: CacheLayout) -> dict[str, str]:

@@ -24,6 +24,8 @@ EMITTED_OPS: dict[str, int] = {
     "linear": IOS15, "matmul": IOS15, "reshape": IOS15, "transpose": IOS15, "expand_dims": IOS15,
     "squeeze": IOS15, "slice_by_index": IOS15, "concat": IOS15, "tile": IOS15, "range_1d": IOS15,
     "scatter": IOS15,
+    # attention fused by passes/fuse_sdpa.py (iOS18)
+    "scaled_dot_product_attention": IOS18,
     # KV cache as state (iOS18): coremltools' coreml_update_state is serialized as write + read
     "read_state": IOS18, "write_state": IOS18, "slice_update": IOS18,
     # weight compression

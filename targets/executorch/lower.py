@@ -136,6 +136,9 @@ def lower(programs, spec, options: ExecuTorchOptions, out_dir: Path, gen: dict, 
                                                      if any(o.startswith("llama::") for o in operators) else []),
                  "llm_runner": "executorch.extension.llm.runner.TextLLMRunner"},
         report={"precision": options.precision.value, "sdpa": options.sdpa.value, "source_transforms": transforms,
+                # attention + KV-cache update as one kernel: llama::custom_sdpa per layer, counted in the graph
+                "attention_blocks_fused": f"{report.get('portable_ops', {}).get('llama.custom_sdpa.default', 0)}"
+                                          f"/{spec.num_layers}",
                 "quantization": quant, "delegation": report, "pte_bytes": len(et_program.buffer),
                 "summary": delegation.summary_line(report)},
     )

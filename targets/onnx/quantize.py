@@ -10,27 +10,43 @@ and matched per slice), then replaced:
 ==========================  ================================================================
 plan decision               ONNX encoding (all exact: the stored integers are the plan's)
 ==========================  ================================================================
-int4 / int8, grouped        ``com.microsoft::MatMulNBits`` (bits, block_size = group size,
+int8 weight-only linear     int8 ``[N, K]`` initializer -> ``Cast -> [Reshape [N, G, K/G]] ->
+(float activations;         [Sub(zp)] -> Mul(scale) -> [Reshape] -> Transpose -> MatMul``. All
+per-channel or grouped,     inputs are constants, so ONNX Runtime folds the chain once at session
+sym or asym)                creation into fp32 ``plan.dequantized`` (bit-identical: exact integers,
+                            one fp32 multiply) and runs a plain fp32 MatMul: int8 on disk, fp32
+                            speed *and fp32 runtime memory*. Not 8-bit MatMulNBits: in ORT 1.32
+                            its ``accuracy_level=0`` x86 kernel is a ~30x slower fallback (M=1,
+                            K=576, N=49152, 1 thread: ~270 ms vs ~9 ms). Int8 *compute* needs int8
+                            activations (the dynamic 8da8w-style rows below). A tied lm_head reads
+                            the embedding's uint8 GatherBlockQuantized table through the same chain
+                            (``Sub`` of its zero points or of 128). Report:
+                            ``dequantized_at_load``; metadata ``encoding: int8_dequantized_at_load``
+int4, grouped               ``com.microsoft::MatMulNBits`` (bits, block_size = group size,
 (group >= 16)               uint8 codes ``q + 2^(b-1)`` packed low-first, float scales
                             ``[N, k_blocks]``, packed uint8 zero points when asymmetric),
                             ``accuracy_level=0``: fp32 compute, as the plan's weight-only math
-per-channel (float acts)    MatMulNBits with block_size = K (or the largest power-of-two
-                            divisor of K >= 16, the row's scale repeated per block)
+int4 per-channel            MatMulNBits with block_size = K (or the largest power-of-two
+(float acts)                divisor of K >= 16, the row's scale repeated per block)
 int8 per-channel,           ``QuantizeLinear(x, s_x, z_x) -> MatMulInteger(x_q, int8 W [K, N],
 static int8 activations     z_x[, z_w]) -> Cast -> Mul(s_x * s_w)``: exact int32 accumulation
                             (ORT fuses it to MatMulIntegerToFloat). A QDQ ``DequantizeLinear ->
                             MatMul`` is *not* used: ORT rewrites a weight DQ -> MatMul into
                             MatMulNBits with int8 activations (accuracy level 4) by default
-dynamic int8 activations    MatMulNBits with ``accuracy_level=4``: ORT quantizes A to int8 per
-                            (row, block) and computes in int8 (``report.dynamic_activation_blocks``)
+dynamic int8 activations    MatMulNBits (4 or 8 bits) with ``accuracy_level=4``: ORT quantizes A
+                            to int8 per (row, block) and computes in int8
+                            (``report.dynamic_activation_blocks``)
 static int8 activations     ``QuantizeLinear -> DequantizeLinear`` on the MatMulNBits input with
-(other weights)             the plan's per-tensor scale / zero point
+(other weights)             the plan's per-tensor scale / zero point (8-bit grouped weights here
+                            still use 8-bit MatMulNBits ``accuracy_level=0``: the slow kernel)
 embedding                   ``com.microsoft::GatherBlockQuantized`` (uint8 data, bits, block as
                             above); a tied lm_head reads the *same* initializers via ``Reshape``
+                            (MatMulNBits) or the int8 dequantize chain above
 ==========================  ================================================================
 
 Initializers are named ``<module>.qweight / .scales / .qzeros / .input_scale /
-.input_zero_point`` and nodes ``/model/layers.0/self_attn/q_proj/MatMulNBits``. The metadata
+.input_zero_point`` and nodes ``/model/layers.0/self_attn/q_proj/MatMulNBits`` (the int8
+dequantize chain: ``.../q_proj/dequantize/Cast`` ... and ``.../q_proj/MatMul``). The metadata
 entry ``slmpack.quantization`` maps every encoding node to its plan tensors (and row ranges),
 which ``readback.py`` uses to decode the stored numbers back.
 """
@@ -49,7 +65,7 @@ from slmpack.targets.base import Unsupported
 from slmpack.targets.onnx.packing import expand_groups, nbits_block, pack, to_unsigned
 
 META_KEY = "slmpack.quantization"
-MIN_ORT = "1.32.0"  # the only version these encodings were verified on (uint8 GatherBlockQuantized, 8-bit MatMulNBits)
+MIN_ORT = "1.32.0"  # the only version these encodings were verified on (uint8 GatherBlockQuantized, MatMulNBits)
 MS_DOMAIN = "com.microsoft"
 DEQUANT = "int8_dequantized_at_load"  # report / metadata name of the weight-only 8-bit encoding
 _SIBLINGS = (("self_attn", ("q_proj", "k_proj", "v_proj")), ("mlp", ("gate_proj", "up_proj")))

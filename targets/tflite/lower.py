@@ -137,6 +137,9 @@ def lower(programs, spec, options: TFLiteOptions, out_dir: Path, gen: dict, plan
         report={"precision": options.precision.value,
                 "tflite_bytes": len(data), "signatures": sorted(summary.signatures),
                 "composites": inventory["composites"], "op_types": inventory["ops"],
+                # one odml.scaled_dot_product_attention composite per layer in every signature
+                "attention_blocks_fused": f"{inventory['composites'].get('odml.scaled_dot_product_attention', 0)}"
+                                          f"/{spec.num_layers * len(summary.signatures)}",
                 "decomposition_op_types": inventory["decomposition_ops"],
                 "custom_ops": inventory["custom_ops"], "flex_ops": [],
                 "verifier": "slmpack structural verifier + LiteRT flatbuffer verifier",

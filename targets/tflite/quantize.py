@@ -16,14 +16,26 @@ What the encoder supports today (``capabilities`` + ``unsupported``): symmetric 
 weights, per-channel or any group size (embeddings too), float activations — the ``int8`` and
 ``int4`` presets. Stored as an INT8/INT4 per-channel tensor over ``[rows * groups, group]`` +
 DEQUANTIZE (+ RESHAPE); bit-exact, the graph computes the fake-quant reference in fp32.
+(LiteRT's DEQUANTIZE gives wrong values for BlockwiseQuantization tensors in ai-edge-litert 2.3,
+measured, hence the per-channel view of the groups.)
+
+Size cost, measured: quantization parameters belong to *tensors*, and every signature
+(prefill_8/32/128, decode) is its own subgraph with its own tensors, so each of the 4 subgraphs
+repeats every weight's scales (fp32) and zero points (int64, which LiteRT requires to be as many
+as the scales — a single zero point is rejected). Per-channel int8 adds ~48 bytes per output
+channel (demo: 4.93 MB vs 3.93 MB expected; ~3% on SmolLM-135M); int4 g32 adds ~44 bytes per group
+of 32 weights (demo: 7.38 MB vs 2.90 MB expected). Fewer signatures (``--tflite-prefill-lengths``)
+shrink it proportionally; a shared-scale encoding needs either DEQUANTIZE support for
+BlockwiseQuantization or dynamic activations (LiteRT's blockwise FULLY_CONNECTED).
 
 Refused before calibration, naming the tensors: asymmetric weights (LiteRT weight zero points must
 be 0); static int8 activations (needs a full-integer conversion); dynamic int8 activations. For
 the last, quant_encode.py already writes hybrid (int8 per-channel) and blockwise (int4 group)
 FULLY_CONNECTED encodings that match numpy on a single FC (per-row *asymmetric* activations is what
 XNNPACK computes whatever the model says, so symmetric plans such as ``8da4w`` can never be exact),
-but a whole exported model diverges from the activation fake-quant reference (unexplained, see the
-lead's report), so they are not accepted yet. ``_combination_problem`` holds the finer refusals
+but a whole exported model diverges from the activation fake-quant reference (held-out top-1 97.85%
+on a tiny model; rows after the first few positions of q_proj differ by up to 0.12; cause not yet
+found), so they are not accepted yet. ``_combination_problem`` holds the finer refusals
 for when they are.
 """
 from __future__ import annotations

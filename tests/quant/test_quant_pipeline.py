@@ -44,7 +44,8 @@ def test_int4_readback_is_bit_identical(int4_pkg):
     rb = registry.get("onnx").readback(int4_pkg.path, plan)
     assert rb["passed"] and rb["bit_identical"] and rb["max_abs_dequant_deviation"] == 0.0
     assert rb["tensors_checked"] == 16
-    assert rb["tensors"]["lm_head.weight"]["op"] == "MatMulNBits"  # tied: reads the embedding's table
+    assert rb["tensors"]["lm_head.weight"]["op"] == "MatMul"  # tied int8: dequantizes the embedding's table at load
+    assert rb["tensors"]["lm_head.weight"]["float_weight_identical"]
     assert rb["tensors"]["model.embed_tokens.weight"]["op"] == "GatherBlockQuantized"
 
 

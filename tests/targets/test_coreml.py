@@ -86,6 +86,7 @@ def test_ios18_manifest_describes_states_and_io(state_pkg):
     assert m["kv_cache"]["kind"] == "state" and m["kv_cache"]["dtype"] == "float16"
     assert {"read_state", "write_state", "slice_update"} <= set(m["report"]["op_types"])
     assert m["report"]["passes"]["fix_select_broadcast"] >= 1
+    assert m["report"]["passes"]["fuse_sdpa"] == 2 and m["report"]["attention_blocks_fused"] == "2/2"
     assert "model.mlpackage/Data/com.apple.CoreML/weights/weight.bin" in m["files"]
     mlp = json.loads((state_pkg.path / "model.mlpackage" / "Manifest.json").read_text())
     assert not (state_pkg.path / "model.mlpackage" / "executorch_debug_handle_mapping.json").exists()
@@ -111,7 +112,28 @@ def test_ios17_io_cache_fp16_package_passes_via_the_cli(tiny_llama, tmp_path, ca
     assert m["io"]["inputs"][2]["dtype"] == "float16"
     assert [o["name"] for o in m["io"]["outputs"]][:2] == ["logits", "k_cache_0_out"]
     assert not {"read_state", "write_state", "slice_update"} & set(m["report"]["op_types"])  # iOS 17 ops only
+    assert m["report"]["attention_blocks_fused"] == "0/2" and "iOS 18" in m["report"]["attention_not_fused"]
+    assert "fuse_sdpa" not in m["report"]["passes"] and _saved_op_types(out).count("softmax") == 2
+    assert "scaled_dot_product_attention" not in m["report"]["op_types"]
     assert api.validate(out)["passed"]                         # re-validation from the package alone
+
+
+def _saved_op_types(pkg_dir: Path) -> list[str]:
+    from slmpack.targets.coreml.mil_interpreter.program import load_model_spec
+
+    spec, _ = load_model_spec(pkg_dir / "model.mlpackage")
+    fn = spec.mlProgram.functions["main"]
+    return [op.type for op in fn.block_specializations[fn.opset].operations]
+
+
+def test_ios18_attention_runs_as_the_fused_sdpa_op(state_pkg):
+    """Every layer's attention is one scaled_dot_product_attention in the saved program, and the ladder
+    (exact for fp32, see above) ran it through the interpreter."""
+    ops = _saved_op_types(state_pkg.path)
+    assert ops.count("scaled_dot_product_attention") == 2 and "softmax" not in ops
+    assert state_pkg.manifest["report"]["attention_blocks_fused"] == "2/2"
+    assert "attention_not_fused" not in state_pkg.manifest["report"]
+    assert state_pkg.validation["passed"] and state_pkg.validation["greedy"]["match"]
 
 
 def test_structural_check_catches_a_manifest_that_lies(state_pkg):

@@ -225,3 +225,40 @@ def test_blob_reader_agrees_with_coremltools_storage(tmp_path):
     np.testing.assert_array_equal(blob.read(off16, from_name("fp16"), (11,)), vals16)
     theirs = _BlobStorageReader(str(path)).read_int4_data(off4)
     assert len(blob.entries()) == 2 and theirs is not None
+
+
+def _sdpa_reference(q, k, v, mask=None):
+    """numpy: softmax(q k^T / sqrt(E) + mask) v, a bool mask meaning True = attend."""
+    q, k, v = (np.asarray(t, np.float64) for t in (q, k, v))
+    s = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    if mask is not None:
+        s = np.where(mask, s, -np.inf) if mask.dtype == np.bool_ else s + mask
+    p = np.exp(s - s.max(-1, keepdims=True))
+    return (p / p.sum(-1, keepdims=True)) @ v
+
+
+def test_scaled_dot_product_attention_float_and_bool_masks(tmp_path):
+    q, k, v = f32(1, 4, 5, 8), f32(1, 4, 7, 8), f32(1, 4, 7, 6)
+    causal = np.arange(7)[None, :] <= np.arange(5)[:, None] + 2           # [L, S], every row attends somewhere
+    additive = np.where(causal, 0.0, -np.inf).astype(np.float32)
+    bool4d = RNG.random((1, 4, 5, 7)) < 0.6
+    bool4d[..., 0] = True
+    (plain, fmask, bmask, h), interp = run(tmp_path, lambda q, k, v: (
+        mb.scaled_dot_product_attention(query=q, key=k, value=v),
+        mb.scaled_dot_product_attention(query=q, key=k, value=v, attn_mask=additive),
+        mb.scaled_dot_product_attention(query=q, key=k, value=v, attn_mask=bool4d),
+        mb.scaled_dot_product_attention(query=mb.cast(x=q, dtype="fp16"), key=mb.cast(x=k, dtype="fp16"),
+                                        value=mb.cast(x=v, dtype="fp16"), attn_mask=additive.astype(np.float16))),
+        {"q": q, "k": k, "v": v})
+    assert interp.op_counts["scaled_dot_product_attention"] == 4
+    np.testing.assert_allclose(plain, _sdpa_reference(q, k, v), atol=1e-5)
+    np.testing.assert_allclose(fmask, _sdpa_reference(q, k, v, additive), atol=1e-5)
+    np.testing.assert_allclose(bmask, _sdpa_reference(q, k, v, bool4d), atol=1e-5)
+    assert not np.allclose(fmask, plain, atol=1e-3) and not np.allclose(bmask, plain, atol=1e-3)
+    # fp16 program: fp16 inputs, fp32 arithmetic inside the op, the result rounded to fp16
+    assert h.dtype == np.float16
+    want16 = _sdpa_reference(*(t.astype(np.float16) for t in (q, k, v)), additive).astype(np.float16)
+    np.testing.assert_allclose(h.astype(np.float32), want16.astype(np.float32), atol=2e-3)
+    torch_ref = torch.nn.functional.scaled_dot_product_attention(
+        torch.from_numpy(q), torch.from_numpy(k), torch.from_numpy(v), attn_mask=torch.from_numpy(bool4d))
+    np.testing.assert_allclose(bmask, torch_ref.numpy(), atol=1e-5)

@@ -181,6 +181,7 @@ def test_delegation_report(tiny_pkg):
     assert rep["delegated_ops"]["aten.linear.default"] == 1 * 7 + 3 + 1   # layer linears + RMSNorm means + lm_head
     assert "aten.linear.default" not in rep["portable_ops"]
     assert rep["portable_ops"]["llama.custom_sdpa.default"] == 1
+    assert tiny_pkg.manifest["report"]["attention_blocks_fused"] == "1/1"
     for point in ("prefill", "decode"):
         assert 0.5 < rep[point]["delegated_flop_share"] <= 1.0
     assert "FLOPs delegated" in tiny_pkg.manifest["report"]["summary"]

@@ -80,6 +80,7 @@ def test_package_passes_ladder_with_every_signature(pkg):
     m = pkg.manifest
     assert m["io"]["prefill_lengths"] == list(LENGTHS) and m["kv_cache"]["layout"] == "io_static"
     assert m["report"]["composites"] == {"odml.rms_norm": 5 * 3, "odml.scaled_dot_product_attention": 2 * 3}
+    assert m["report"]["attention_blocks_fused"] == "6/6"   # 2 layers x 3 signatures
     assert m["report"]["flex_ops"] == [] and m["report"]["custom_ops"] == []
     dec = {t["name"]: t for t in m["io"]["signatures"]["decode"]["inputs"]}
     assert dec["tokens"]["dtype"] == "int32" and dec["input_pos"]["shape"] == [1]
