@@ -39,13 +39,38 @@ def top1_agreement(ref: np.ndarray, test: np.ndarray) -> float:
     return float((np.asarray(ref).argmax(-1) == np.asarray(test).argmax(-1)).mean())
 
 
+class LogitComparison:
+    """Accumulates the comparison window by window, so a held-out pass never holds every
+    position's [N, V] logits (two float32 copies plus float64 temporaries: gigabytes for a 50k
+    vocabulary) — only one window at a time."""
+
+    def __init__(self) -> None:
+        self.n = self.matches = 0
+        self.kl_sum = self.nll_ref = self.nll_test = 0.0
+
+    def add(self, ref: np.ndarray, test: np.ndarray, targets: np.ndarray) -> LogitComparison:
+        n = len(targets)
+        if n == 0:
+            return self
+        self.matches += int((np.asarray(ref).argmax(-1) == np.asarray(test).argmax(-1)).sum())
+        self.kl_sum += mean_kl(ref, test) * n
+        self.nll_ref += mean_nll(ref, targets) * n
+        self.nll_test += mean_nll(test, targets) * n
+        self.n += n
+        return self
+
+    def result(self) -> dict:
+        n = max(self.n, 1)
+        nll_ref, nll_test = self.nll_ref / n, self.nll_test / n
+        return {
+            "top1_agreement": self.matches / n,
+            "mean_kl": max(self.kl_sum / n, 0.0),
+            "perplexity_reference": float(np.exp(nll_ref)),
+            "perplexity_artifact": float(np.exp(nll_test)),
+            "perplexity_delta_pct": 100.0 * float(np.expm1(nll_test - nll_ref)),
+        }
+
+
 def compare_logits(ref: np.ndarray, test: np.ndarray, targets: np.ndarray) -> dict:
     """ref/test [N, V] logits at the same positions; targets [N] the true next tokens."""
-    nll_ref, nll_test = mean_nll(ref, targets), mean_nll(test, targets)
-    return {
-        "top1_agreement": top1_agreement(ref, test),
-        "mean_kl": mean_kl(ref, test),
-        "perplexity_reference": float(np.exp(nll_ref)),
-        "perplexity_artifact": float(np.exp(nll_test)),
-        "perplexity_delta_pct": 100.0 * float(np.expm1(nll_test - nll_ref)),
-    }
+    return LogitComparison().add(ref, test, targets).result()

@@ -21,23 +21,27 @@ from __future__ import annotations
 import numpy as np
 
 from slmpack.exporter.reference_runner import greedy
-from slmpack.metrics import compare_logits
+from slmpack.metrics import LogitComparison
 from slmpack.validation import _round, check_vectors
 
 
-def collect_logits(runners: dict, tokens: np.ndarray, window: int) -> tuple[dict, np.ndarray]:
-    """Prefill windows of held-out text through every runner once: ({name: logits [N, V]}, targets [N])."""
-    out: dict[str, list] = {k: [] for k in runners}
-    targets = []
+def compare_windows(runners: dict, pairs: dict, tokens: np.ndarray, window: int) -> tuple[dict, int]:
+    """Prefill windows of held-out text through every runner once and accumulate each comparison
+    ``pairs = {name: (reference runner, test runner)}`` window by window (one window of logits in
+    memory). Returns ({name: metrics}, tokens compared)."""
+    accs = {k: LogitComparison() for k in pairs}
     for start in range(0, len(tokens) - 1, window):
         chunk = tokens[start:start + window + 1]
         if len(chunk) < 2:
             break
+        logits = {}
         for name, r in runners.items():
             r.reset()
-            out[name].append(r.prefill(chunk[:-1]))
-        targets.append(chunk[1:])
-    return {k: np.concatenate(v) for k, v in out.items()}, np.concatenate(targets)
+            logits[name] = r.prefill(chunk[:-1])
+        for k, (a, b) in pairs.items():
+            accs[k].add(logits[a], logits[b], chunk[1:])
+    n = next(iter(accs.values())).n if accs else 0
+    return {k: a.result() for k, a in accs.items()}, n
 
 
 def run_quant_ladder(target, pkg_dir, manifest: dict, runner, fp32_ref, fq_ref, vectors: dict,
@@ -57,13 +61,13 @@ def run_quant_ladder(target, pkg_dir, manifest: dict, runner, fp32_ref, fq_ref, 
         result["vectors"]["extra"] = extra
         result["vectors"]["passed"] = result["vectors"]["passed"] and extra["passed"]
     window = min(runner.max_prompt, 128)
-    logits, targets = collect_logits({"artifact": runner, "fake_quant": fq_ref, "fp32": fp32_ref}, heldout, window)
-    vs_fq = compare_logits(logits["fake_quant"], logits["artifact"], targets)
-    result["heldout"] = {"tokens": int(len(targets)), "reference": "fake_quant", **vs_fq,
+    m, n = compare_windows({"artifact": runner, "fake_quant": fq_ref, "fp32": fp32_ref},
+                           {"vs_fq": ("fake_quant", "artifact"), "vs_fp32": ("fp32", "artifact"),
+                            "fq_vs_fp32": ("fp32", "fake_quant")}, heldout, window)
+    vs_fq = m["vs_fq"]
+    result["heldout"] = {"tokens": n, "reference": "fake_quant", **vs_fq,
                          "min_top1": tol.min_top1, "passed": vs_fq["top1_agreement"] >= tol.min_top1}
-    result["heldout_fp32"] = {"tokens": int(len(targets)), "reference": "fp32",
-                              **compare_logits(logits["fp32"], logits["artifact"], targets),
-                              "fake_quant_vs_fp32": compare_logits(logits["fp32"], logits["fake_quant"], targets)}
+    result["heldout_fp32"] = {"tokens": n, "reference": "fp32", **m["vs_fp32"], "fake_quant_vs_fp32": m["fq_vs_fp32"]}
     if fake_quant_note:
         result["heldout"]["note"] = fake_quant_note
     fq_ids = greedy(fq_ref, greedy_prompt, greedy_n, eos)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from slmpack.metrics import compare_logits
+from slmpack.metrics import LogitComparison
 from slmpack.exporter.reference_runner import greedy
 
 
@@ -29,8 +29,9 @@ def check_vectors(runner, vectors: dict[str, np.ndarray], tol) -> dict:
 
 
 def check_heldout(runner, reference, tokens: np.ndarray, window: int) -> dict:
-    """Prefill windows of held-out text through both runners and compare next-token distributions."""
-    ref_logits, art_logits, targets = [], [], []
+    """Prefill windows of held-out text through both runners and compare next-token distributions
+    (accumulated per window: memory stays one window of logits, whatever the vocabulary)."""
+    acc = LogitComparison()
     for start in range(0, len(tokens) - 1, window):
         chunk = tokens[start:start + window + 1]
         if len(chunk) < 2:
@@ -38,11 +39,8 @@ def check_heldout(runner, reference, tokens: np.ndarray, window: int) -> dict:
         ids, nxt = chunk[:-1], chunk[1:]
         reference.reset()
         runner.reset()
-        ref_logits.append(reference.prefill(ids))
-        art_logits.append(runner.prefill(ids))
-        targets.append(nxt)
-    m = compare_logits(np.concatenate(ref_logits), np.concatenate(art_logits), np.concatenate(targets))
-    return {"tokens": int(sum(len(t) for t in targets)), **m}
+        acc.add(reference.prefill(ids), runner.prefill(ids), nxt)
+    return {"tokens": int(acc.n), **acc.result()}
 
 
 def run_ladder(target, pkg_dir, manifest: dict, runner, reference, vectors: dict, heldout: np.ndarray,
