@@ -17,7 +17,6 @@ mode (forward pre-hooks), for the validation reference only (never traced):
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Mapping
 
 import torch
@@ -26,14 +25,27 @@ from slmpack.exporter.reference import ReferenceModel
 
 
 def fake_quant_reference(ref: ReferenceModel, plan) -> ReferenceModel:
-    """A new ReferenceModel (deep copy; ties kept) holding the plan's dequantized weights."""
-    out = copy.deepcopy(ref)
-    sd = plan.fake_quant_state_dict(out.state_dict())
-    with torch.no_grad():
-        params = dict(out.named_parameters(remove_duplicate=False))
-        for name, value in sd.items():
-            if name in params:
-                params[name].copy_(value)
+    """A new ReferenceModel (ties kept) holding the plan's dequantized weights. Tensors the plan
+    does not change are *shared* with ``ref`` (nothing in the pipeline writes parameters in place;
+    targets that rewrite weights work on their own copy), so the only new memory is the
+    dequantized weights themselves — not a deep copy of the model plus a state dict."""
+    spec = ref.spec
+    sd = ref.state_dict()
+    if spec.tie_word_embeddings:
+        sd.pop("lm_head.weight", None)        # one dequantized table for the tied pair
+    sd = plan.fake_quant_state_dict(sd)
+    with torch.device("meta"):
+        out = ReferenceModel(spec, ref.max_context)
+    out.load_state_dict(sd, strict=False, assign=True)
+    out.rope_cos, out.rope_sin = ref.rope_cos, ref.rope_sin
+    if spec.tie_word_embeddings:
+        out.lm_head.weight = out.model.embed_tokens.weight
+    out.eval()
+    for p in out.parameters():
+        p.requires_grad_(False)
+    missing = [n for n, t in [*out.named_parameters(), *out.named_buffers()] if t.is_meta]
+    if missing:
+        raise RuntimeError(f"fake-quant reference tensors left on the meta device: {missing[:3]}")
     return out
 
 
