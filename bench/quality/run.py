@@ -22,6 +22,7 @@ Writes ``bench/results/quality.json``, ``quality.md`` (the README table) and ``q
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -88,10 +89,12 @@ def predictions(target: str, pkg, ids):
     return np.concatenate(out)
 
 
-def cross_target(preds: dict) -> list[dict]:
-    """Per config: top-1 agreement between every pair of targets that ran the same plan."""
+def cross_target(preds: dict, plan_sha: dict | None = None) -> list[dict]:
+    """Per config: top-1 agreement between every pair of targets (``same_plan``: their
+    quant_plan.safetensors are byte-identical, or both fp32)."""
     import numpy as np
 
+    plan_sha = plan_sha or {}
     rows = []
     for config in sorted({c for _, c in preds}):
         ts = sorted(t for t, c in preds if c == config)
@@ -100,6 +103,7 @@ def cross_target(preds: dict) -> list[dict]:
                 pa, pb = preds[(a, config)], preds[(b, config)]
                 n = min(len(pa), len(pb))
                 rows.append({"config": config, "a": a, "b": b, "tokens": n,
+                             "same_plan": plan_sha.get((a, config)) == plan_sha.get((b, config)),
                              "top1_agreement": round(float((pa[:n] == pb[:n]).mean()), 6)})
     return rows
 
@@ -152,6 +156,8 @@ def run_one(target: str, name: str, out: Path, heldout_tokens: int, plan_from: P
         "export_s": round(sum(t for k, t in prog.timings.items() if k not in NON_EXPORT_STAGES), 1),
         "total_s": round(total, 1), "stages_s": {k: round(t, 1) for k, t in prog.timings.items()},
         "plan_reused_from": None if plan_from is None else f"{plan_from.parent.name}/{plan_from.name}",
+        "plan_sha256": (hashlib.sha256((pkg.path / "quant_plan.safetensors").read_bytes()).hexdigest()
+                        if (pkg.path / "quant_plan.safetensors").is_file() else None),
     }
     if q.get("mixed_precision"):
         mp = q["mixed_precision"]
@@ -164,7 +170,9 @@ def checks(rows: list[dict], pairs: list[dict] | None = None) -> list[dict]:
     """The issue's targets, per target: met / not met, with the numbers."""
     out = []
     for config in sorted({p["config"] for p in pairs or ()}, key=lambda c: list(CONFIGS).index(c)):
-        ps = [p for p in pairs if p["config"] == config]
+        ps = [p for p in pairs if p["config"] == config and p.get("same_plan", True)]
+        if not ps:
+            continue
         worst = min(ps, key=lambda p: p["top1_agreement"])
         out.append({"target": "across targets", "check": f"{config}: same plan, top-1 agreement >= 99% between targets",
                     "met": worst["top1_agreement"] >= 0.99,
@@ -213,9 +221,10 @@ def markdown(rows: list[dict], chk: list[dict], pairs: list[dict] | None = None,
                      f"| {r['kl_vs_fp32']:.4f} | {100 * r['top1_vs_fp32']:.2f}% | {fq} | {rb} | {r['export_s']:.0f} |")
     if pairs:
         lines += ["", "Cross-target top-1 agreement (same plan, every held-out position):", "",
-                  "| config | target A | target B | tokens | top-1 agreement |", "|---|---|---|---|---|"]
-        lines += [f"| {p['config']} | {p['a']} | {p['b']} | {p['tokens']} | {100 * p['top1_agreement']:.2f}% |"
-                  for p in pairs]
+                  "| config | target A | target B | same plan bytes | tokens | top-1 agreement |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {p['config']} | {p['a']} | {p['b']} | {'yes' if p.get('same_plan', True) else '**no**'} "
+                  f"| {p['tokens']} | {100 * p['top1_agreement']:.2f}% |" for p in pairs]
     if refused:
         lines += ["", "Refused before any work (typed error from the target's preflight):", "",
                   "| target | config | code | reason |", "|---|---|---|---|"]
@@ -312,11 +321,14 @@ def main(argv=None) -> int:
         refused = [r for r in prev.get("refused", [])
                    if (r["target"], r["config"]) not in done and (r["target"] not in targets
                                                               or r["config"] not in args.configs)] + refused
-        for r in old:   # predictions of rows kept from the earlier run (same --work)
+        for r in old:   # plan digests and predictions of rows kept from the earlier run (same --work)
+            qp = args.work / r["target"] / r["config"] / "quant_plan.safetensors"
+            if "plan_sha256" not in r:
+                r["plan_sha256"] = hashlib.sha256(qp.read_bytes()).hexdigest() if qp.is_file() else None
             f = args.work / "predictions" / f"{r['target']}__{r['config']}.npy"
             if f.is_file() and (r["target"], r["config"]) not in preds:
                 preds[(r["target"], r["config"])] = np.load(f)
-    pairs = cross_target(preds)
+    pairs = cross_target(preds, {(r["target"], r["config"]): r.get("plan_sha256") for r in rows})
     chk = checks(rows, pairs)
     args.results.mkdir(parents=True, exist_ok=True)
     meta = {"model": "slmpack/demo_model", "heldout_tokens": args.heldout_tokens, "targets": targets,
