@@ -244,15 +244,16 @@ def plot(rows: list[dict], path: Path) -> bool:
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    labelled: set = set()
     for t in sorted({r["target"] for r in rows}):
         rs = [r for r in rows if r["target"] == t]
         ax.scatter([r["artifact_bytes"] / 1e6 for r in rs], [r["ppl_delta_pct"] for r in rs], label=t)
-        seen: dict = {}
-        for r in rs:
-            key = (round(r["artifact_bytes"] / 1e5), round(r["ppl_delta_pct"], 2))
-            seen[key] = seen.get(key, -1) + 1  # stack labels of coinciding points
+        for r in rs:   # accuracy is the same on every target that runs a plan: label each config once
+            if r["config"] in labelled:
+                continue
+            labelled.add(r["config"])
             ax.annotate(r["config"], (r["artifact_bytes"] / 1e6, r["ppl_delta_pct"]), fontsize=7,
-                        xytext=(4, 3 - 9 * seen[key]), textcoords="offset points")
+                        xytext=(4, 3), textcoords="offset points")
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_xlabel("artifact size (MB)")
     ax.set_ylabel("held-out perplexity increase over fp32 (%)")
