@@ -97,3 +97,25 @@ def test_cli_exposes_quant_plan():
     from slmpack.cli import quant_config_from_args
 
     assert quant_config_from_args(args).plan_from.name == "pkgdir"
+
+
+def test_target_all_calibrates_once(quant_model, tmp_path, monkeypatch):
+    """`export --target all --quant ...`: the first target calibrates, every later one encodes
+    that package's plan (same plan bytes, manifest says where it came from)."""
+    import json
+
+    from slmpack import cli
+    from slmpack.targets import registry
+
+    monkeypatch.setattr(registry, "available", lambda: ["onnx", "coreml"])   # two targets keep it fast
+    out = tmp_path / "all"
+    rc = cli.main(["export", str(quant_model), "--target", "all", "--out", str(out), "--quant", "int4",
+                   "--calib-windows", "4", "--calib-window-tokens", "64", "--no-validate", "--json"])
+    assert rc == 0
+    first, second = (json.loads((out / t / "manifest.json").read_text()) for t in ("onnx", "coreml"))
+    assert first["quantization"]["config"]["plan_from"] is None
+    assert second["quantization"]["config"]["plan_from"] == "onnx"
+    assert second["quantization"]["calibration"]["reused_from"] == "onnx"
+    assert (out / "onnx" / "quant_plan.safetensors").read_bytes() == \
+        (out / "coreml" / "quant_plan.safetensors").read_bytes()
+    assert second["quantization"]["readback_passed"] is True
