@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 import torch
 
-from slmpack.exporter.reference import ReferenceModel
+from slmpack.exporter.reference import ReferenceModel, assemble_reference
 
 
 def fake_quant_reference(ref: ReferenceModel, plan) -> ReferenceModel:
@@ -33,20 +33,7 @@ def fake_quant_reference(ref: ReferenceModel, plan) -> ReferenceModel:
     sd = ref.state_dict()
     if spec.tie_word_embeddings:
         sd.pop("lm_head.weight", None)        # one dequantized table for the tied pair
-    sd = plan.fake_quant_state_dict(sd)
-    with torch.device("meta"):
-        out = ReferenceModel(spec, ref.max_context)
-    out.load_state_dict(sd, strict=False, assign=True)
-    out.rope_cos, out.rope_sin = ref.rope_cos, ref.rope_sin
-    if spec.tie_word_embeddings:
-        out.lm_head.weight = out.model.embed_tokens.weight
-    out.eval()
-    for p in out.parameters():
-        p.requires_grad_(False)
-    missing = [n for n, t in [*out.named_parameters(), *out.named_buffers()] if t.is_meta]
-    if missing:
-        raise RuntimeError(f"fake-quant reference tensors left on the meta device: {missing[:3]}")
-    return out
+    return assemble_reference(spec, ref.max_context, plan.fake_quant_state_dict(sd), (ref.rope_cos, ref.rope_sin))
 
 
 def _dynamic_symmetric(x: torch.Tensor, block: int | None) -> torch.Tensor:

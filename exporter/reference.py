@@ -163,19 +163,24 @@ def build_reference(spec: ModelSpec, state_dict: dict[str, torch.Tensor], max_co
             raise BadInputError(
                 f"config.json and weights disagree: {name} has shape {tuple(sd[name].shape)}, "
                 f"config implies {tuple(ref.shape)}", "E_WEIGHTS_MISMATCH")
-    # The meta model takes the checkpoint's tensors as its parameters (assign=True): no random
-    # init, no second copy of the weights (fp32 checkpoints are used in place).
-    sd = {k: v.to(torch.float32) for k, v in sd.items()}
-    model.load_state_dict(sd, strict=False, assign=True)
-    del sd
-    cos, sin = rope_tables(spec, max_context)
-    model.rope_cos, model.rope_sin = cos, sin   # the only non-persistent buffers
+    return assemble_reference(spec, max_context, {k: v.to(torch.float32) for k, v in sd.items()})
+
+
+def assemble_reference(spec: ModelSpec, max_context: int, state_dict: dict[str, torch.Tensor],
+                       rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> ReferenceModel:
+    """A ReferenceModel whose parameters *are* ``state_dict``'s tensors (meta init + assign=True:
+    no random init, no second copy). A tied lm_head is re-tied to the embedding; ``rope`` reuses
+    existing cos/sin tables (the only non-persistent buffers), else they are computed."""
+    with torch.device("meta"):
+        model = ReferenceModel(spec, max_context)
+    model.load_state_dict(state_dict, strict=False, assign=True)
+    model.rope_cos, model.rope_sin = rope if rope is not None else rope_tables(spec, max_context)
     if spec.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if meta:  # a module gained a buffer or parameter that is neither in the checkpoint nor rebuilt here
+    if meta:  # a module gained a buffer or parameter that is neither in the state dict nor rebuilt here
         raise RuntimeError(f"reference tensors left on the meta device: {meta[:3]}")
     return model
