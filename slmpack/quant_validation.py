@@ -21,27 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from slmpack.exporter.reference_runner import greedy
-from slmpack.metrics import LogitComparison
-from slmpack.validation import _round, check_vectors
-
-
-def compare_windows(runners: dict, pairs: dict, tokens: np.ndarray, window: int) -> tuple[dict, int]:
-    """Prefill windows of held-out text through every runner once and accumulate each comparison
-    ``pairs = {name: (reference runner, test runner)}`` window by window (one window of logits in
-    memory). Returns ({name: metrics}, tokens compared)."""
-    accs = {k: LogitComparison() for k in pairs}
-    for start in range(0, len(tokens) - 1, window):
-        chunk = tokens[start:start + window + 1]
-        if len(chunk) < 2:
-            break
-        logits = {}
-        for name, r in runners.items():
-            r.reset()
-            logits[name] = r.prefill(chunk[:-1])
-        for k, (a, b) in pairs.items():
-            accs[k].add(logits[a], logits[b], chunk[1:])
-    n = next(iter(accs.values())).n if accs else 0
-    return {k: a.result() for k, a in accs.items()}, n
+from slmpack.validation import _round, check_vectors, compare_windows
 
 
 def run_quant_ladder(target, pkg_dir, manifest: dict, runner, fp32_ref, fq_ref, vectors: dict,

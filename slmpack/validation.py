@@ -28,19 +28,30 @@ def check_vectors(runner, vectors: dict[str, np.ndarray], tol) -> dict:
             "passed": diff_pre <= bound and diff_dec <= bound}
 
 
-def check_heldout(runner, reference, tokens: np.ndarray, window: int) -> dict:
-    """Prefill windows of held-out text through both runners and compare next-token distributions
-    (accumulated per window: memory stays one window of logits, whatever the vocabulary)."""
-    acc = LogitComparison()
+def compare_windows(runners: dict, pairs: dict, tokens: np.ndarray, window: int) -> tuple[dict, int]:
+    """Prefill windows of held-out text through every runner once and accumulate each comparison
+    ``pairs = {name: (reference runner, test runner)}`` window by window (one window of logits in
+    memory). Returns ({name: metrics}, tokens compared)."""
+    accs = {k: LogitComparison() for k in pairs}
     for start in range(0, len(tokens) - 1, window):
         chunk = tokens[start:start + window + 1]
         if len(chunk) < 2:
             break
-        ids, nxt = chunk[:-1], chunk[1:]
-        reference.reset()
-        runner.reset()
-        acc.add(reference.prefill(ids), runner.prefill(ids), nxt)
-    return {"tokens": int(acc.n), **acc.result()}
+        logits = {}
+        for name, r in runners.items():
+            r.reset()
+            logits[name] = r.prefill(chunk[:-1])
+        for k, (a, b) in pairs.items():
+            accs[k].add(logits[a], logits[b], chunk[1:])
+    n = next(iter(accs.values())).n if accs else 0
+    return {k: a.result() for k, a in accs.items()}, n
+
+
+def check_heldout(runner, reference, tokens: np.ndarray, window: int) -> dict:
+    """Prefill windows of held-out text through both runners and compare next-token distributions."""
+    m, n = compare_windows({"reference": reference, "artifact": runner}, {"h": ("reference", "artifact")},
+                           tokens, window)
+    return {"tokens": n, **m["h"]}
 
 
 def run_ladder(target, pkg_dir, manifest: dict, runner, reference, vectors: dict, heldout: np.ndarray,
