@@ -126,7 +126,10 @@ def register_adapter(target: str):
 
 
 class Adapter:
-    """Loads one package's artifact. Subclasses set ``runtime_name``/``runtime_version``."""
+    """Loads one package's artifact. Subclasses set ``runtime_name``/``runtime_version`` and
+    implement ``prefill(ids) -> logits [S, V] float32`` (cache reset first), ``decode(token, pos)
+    -> logits [V] float32`` and ``reset()``. (No ``abc`` here: the runner imports only what a
+    device has, and the interface is small enough to state.)"""
 
     runtime_name = "?"
     runtime_version = "?"
@@ -134,15 +137,6 @@ class Adapter:
     def __init__(self, pkg: Path, manifest: dict, threads: int = 0):
         self.pkg, self.manifest, self.threads = pkg, manifest, threads
         self.model = manifest.get("model", {})
-
-    def prefill(self, ids) -> np.ndarray:  # logits [S, V] float32, cache reset first
-        raise NotImplementedError
-
-    def decode(self, token: int, pos: int) -> np.ndarray:  # logits [V] float32
-        raise NotImplementedError
-
-    def reset(self) -> None:
-        raise NotImplementedError
 
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
@@ -318,25 +312,19 @@ class TFLiteAdapter(Adapter):
         return self._run(self._decode, np.array([int(token)]), 1)[0]
 
 
-@register_adapter("executorch")
-class ExecuTorchAdapter(Adapter):
-    """Placeholder: needs an aarch64 ExecuTorch runtime (torch-free) on the device."""
-
-    def __init__(self, pkg, manifest, threads=0):
-        super().__init__(pkg, manifest, threads)
-        raise RunnerError("E_RUNTIME", "the ExecuTorch adapter is not implemented in the device runner yet")
-
-
 @register_adapter("coreml")
 class CoreMLAdapter(Adapter):
-    """macOS only: coremltools.models.MLModel.predict with a stateful KV cache (make_state()).
-    Assumed I/O (to be finalized by targets/coreml): inputs input_ids/position_ids int32 [1,S],
-    output logits [1,S,V]."""
+    """macOS only: coremltools.models.MLModel.predict with the iOS 18 stateful KV cache
+    (make_state()); the package's I/O (targets/coreml/names.py): tokens int32 [1, S], input_pos
+    int32 [S] -> logits [1, S, V]. Not run here (no Mac)."""
 
     def __init__(self, pkg, manifest, threads=0):
         super().__init__(pkg, manifest, threads)
         if platform.system() != "Darwin":
             raise RunnerError("E_RUNTIME", "Core ML models run only on macOS/iOS")
+        if (manifest.get("kv_cache") or {}).get("kind") != "state":
+            raise RunnerError("E_RUNTIME", "the device runner runs Core ML packages with a state KV cache "
+                                           "(iOS 18 / macOS 15 deployment target) only")
         import coremltools as ct
         self.runtime_name, self.runtime_version = "coremltools", ct.__version__
         self.mlmodel = ct.models.MLModel(str(pkg / manifest["artifact"]))
@@ -346,8 +334,8 @@ class CoreMLAdapter(Adapter):
         self.state, self.pos = self.mlmodel.make_state(), 0
 
     def _step(self, ids):
-        feeds = {"input_ids": np.asarray([ids], dtype=np.int32),
-                 "position_ids": np.arange(self.pos, self.pos + len(ids), dtype=np.int32)[None]}
+        feeds = {"tokens": np.asarray([ids], dtype=np.int32),
+                 "input_pos": np.arange(self.pos, self.pos + len(ids), dtype=np.int32)}
         out = self.mlmodel.predict(feeds, state=self.state)
         self.pos += len(ids)
         return np.asarray(out["logits"][0], dtype=np.float32)
@@ -431,7 +419,9 @@ def validate(pkg: Path, threads: int = 0, max_new_tokens: int = 32) -> dict:
         result["error"] = {"code": "E_PACKAGE_INTEGRITY", "message": f"{len(bad)} file(s) do not match the manifest"}
         return result
     if target not in ADAPTERS:
-        raise RunnerError("E_BAD_INPUT", f"no adapter for target {target!r}; have {sorted(ADAPTERS)}")
+        why = " (ExecuTorch on a device needs a torch-free aarch64 ExecuTorch runtime; not built yet)" \
+            if target == "executorch" else ""
+        raise RunnerError("E_BAD_INPUT", f"no adapter for target {target!r}; have {sorted(ADAPTERS)}{why}")
     t0 = time.perf_counter()
     adapter = ADAPTERS[target](pkg, manifest, threads)
     result["load_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
