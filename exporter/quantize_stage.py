@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from slmpack import progress
 from slmpack.errors import BadInputError, UnsupportedError
 from slmpack.exporter.kv_cache import ConcatCache
 from slmpack.exporter.reference import ReferenceModel
@@ -260,7 +261,8 @@ def calibrate(pre: QuantPreflight, ref: ReferenceModel, model_dir: Path, max_con
         recipe, mixed = search(model, pre.recipe, windows, budget, pre.layout,
                                check=lambda r: resolve_and_check(r, pre.layout, pre.capabilities, pre.target_name))
     t1 = time.perf_counter()
-    plan = build_plan(model, recipe, windows, capabilities=pre.capabilities)
+    plan = build_plan(model, recipe, windows, capabilities=pre.capabilities,
+                      progress=lambda stage, done, total: progress.note(f"{stage} {done}/{total}"))
     t2 = time.perf_counter()
     if mixed is not None:  # the real plan (requested algorithm) on the same windows, weights only
         from slmpack.calibration.mixed_precision import achieved

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from slmpack import quiet
 from slmpack.errors import BadInputError, SlmpackError, ToolchainError
 
 TARGET_CHOICES = ("onnx", "executorch", "tflite", "coreml", "all")
@@ -21,7 +22,11 @@ Errors print one line `error[CODE]: message` on stderr (and a JSON object on std
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout (for build systems)")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks for toolchain failures")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks for toolchain failures (implies --verbose)")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="stream third-party output (converter logs, warnings) instead of writing it to build.log")
+    p.add_argument("--log", type=Path, default=None,
+                   help="where third-party output goes (default: build.log beside the package(s))")
 
 
 def _quant_arguments(g) -> None:
@@ -110,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    quiet.stdout().write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def cmd_export(args) -> int:
@@ -126,9 +131,8 @@ def cmd_export(args) -> int:
     cfg = ExportConfig(trace=TraceConfig(max_context=args.max_context, max_prompt=args.max_prompt),
                        quant=quant_config_from_args(args),
                        validate=not args.no_validate, allow_pickle=args.allow_pickle, force=args.force)
-    model_name = args.model_dir.name if args.model_dir else "demo_model"
     targets = registry.available() if args.target == "all" else [args.target]
-    base = args.out or Path("slmpack-out") / model_name
+    base = _export_base(args)
     outs = {t: (base / t if args.target == "all" or args.out is None else base) for t in targets}
     if args.target == "all" or args.out is None:  # our own folder structure: create it
         for o in outs.values():
@@ -139,9 +143,14 @@ def cmd_export(args) -> int:
 
         bits = {"fp32": 32, "fp16": 16, "bf16": 16}.get(cfg.precision.value, 32)
         fit_check(resolve_model_dir(args.model_dir), args.device, args.max_context, bits)
-    progress = Progress(enabled=None if not args.json else False)
+    progress = Progress(enabled=not args.json, file=quiet.stderr())
+    if args.target == "all" and not args.json:
+        for t, extra in registry.not_installed().items():
+            print(f"note: {t} skipped, its toolchain is not installed: pip install 'slmpack[{extra}]'",
+                  file=quiet.stderr())
     pkgs, errors = [], []
     for t in targets:
+        progress.prefix = t if len(targets) > 1 else ""
         try:
             pkgs.append(api.export(args.model_dir, t, outs[t], cfg, options_for(t, args), progress, args.eval_text))
             if cfg.quant.enabled and cfg.quant.plan_from is None and len(targets) > 1:
@@ -151,6 +160,7 @@ def cmd_export(args) -> int:
             if args.target != "all":
                 raise
             errors.append((t, e))
+    progress.close()
     if args.json:
         _print_json({"packages": [{"path": str(p.path), "target": p.target, "validation": p.validation}
                                   for p in pkgs],
@@ -175,7 +185,7 @@ def cmd_validate(args) -> int:
         print(f"{res['package']} [{res['target']}]: structural {'ok' if res['structural']['passed'] else 'FAIL'}, "
               f"vectors max|diff| {max(v['prefill_max_abs_diff'], v['decode_max_abs_diff']):.2e} "
               f"(bound {v['bound']:.1e}), greedy {'match' if res['greedy']['match'] else 'MISMATCH'} "
-              f"-> {'PASSED' if res['passed'] else 'FAILED'}")
+              f"-> {'PASSED' if res['passed'] else 'FAILED'}", file=quiet.stdout())
     if not res["passed"]:
         from slmpack.errors import ValidationFailed
 
@@ -190,7 +200,7 @@ def cmd_verify(args) -> int:
     if args.json:
         _print_json(res)
     else:
-        print(f"{res['package']}: {res['files']} files verified, all hashes match")
+        print(f"{res['package']}: {res['files']} files verified, all hashes match", file=quiet.stdout())
     return 0
 
 
@@ -203,7 +213,7 @@ def cmd_inspect(args) -> int:
     else:
         width = max(len(k) for k in res)
         for k, v in res.items():
-            print(f"{k:<{width}}  {v}")
+            print(f"{k:<{width}}  {v}", file=quiet.stdout())
     return 0
 
 
@@ -214,31 +224,74 @@ def _commands() -> dict:
             **cli_devices.COMMANDS}
 
 
+def _export_base(args) -> Path:
+    return args.out or Path("slmpack-out") / (args.model_dir.name if args.model_dir else "demo_model")
+
+
+def log_path(args) -> tuple[Path, bool]:
+    """Where this command's third-party output goes, and whether it is a temporary file."""
+    if args.log is not None:
+        return args.log, False
+    if args.command == "export":
+        base = _export_base(args)
+        return (base / "build.log" if args.target == "all" or args.out is None
+                else base.absolute().parent / "build.log"), False
+    if args.command == "validate":
+        return args.package.absolute().parent / "build.log", False
+    if args.command == "device-test":
+        return args.report / "build.log", False
+    if args.command == "build":
+        from slmpack.build.command import output_root
+
+        return output_root(args) / "build.log", False
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix="slmpack-", suffix=".log")
+    import os
+
+    os.close(fd)
+    return Path(name), True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.debug:
-        from slmpack.quiet import quiet_third_party
-
-        quiet_third_party()
+    verbose = args.verbose or args.debug
+    log, temporary = log_path(args)
+    if not verbose:
+        quiet.quiet_env()
+    ok = False
     try:
-        return _commands()[args.command](args)
+        with quiet.captured(log, verbose):
+            if not verbose:
+                quiet.quiet_third_party()
+            rc = _commands()[args.command](args)
+        ok = True
+        return rc
     except SlmpackError as e:
-        return _fail(args, e)
+        return _fail(args, e, None if verbose else log)
     except KeyboardInterrupt:
-        return _fail(args, BadInputError("interrupted", "E_INTERRUPTED"))
+        return _fail(args, BadInputError("interrupted", "E_INTERRUPTED"), None if verbose else log)
     except Exception as e:  # a converter/runtime bug we did not classify: one line, exit 3
-        if getattr(args, "debug", False):
+        if args.debug:
             raise
         return _fail(args, ToolchainError(f"internal toolchain failure: {type(e).__name__}: "
                                           f"{str(e).splitlines()[0] if str(e) else ''} (rerun with --debug)",
-                                          "E_INTERNAL"))
+                                          "E_INTERNAL"), log)
+    finally:
+        if temporary and (ok or verbose):
+            log.unlink(missing_ok=True)
 
 
-def _fail(args, e: SlmpackError) -> int:
+def _fail(args, e: SlmpackError, log: Path | None = None) -> int:
     if getattr(args, "json", False):
         _print_json(e.to_json())
     print(f"error[{e.code}]: {e}", file=sys.stderr)
+    lines = quiet.tail(log) if log is not None else []
+    if lines:
+        print(f"last {len(lines)} lines of {log}:", file=sys.stderr)
+        for line in lines:
+            print(f"  | {line}", file=sys.stderr)
     if getattr(args, "debug", False) and e.__cause__ is not None:
         import traceback
 

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from slmpack.errors import ValidationFailed
+from slmpack.quiet import stdout
 
 
 def add_parsers(sub, common) -> None:
@@ -52,11 +52,11 @@ def cmd_devices(args) -> int:
              "ram_available_mb": p.memory.app_available_mb, "bandwidth_gbs": p.memory.bandwidth_gbs,
              "formats": [f.format for f in p.formats], "transport": p.default_transport} for p in profiles]
     if args.json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        stdout().write(json.dumps(rows, indent=2) + "\n")
         return 0
     for r in rows:
         print(f"{r['name']:<16} {r['display_name']:<34} {r['arch']:<8} {r['ram_available_mb']:>6} MB "
-              f"{r['bandwidth_gbs']:>6} GB/s  {','.join(r['formats']):<32} via {r['transport']}")
+              f"{r['bandwidth_gbs']:>6} GB/s  {','.join(r['formats']):<32} via {r['transport']}", file=stdout())
     return 0
 
 
@@ -68,11 +68,11 @@ def cmd_fit(args) -> int:
     report = fit_check(args.path or demo_model_dir(), args.device, args.context, args.bits, strict=False,
                        profile_dirs=tuple(args.profiles))
     if args.json:
-        sys.stdout.write(json.dumps(report.to_json(), indent=2, default=str) + "\n")
+        stdout().write(json.dumps(report.to_json(), indent=2, default=str) + "\n")
     else:
-        print(("fits: " if report.fits else "does NOT fit: ") + report.message())
+        print(("fits: " if report.fits else "does NOT fit: ") + report.message(), file=stdout())
         print(f"decode upper bound {report.decode_tok_s_upper} tok/s ({report.bandwidth_gbs} GB/s, "
-              f"{report.bytes_per_token / 1e6:.1f} MB read per token)")
+              f"{report.bytes_per_token / 1e6:.1f} MB read per token)", file=stdout())
     report.raise_if_too_big()
     return 0
 
@@ -85,10 +85,10 @@ def cmd_device_test(args) -> int:
     report = run_device_test(args.packages, args.device, args.transport, out_dir=args.report,
                              profile_dirs=tuple(args.profiles), transport_options=opts or None)
     if args.json:
-        sys.stdout.write(json.dumps(report.to_json(), indent=2, default=str) + "\n")
+        stdout().write(json.dumps(report.to_json(), indent=2, default=str) + "\n")
     else:
-        print(report.to_markdown())
-        print(f"report written to {args.report}/report.{{json,md,html}}")
+        print(report.to_markdown(), file=stdout())
+        print(f"report written to {args.report}/report.{{json,md,html}}", file=stdout())
     if not report.ok:
         raise ValidationFailed(f"device test failed: {report.counts()}", "E_DEVICE_VALIDATION")
     return 0

@@ -44,6 +44,12 @@ class UnsupportedError(BadInputError):
     default_code = "E_UNSUPPORTED"
 
 
+class TargetNotInstalled(BadInputError):
+    """The requested target's toolchain (its pip extra) is not installed. Exit code 2."""
+
+    default_code = "E_TARGET_NOT_INSTALLED"
+
+
 class ValidationFailed(SlmpackError):
     """The exported artifact does not match the source model within the declared tolerance."""
 

@@ -39,7 +39,11 @@ def export_table(pkgs, errors=()) -> None:
                   "-" if r["ppl"] is None else f"{r['ppl_ref']:.2f}→{r['ppl']:.2f}", r["greedy"], r["passed"])
     for target, e in errors:
         t.add_row(target, "-", "-", "-", "-", "-", "-", "-", f"error[{e.code}]")
-    console = Console() if Console().is_terminal else Console(width=160)
+    from slmpack.quiet import stderr, stdout
+
+    console = Console(file=stdout())
+    if not console.is_terminal:
+        console = Console(file=stdout(), width=160)
     console.print(t)
     from slmpack.quant_summary import quant_table
 
@@ -49,4 +53,4 @@ def export_table(pkgs, errors=()) -> None:
         if line:
             console.print(f"{p.target}: {line}", highlight=False)
     for target, e in errors:
-        Console(stderr=True).print(f"[red]{target}[/red]: error[{e.code}]: {e}")
+        Console(file=stderr(), highlight=False).print(f"[red]{target}[/red]: error[{e.code}]: {e}")

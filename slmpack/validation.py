@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from slmpack import progress
+
 from slmpack.metrics import LogitComparison
 from slmpack.exporter.reference_runner import greedy
 
@@ -57,19 +59,23 @@ def check_heldout(runner, reference, tokens: np.ndarray, window: int) -> dict:
 def run_ladder(target, pkg_dir, manifest: dict, runner, reference, vectors: dict, heldout: np.ndarray,
                greedy_prompt: np.ndarray, greedy_n: int, eos: tuple[int, ...], exact_greedy: bool) -> dict:
     tol = target.tolerance_for(manifest) if hasattr(target, "tolerance_for") else target.tolerance
+    progress.note("(a) structural")
     structural = target.check(pkg_dir, manifest)
     result: dict = {"structural": {"problems": structural, "passed": not structural}}
+    progress.note("(b) test vectors")
     result["vectors"] = check_vectors(runner, vectors, tol)
     if hasattr(target, "check_extra_vectors"):  # target-specific vectors (e.g. one per TFLite signature)
         extra = target.check_extra_vectors(pkg_dir, manifest, runner)
         result["vectors"]["extra"] = extra
         result["vectors"]["passed"] = result["vectors"]["passed"] and extra["passed"]
     window = min(runner.max_prompt, 128)
+    progress.note("(c) held-out")
     result["heldout"] = check_heldout(runner, reference, heldout, window)
     # a tolerance that waives greedy exactness was declared for a lossy precision (e.g. Core ML fp16
     # compute): its min_top1 is then the requirement even though the export is not exact
     required = tol.min_top1 if (exact_greedy or not tol.greedy_exact) else 0.0
     result["heldout"]["passed"] = result["heldout"]["top1_agreement"] >= required
+    progress.note("(d) greedy")
     ref_ids = greedy(reference, greedy_prompt, greedy_n, eos)
     art_ids = greedy(runner, greedy_prompt, greedy_n, eos)
     match = ref_ids == art_ids
