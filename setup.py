@@ -21,4 +21,5 @@ for name, folder in ROOTS.items():
     package_dir[name] = folder
     packages += [f"{name}.{sub}" for sub in find_packages(folder)]
 
+packages += ["slmpack.demo_model", "slmpack.demo_data"]  # data folders (package-data in pyproject.toml)
 setup(packages=packages, package_dir=package_dir)

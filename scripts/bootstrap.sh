@@ -33,11 +33,16 @@ stamp="$(cat pyproject.toml setup.py constraints.txt | sha256sum | cut -d' ' -f1
 if [ -x .venv/bin/python ] && [ "$(cat .venv/.slmpack-stamp 2>/dev/null)" = "$stamp" ]; then
   exit 0
 fi
-echo "bootstrap: creating .venv with the pinned toolchain (first run takes a few minutes)" >&2
+echo "bootstrap: creating .venv with the pinned toolchain of every target (first run takes a few minutes;" \
+     "pip's output goes to .venv/bootstrap.log)" >&2
 "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade "pip==26.3" "setuptools==84.2.1" "wheel==0.48.0"
+log=.venv/bootstrap.log
+pipi() { .venv/bin/python -m pip install --disable-pip-version-check "$@" >>"$log" 2>&1 \
+  || { echo "bootstrap: pip install failed; last lines of $log:" >&2; tail -n 20 "$log" >&2; exit 3; }; }
+pipi --upgrade "pip==26.3" "setuptools==84.2.1" "wheel==0.48.0"
 # torch==2.13.0 resolves to the CPU wheel (see ../shared/TOOLCHAIN.md); constraints.txt locks the rest.
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+# [all] = every target's toolchain (a user who wants one target: pip install 'slmpack[onnx]').
+pipi -c constraints.txt -e ".[all,test]"
 .venv/bin/python -c "import slmpack.cli, torch, onnxruntime, executorch, coremltools, ai_edge_litert, litert_torch" \
-  2>/dev/null || { echo "bootstrap: toolchain import check failed" >&2; exit 3; }
+  >>"$log" 2>&1 || { echo "bootstrap: toolchain import check failed (see $log)" >&2; exit 3; }
 echo "$stamp" > .venv/.slmpack-stamp

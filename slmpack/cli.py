@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     from slmpack.cli_devices import add_parsers
 
     add_parsers(sub, _common)
+    from slmpack.build.command import add_parser as add_build_parser
+
+    add_build_parser(sub, _common)
     return ap
 
 
@@ -219,8 +222,9 @@ def cmd_inspect(args) -> int:
 
 def _commands() -> dict:
     from slmpack import cli_devices
+    from slmpack.build.command import cmd_build
 
-    return {"export": cmd_export, "validate": cmd_validate, "verify": cmd_verify, "inspect": cmd_inspect,
+    return {"build": cmd_build, "export": cmd_export, "validate": cmd_validate, "verify": cmd_verify, "inspect": cmd_inspect,
             **cli_devices.COMMANDS}
 
 
@@ -263,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = False
     try:
         with quiet.captured(log, verbose):
-            if not verbose:
+            if not verbose and args.command != "build":  # build: only its workers import the toolchain
                 quiet.quiet_third_party()
             rc = _commands()[args.command](args)
         ok = True

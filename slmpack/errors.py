@@ -57,6 +57,23 @@ class ValidationFailed(SlmpackError):
     default_code = "E_VALIDATION"
 
 
+class BuildStale(SlmpackError):
+    """``slmpack build --check``: some package is missing or out of date. Exit code 1."""
+
+    exit_code = 1
+    default_code = "E_BUILD_STALE"
+
+
+class BuildFailed(SlmpackError):
+    """``slmpack build``: some packages failed; exits with the worst of their exit codes."""
+
+    default_code = "E_BUILD_FAILED"
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class ToolchainError(SlmpackError):
     """A converter or runtime failed on input we accepted. Exit code 3."""
 

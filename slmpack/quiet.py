@@ -82,8 +82,11 @@ def captured(log: Path | None, verbose: bool = False) -> Iterator[Terminal]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = (os.dup(1), os.dup(2))
-    out = os.fdopen(os.dup(saved[0]), "w", buffering=1, encoding="utf-8", errors="replace")
-    err = os.fdopen(os.dup(saved[1]), "w", buffering=1, encoding="utf-8", errors="replace")
+    inherited = bool(_active)  # nested (a package's own log inside a build's): our streams stay the same
+    out = _active[-1].out if inherited else os.fdopen(os.dup(saved[0]), "w", buffering=1, encoding="utf-8",
+                                                       errors="replace")
+    err = _active[-1].err if inherited else os.fdopen(os.dup(saved[1]), "w", buffering=1, encoding="utf-8",
+                                                       errors="replace")
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -107,8 +110,9 @@ def captured(log: Path | None, verbose: bool = False) -> Iterator[Terminal]:
         os.dup2(saved[1], 2)
         for s in saved:
             os.close(s)
-        out.close()
-        err.close()
+        if not inherited:
+            out.close()
+            err.close()
 
 
 def tail(log: Path, n: int = TAIL_LINES) -> list[str]:
