@@ -69,8 +69,8 @@ class BuildFailed(SlmpackError):
 
     default_code = "E_BUILD_FAILED"
 
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
+    def __init__(self, message: str, exit_code: int, *, details: dict | None = None):
+        super().__init__(message, details=details)
         self.exit_code = exit_code
 
 
