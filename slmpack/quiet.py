@@ -83,10 +83,11 @@ def captured(log: Path | None, verbose: bool = False) -> Iterator[Terminal]:
     sys.stderr.flush()
     saved = (os.dup(1), os.dup(2))
     inherited = bool(_active)  # nested (a package's own log inside a build's): our streams stay the same
-    out = _active[-1].out if inherited else os.fdopen(os.dup(saved[0]), "w", buffering=1, encoding="utf-8",
-                                                       errors="replace")
-    err = _active[-1].err if inherited else os.fdopen(os.dup(saved[1]), "w", buffering=1, encoding="utf-8",
-                                                       errors="replace")
+    if inherited:
+        out, err, opened = _active[-1].out, _active[-1].err, ()
+    else:
+        (out, o1), (err, o2) = _ours(sys.stdout, saved[0]), _ours(sys.stderr, saved[1])
+        opened = tuple(s for s, o in ((out, o1), (err, o2)) if o)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -110,9 +111,18 @@ def captured(log: Path | None, verbose: bool = False) -> Iterator[Terminal]:
         os.dup2(saved[1], 2)
         for s in saved:
             os.close(s)
-        if not inherited:
-            out.close()
-            err.close()
+        for s in opened:
+            s.close()
+
+
+def _ours(stream: IO[str], saved_fd: int) -> tuple[IO[str], bool]:
+    """Our side of a descriptor: a duplicate of it, or the Python stream itself when that stream is
+    not backed by a descriptor (e.g. replaced by a test harness); and whether we opened it."""
+    try:
+        stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return stream, False
+    return os.fdopen(os.dup(saved_fd), "w", buffering=1, encoding="utf-8", errors="replace"), True
 
 
 def tail(log: Path, n: int = TAIL_LINES) -> list[str]:
