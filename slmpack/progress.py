@@ -37,6 +37,7 @@ class Progress:
     @contextlib.contextmanager
     def stage(self, name: str):
         t0 = time.perf_counter()
+        ok = False
         _current.append(self)
         if self._live is not None:
             if not self._live.live.is_started:
@@ -44,6 +45,7 @@ class Progress:
             self._task = self._live.add_task(self._label(name), total=1)
         try:
             yield
+            ok = True
         finally:
             _current.pop()
             dt = time.perf_counter() - t0
@@ -52,7 +54,7 @@ class Progress:
                 self._live.update(self._task, description=self._label(name), completed=1)
                 self._task = None
             elif self.enabled:
-                print(f"{self._label(name)} {dt:.1f}s", file=self.file, flush=True)
+                print(f"{self._label(name)}{'' if ok else ' failed'} {dt:.1f}s", file=self.file, flush=True)
 
     def note(self, step: str) -> None:
         """The running stage's current step (shown live on a terminal; not printed on plain output)."""
