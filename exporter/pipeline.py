@@ -194,11 +194,11 @@ def export(model_dir: Path | None, target_name: str, out: Path, cfg: ExportConfi
 def validate_staged(target, pkg_dir, manifest, ref, vectors, heldout, gprompt, eos, cfg, fq_ref=None) -> dict:
     runner = target.runner(pkg_dir, manifest)
     if fq_ref is not None:  # quantized: pass/fail vs the plan's fake-quant reference, fp32 deltas reported
-        from slmpack.quant_validation import run_quant_ladder
+        from slmpack.validation import run_quant_ladder
 
         return run_quant_ladder(target, pkg_dir, manifest, runner, ReferenceRunner(ref), ReferenceRunner(fq_ref),
                                 vectors, heldout, gprompt, cfg.validation.greedy_tokens, eos,
-                                quantize_stage.fake_quant_note(manifest))
+                                quantize_stage.fake_quant_note(manifest), cfg.validation.max_ppl_loss)
     exact = manifest["precision"] == "fp32" and manifest["quantization"]["plan"] is None
     return run_ladder(target, pkg_dir, manifest, runner, ReferenceRunner(ref), vectors, heldout, gprompt,
                       cfg.validation.greedy_tokens, eos, exact)
@@ -207,6 +207,9 @@ def validate_staged(target, pkg_dir, manifest, ref, vectors, heldout, gprompt, e
 def require_passed(pkg: Package) -> None:
     if pkg.validation is not None and not pkg.passed:
         v = pkg.validation
+        gate = (v.get("heldout_fp32") or {}).get("gate")
+        if gate:  # the accuracy gate: the plan itself loses too much, whatever the encoding
+            raise ValidationFailed(f"{pkg.path}: {gate}", "E_ACCURACY_GATE", details=v)
         failed = [k for k in ("structural", "vectors", "heldout", "greedy") if not v[k]["passed"]]
         raise ValidationFailed(f"{pkg.path}: validation failed at {', '.join(failed)} "
                                f"(package kept for inspection)", "E_VALIDATION", details=v)

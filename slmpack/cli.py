@@ -41,6 +41,9 @@ def _quant_arguments(g) -> None:
     g.add_argument("--max-ppl-increase", default=None, metavar="PCT",
                    help="mixed precision: smallest per-layer int4/int8/float plan within this perplexity "
                    "increase over fp32 on calibration text, e.g. 2%%")
+    g.add_argument("--max-ppl-loss", type=float, default=10.0, metavar="PCT",
+                   help="accuracy gate: fail (exit 1, E_ACCURACY_GATE) a quantized export whose held-out "
+                   "perplexity exceeds fp32's by more than PCT percent (default: 10)")
     g.add_argument("--max-size", default=None, metavar="SIZE",
                    help="mixed precision: most accurate per-layer plan whose artifact fits, e.g. 8MB or 6MiB")
     g.add_argument("--quant-plan", type=Path, default=None, metavar="DIR",
@@ -114,7 +117,7 @@ def _print_json(obj) -> None:
 
 
 def cmd_export(args) -> int:
-    from slmpack.config import ExportConfig, TraceConfig
+    from slmpack.config import ExportConfig, TraceConfig, ValidationConfig
     from slmpack.exporter.pipeline import require_passed
     from slmpack.quantize_config import QuantConfig
     from slmpack.progress import Progress
@@ -124,6 +127,7 @@ def cmd_export(args) -> int:
     from slmpack import api
 
     cfg = ExportConfig(trace=TraceConfig(max_context=args.max_context, max_prompt=args.max_prompt),
+                       validation=ValidationConfig(max_ppl_loss=args.max_ppl_loss),
                        quant=quant_config_from_args(args),
                        validate=not args.no_validate, allow_pickle=args.allow_pickle, force=args.force)
     model_name = args.model_dir.name if args.model_dir else "demo_model"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from slmpack.errors import BadInputError
-from slmpack.targets.tflite.verify import ArtifactInvalid, verify_bytes
+from slmpack.runtime.tflite_verify import ArtifactInvalid, verify_bytes
 
 PREFILL_RE = re.compile(r"^prefill_(\d+)$")
 DECODE = "decode"

@@ -11,7 +11,7 @@ from slmpack.targets.tflite import lower as _lower
 from slmpack.targets.tflite import litertlm, names, ops, quantize, vectors
 from slmpack.targets.tflite.options import TFLiteOptions, TFLitePrecision
 from slmpack.targets.tflite.runner import TFLiteRunner, load_interpreter
-from slmpack.targets.tflite.verify import ArtifactInvalid, verify_bytes
+from slmpack.runtime.tflite_verify import ArtifactInvalid, verify_bytes
 
 # Logit tolerance per weight precision. fp32 is exact up to float reassociation (~1e-6 seen);
 # the others are judged by the ladder's LLM metrics (top-1, KL, perplexity, reported), the

@@ -119,7 +119,7 @@ def test_ios17_io_cache_fp16_package_passes_via_the_cli(tiny_llama, tmp_path, ca
 
 
 def _saved_op_types(pkg_dir: Path) -> list[str]:
-    from slmpack.targets.coreml.mil_interpreter.program import load_model_spec
+    from slmpack.runtime.mil.program import load_model_spec
 
     spec, _ = load_model_spec(pkg_dir / "model.mlpackage")
     fn = spec.mlProgram.functions["main"]

@@ -28,7 +28,7 @@ from slmpack.targets.tflite.module import LiteRTDecoder, sample_inputs
 from slmpack.targets.tflite.options import TFLiteOptions, TFLitePrecision
 from slmpack.targets.tflite.runner import TFLiteRunner, load_interpreter
 from slmpack.targets.tflite.target import TFLiteTarget
-from slmpack.targets.tflite.verify import ArtifactInvalid, verify_bytes
+from slmpack.runtime.tflite_verify import ArtifactInvalid, verify_bytes
 from tests.tiny_models import write_tiny_model
 
 CTX, PROMPT, LENGTHS = 48, 16, (4, 16)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from slmpack.targets.coreml.mil_interpreter.errors import MILRuntimeError, UnsupportedOpError
+from .errors import MILRuntimeError, UnsupportedOpError
 
 OPS: dict[str, Callable] = {}
 CONSTEXPR_OPS: set[str] = set()

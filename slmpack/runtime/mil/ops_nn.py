@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from slmpack.targets.coreml.mil_interpreter.registry import f32, ints, register, scalar
+from .registry import f32, ints, register, scalar
 
 
 @register("linear")

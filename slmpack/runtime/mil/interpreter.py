@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from slmpack.targets.coreml.mil_interpreter import (ops_constexpr, ops_elementwise, ops_nn, ops_state,  # noqa: F401
+from . import (ops_constexpr, ops_elementwise, ops_nn, ops_state,  # noqa: F401
                                                     ops_tensor)
-from slmpack.targets.coreml.mil_interpreter.errors import MILRuntimeError, UnsupportedOpError
-from slmpack.targets.coreml.mil_interpreter.ops_state import StateSlot
-from slmpack.targets.coreml.mil_interpreter.program import Literal, Op, Program
-from slmpack.targets.coreml.mil_interpreter.registry import CONSTEXPR_OPS, lookup
-from slmpack.targets.coreml.mil_interpreter.values import TensorSpec
+from .errors import MILRuntimeError, UnsupportedOpError
+from .ops_state import StateSlot
+from .program import Literal, Op, Program
+from .registry import CONSTEXPR_OPS, lookup
+from .values import TensorSpec
 
 
 def coerce(value, spec: TensorSpec, op: Op) -> np.ndarray:

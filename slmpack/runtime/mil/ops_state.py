@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from slmpack.targets.coreml.mil_interpreter.errors import MILRuntimeError
-from slmpack.targets.coreml.mil_interpreter.registry import register
+from .errors import MILRuntimeError
+from .registry import register
 
 
 class StateSlot:

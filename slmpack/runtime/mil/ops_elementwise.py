@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from slmpack.targets.coreml.mil_interpreter import dtypes
-from slmpack.targets.coreml.mil_interpreter.registry import f32, need, register, scalar
+from . import dtypes
+from .registry import f32, need, register, scalar
 
 _BINARY = {
     "add": np.add, "sub": np.subtract, "mul": np.multiply, "real_div": np.true_divide,

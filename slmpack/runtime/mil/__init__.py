@@ -15,9 +15,9 @@ executes the program op by op:
   runs; a declared output whose shape or rank disagrees with what an op produced raises
   :class:`MILRuntimeError`. Nothing is skipped silently.
 """
-from slmpack.targets.coreml.mil_interpreter.errors import MILFormatError, MILRuntimeError, UnsupportedOpError
-from slmpack.targets.coreml.mil_interpreter.interpreter import Interpreter
-from slmpack.targets.coreml.mil_interpreter.program import Program, load_mlpackage, load_model_spec
+from .errors import MILFormatError, MILRuntimeError, UnsupportedOpError
+from .interpreter import Interpreter
+from .program import Program, load_mlpackage, load_model_spec
 
 __all__ = ["Interpreter", "Program", "load_mlpackage", "load_model_spec", "MILFormatError", "MILRuntimeError",
            "UnsupportedOpError"]

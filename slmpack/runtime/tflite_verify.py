@@ -15,7 +15,7 @@ import math
 import struct
 from dataclasses import dataclass, field
 
-from slmpack.errors import BadInputError
+from .errors import BadInputError
 
 IDENTIFIER = b"TFL3"
 SCHEMA_VERSION = 3

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from slmpack.targets.coreml.mil_interpreter.dtypes import MILType, unpack_bits
-from slmpack.targets.coreml.mil_interpreter.errors import MILFormatError
+from .dtypes import MILType, unpack_bits
+from .errors import MILFormatError
 
 HEADER = struct.Struct("<II")          # count, version
 METADATA = struct.Struct("<IIQQ")      # sentinel, dtype, sizeInBytes, offset

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from slmpack.targets.coreml.mil_interpreter import dtypes
-from slmpack.targets.coreml.mil_interpreter.errors import MILFormatError
+from . import dtypes
+from .errors import MILFormatError
 
 
 @dataclass(frozen=True)

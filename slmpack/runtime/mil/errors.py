@@ -1,7 +1,7 @@
 """Typed errors of the MIL interpreter (all slmpack errors, with stable codes)."""
 from __future__ import annotations
 
-from slmpack.errors import BadInputError, ToolchainError, UnsupportedError
+from ..errors import BadInputError, ToolchainError, UnsupportedError
 
 
 class UnsupportedOpError(UnsupportedError):

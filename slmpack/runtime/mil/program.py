@@ -12,9 +12,9 @@ from pathlib import Path
 
 from coremltools.proto import Model_pb2
 
-from slmpack.targets.coreml.mil_interpreter.blob import BlobFile
-from slmpack.targets.coreml.mil_interpreter.errors import MILFormatError
-from slmpack.targets.coreml.mil_interpreter.values import TensorSpec, decode_value, tensor_spec
+from .blob import BlobFile
+from .errors import MILFormatError
+from .values import TensorSpec, decode_value, tensor_spec
 
 MODEL_PATH_PREFIX = "@model_path/"
 

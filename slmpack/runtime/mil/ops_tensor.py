@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from slmpack.targets.coreml.mil_interpreter.errors import MILRuntimeError
-from slmpack.targets.coreml.mil_interpreter.registry import ints, need, register, scalar
+from .errors import MILRuntimeError
+from .registry import ints, need, register, scalar
 
 
 def _flag(args, name, default=False) -> bool:

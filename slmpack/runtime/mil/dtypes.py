@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from coremltools.proto import MIL_pb2
 
-from slmpack.targets.coreml.mil_interpreter.errors import MILFormatError
+from .errors import MILFormatError
 
 
 @dataclass(frozen=True)

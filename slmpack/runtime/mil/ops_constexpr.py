@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from slmpack.targets.coreml.mil_interpreter.dtypes import unpack_bits
-from slmpack.targets.coreml.mil_interpreter.errors import MILRuntimeError
-from slmpack.targets.coreml.mil_interpreter.registry import f32, ints, need, register, scalar
+from .dtypes import unpack_bits
+from .errors import MILRuntimeError
+from .registry import f32, ints, need, register, scalar
 
 
 def _along(v: np.ndarray, rank: int, axis: int) -> np.ndarray:
