@@ -115,7 +115,7 @@ class CoreMLRunner(_CacheRunner):
 
 
 def open_coreml(pkg: Path, manifest: Manifest, which: str = "auto"):
-    which = (os.environ.get(ENV) or which or "auto").lower()
+    which = (which if which != "auto" else os.environ.get(ENV) or "auto").lower()
     if which not in ("auto", "interpreter", "coreml"):
         raise BadInputError(f"{ENV}={which!r}: expected auto, interpreter or coreml", ErrorCode.E_CONFIG)
     package = Path(pkg) / manifest.artifact
