@@ -23,3 +23,11 @@ def pkg_copy(kit_package, tmp_path) -> Path:
     dst = tmp_path / "pkg"
     shutil.copytree(kit_package, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def quant_model(tmp_path_factory) -> Path:
+    """The tiny Llama with a character tokenizer (tests/quant's model): text prompts work."""
+    from tests.quant.conftest import write_quant_model
+
+    return write_quant_model(tmp_path_factory.mktemp("qmodel") / "tiny")
