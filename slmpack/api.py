@@ -39,6 +39,7 @@ def validate(package: str | Path) -> dict:
     from safetensors.numpy import load_file
 
     from slmpack.exporter.reference_runner import greedy
+    from slmpack.runtime.records import Tolerance
     from slmpack.validation import check_vectors
 
     pkg = Path(package)
@@ -47,13 +48,13 @@ def validate(package: str | Path) -> dict:
     target = registry.get(manifest["target"])
     vectors = load_file(str(pkg / manifest["test_vectors"]["file"]))
     structural = target.check(pkg, manifest)
-    if (manifest.get("quantization") or {}).get("plan") and hasattr(target, "readback"):
+    if (manifest.get("quantization") or {}).get("plan"):
         from slmpack.calibration.plan import QuantPlan
 
         rb = target.readback(pkg, QuantPlan.load(pkg))  # the stored integers are still the plan's
-        structural = structural + [f"read-back: {p}" for p in rb.get("problems", [])]
+        structural = structural + [f"read-back: {p}" for p in rb.problems]
     runner = target.runner(pkg, manifest)
-    tol = target.tolerance_for(manifest) if hasattr(target, "tolerance_for") else target.tolerance
+    tol = Tolerance.from_json(manifest["tolerance"])
     vec = check_vectors(runner, vectors, tol)
     want = [int(t) for t in vectors["greedy_ids"]]
     eos = tuple(int(e) for e in (manifest["model"].get("eos_token_ids") or []))

@@ -21,13 +21,14 @@ from __future__ import annotations
 import numpy as np
 
 from slmpack.exporter.reference_runner import greedy
+from slmpack.runtime.records import Tolerance
 from slmpack.validation import _round, check_vectors, compare_windows
 
 
 def run_quant_ladder(target, pkg_dir, manifest: dict, runner, fp32_ref, fq_ref, vectors: dict,
                      heldout: np.ndarray, greedy_prompt: np.ndarray, greedy_n: int, eos: tuple[int, ...],
                      fake_quant_note: str = "") -> dict:
-    tol = target.tolerance_for(manifest) if hasattr(target, "tolerance_for") else target.tolerance
+    tol = Tolerance.from_json(manifest["tolerance"])   # declared by the target at export time
     problems = list(target.check(pkg_dir, manifest))
     rb = manifest.get("report", {}).get("readback") or {}
     if rb.get("passed") is False:
@@ -36,8 +37,8 @@ def run_quant_ladder(target, pkg_dir, manifest: dict, runner, fp32_ref, fq_ref, 
                                                         "readback_passed": rb.get("passed")}}
     result["vectors"] = check_vectors(runner, vectors, tol)
     result["vectors"]["reference"] = "fake_quant"
-    if hasattr(target, "check_extra_vectors"):
-        extra = target.check_extra_vectors(pkg_dir, manifest, runner)
+    extra = target.extra_vectors(pkg_dir, manifest, runner, tol)
+    if extra is not None:
         result["vectors"]["extra"] = extra
         result["vectors"]["passed"] = result["vectors"]["passed"] and extra["passed"]
     window = min(runner.max_prompt, 128)

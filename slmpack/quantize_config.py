@@ -16,7 +16,7 @@ from pathlib import Path
 
 from slmpack.errors import BadInputError
 
-PRESET_NAMES = ("int8", "int4", "8da4w", "w8a8")
+PRESET_NAMES = ("int8", "int4", "8da4w", "8da8w", "w8a8")
 ALGORITHMS = ("rtn", "gptq", "awq")
 CALIB_FORMATS = ("text", "jsonl", "directory")
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3,
@@ -51,7 +51,7 @@ def parse_size(text: str | int, field_name: str = "max_size") -> int:
 class QuantConfig:
     """Quantization of one export. ``recipe=None`` and no budget: a float export (the default)."""
 
-    recipe: str | None = None            # preset name (int8, int4, 8da4w, w8a8) or a .toml/.json path
+    recipe: str | None = None            # preset name (int8, int4, 8da4w, 8da8w, w8a8) or a .toml/.json path
     calib_data: Path | None = None       # file, directory or .jsonl; None: bundled calibration.txt
     calib_format: str | None = None      # text | jsonl | directory; None: from calib_data
     calib_text_field: str = "text"       # jsonl field holding the document

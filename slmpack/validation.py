@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from slmpack.metrics import LogitComparison
+from slmpack.runtime.records import Tolerance
 from slmpack.exporter.reference_runner import greedy
 
 
@@ -56,12 +57,12 @@ def check_heldout(runner, reference, tokens: np.ndarray, window: int) -> dict:
 
 def run_ladder(target, pkg_dir, manifest: dict, runner, reference, vectors: dict, heldout: np.ndarray,
                greedy_prompt: np.ndarray, greedy_n: int, eos: tuple[int, ...], exact_greedy: bool) -> dict:
-    tol = target.tolerance_for(manifest) if hasattr(target, "tolerance_for") else target.tolerance
+    tol = Tolerance.from_json(manifest["tolerance"])   # declared by the target at export time
     structural = target.check(pkg_dir, manifest)
     result: dict = {"structural": {"problems": structural, "passed": not structural}}
     result["vectors"] = check_vectors(runner, vectors, tol)
-    if hasattr(target, "check_extra_vectors"):  # target-specific vectors (e.g. one per TFLite signature)
-        extra = target.check_extra_vectors(pkg_dir, manifest, runner)
+    extra = target.extra_vectors(pkg_dir, manifest, runner, tol)  # e.g. one per TFLite signature
+    if extra is not None:
         result["vectors"]["extra"] = extra
         result["vectors"]["passed"] = result["vectors"]["passed"] and extra["passed"]
     window = min(runner.max_prompt, 128)
