@@ -13,6 +13,9 @@ class DecisionKind(str, enum.Enum):
     LINEAR = "linear"
     EMBEDDING = "embedding"
 
+    def __str__(self) -> str:
+        return self.value
+
 
 @dataclass(frozen=True)
 class TensorDecision:

@@ -269,7 +269,7 @@ def calibrate(pre: QuantPreflight, ref: ReferenceModel, model_dir: Path, max_con
             mixed["budget_met"] = mixed["achieved_weights_only"]["ppl_increase_pct"] <= qcfg.max_ppl_increase_pct
     info = {"source": (qcfg.calib_data.name if qcfg.calib_data else "calibration.txt (bundled)")
             if windows.numel() else None,
-            "format": qcfg.resolved_format(), "windows": int(windows.shape[0]), "window_tokens": int(windows.shape[1]),
+            "format": qcfg.resolved_format().value, "windows": int(windows.shape[0]), "window_tokens": int(windows.shape[1]),
             "seed": qcfg.calib_seed}
     return QuantResult(qcfg, plan, recipe, fake_quant_reference(ref, plan), info, mixed,
                        {"mixed_precision_s": round(t1 - t0, 2), "build_plan_s": round(t2 - t1, 2)})

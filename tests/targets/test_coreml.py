@@ -27,7 +27,6 @@ from slmpack.exporter.reference import build_reference
 from slmpack.exporter.reference_runner import ReferenceRunner
 from slmpack.exporter.spec import load_spec
 from slmpack.exporter.trace import trace_programs
-from slmpack.package import hash_tree
 from slmpack.targets import registry
 from slmpack.targets.coreml import lower as coreml_lower
 from slmpack.targets.coreml.options import CoreMLOptions
@@ -138,14 +137,6 @@ def test_structural_check_catches_a_manifest_that_lies(state_pkg):
     problems = " | ".join(target.check(state_pkg.path, m))
     assert "states differ" in problems and "specification version 9 != 8" in problems
     assert "'read_state' needs specification version 9" in problems
-
-
-def test_two_exports_are_byte_identical(tiny, tmp_path):
-    cfg = ExportConfig(trace=TraceConfig(max_context=CTX, max_prompt=PROMPT), validate=False)
-    a = api.export(tiny, "coreml", tmp_path / "a", cfg, FP32_IOS18)
-    b = api.export(tiny, "coreml", tmp_path / "b", cfg, FP32_IOS18)
-    assert hash_tree(a.path) == hash_tree(b.path)
-    assert (a.path / "manifest.json").read_bytes() == (b.path / "manifest.json").read_bytes()
 
 
 # ---- the slice-assignment KV cache (exporter/kv_cache.py) -------------------------------------

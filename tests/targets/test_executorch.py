@@ -225,14 +225,6 @@ def test_validate_command_in_a_fresh_process(tiny_pkg):
     assert json.loads(proc.stdout)["passed"]
 
 
-def test_two_exports_give_byte_identical_pte(tiny, tiny_pkg, tmp_path):
-    again = api.export(tiny, "executorch", tmp_path / "again",
-                       ExportConfig(trace=CFG.trace, validation=CFG.validation, validate=False),
-                       options=ExecuTorchOptions(bundled_program=True))
-    for name in ("model.pte", "model.bpte"):
-        assert (again.path / name).read_bytes() == (tiny_pkg.path / name).read_bytes(), name
-
-
 # ---- slow: modes and the demo model ------------------------------------------------------
 
 def _8da8w_recipe(tmp_path: Path) -> str:
