@@ -93,3 +93,11 @@ def tiny_reference(spec: ModelSpec | None = None, max_context: int = 32, seed: i
                 p.copy_(0.2 * torch.randn_like(p))
             p.requires_grad_(False)
     return ref
+
+
+def one_torch_thread():
+    """Fixture body: tiny tensors run faster on one thread and are immune to other jobs on 2 cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
