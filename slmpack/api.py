@@ -9,7 +9,7 @@ import dataclasses
 from slmpack.config import ExportConfig
 from slmpack.exporter import pipeline
 from slmpack.exporter.pipeline import Package
-from slmpack.package import read_manifest, verify as _verify
+from slmpack.package import verify as _verify
 from slmpack.progress import QUIET, Progress
 from slmpack.quantize_config import QuantConfig
 from slmpack.targets import registry
@@ -39,7 +39,6 @@ def validate(package: str | Path) -> dict:
     vectors, greedy tokens) through the runtime kit, with the target's declared tolerance."""
     from slmpack.runtime import ladder, safetensors, tolerance
     from slmpack.runtime.loaded import load
-    from slmpack.runtime.records import Readback
 
     loaded = load(package)        # integrity first: nothing of a tampered package is run
     m, pkg = loaded.manifest, loaded.path
@@ -52,7 +51,7 @@ def validate(package: str | Path) -> dict:
             from slmpack.calibration.plan import QuantPlan
 
             rb = target.readback(pkg, QuantPlan.load(pkg))  # the stored integers are still the plan's
-            problems += [f"read-back: {p}" for p in (rb.problems if isinstance(rb, Readback) else rb.get("problems", []))]
+            problems += [f"read-back: {p}" for p in rb.problems]
         return problems
 
     x = ladder.LadderInputs(runner=loaded.runner(), tolerance=tolerance.checked(m),

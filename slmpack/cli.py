@@ -6,7 +6,6 @@ Every command accepts --json (one JSON document on stdout) for build systems.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -118,13 +117,12 @@ def _print_json(obj) -> None:
 
 def cmd_export(args) -> int:
     from slmpack.config import ExportConfig, TraceConfig, ValidationConfig
+    from slmpack.exporter import pipeline
     from slmpack.exporter.pipeline import require_passed
-    from slmpack.quantize_config import QuantConfig
     from slmpack.progress import Progress
     from slmpack.summary import export_table
     from slmpack.targets import registry
     from slmpack.targets.options import options_for
-    from slmpack import api
 
     cfg = ExportConfig(trace=TraceConfig(max_context=args.max_context, max_prompt=args.max_prompt),
                        validation=ValidationConfig(max_ppl_loss=args.max_ppl_loss),
@@ -144,17 +142,9 @@ def cmd_export(args) -> int:
         bits = {"fp32": 32, "fp16": 16, "bf16": 16}.get(cfg.precision.value, 32)
         fit_check(resolve_model_dir(args.model_dir), args.device, args.max_context, bits)
     progress = Progress(enabled=None if not args.json else False)
-    pkgs, errors = [], []
-    for t in targets:
-        try:
-            pkgs.append(api.export(args.model_dir, t, outs[t], cfg, options_for(t, args), progress, args.eval_text))
-            if cfg.quant.enabled and cfg.quant.plan_from is None and len(targets) > 1:
-                # calibrate once: every later target encodes this package's plan (the same integers)
-                cfg = dataclasses.replace(cfg, quant=QuantConfig(plan_from=pkgs[-1].path))
-        except SlmpackError as e:
-            if args.target != "all":
-                raise
-            errors.append((t, e))
+    st = pipeline.export_many(args.model_dir, [(t, outs[t], options_for(t, args)) for t in targets], cfg, progress,
+                              args.eval_text, keep_going=args.target == "all")   # calibrates once for all targets
+    pkgs, errors = st.packages, st.errors
     if args.json:
         _print_json({"packages": [{"path": str(p.path), "target": p.target, "validation": p.validation}
                                   for p in pkgs],

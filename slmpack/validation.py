@@ -12,10 +12,11 @@ import numpy as np
 
 from slmpack.runtime import ladder
 from slmpack.runtime.ladder import LadderInputs
+from slmpack.runtime.records import Tolerance
 
 
-def _tolerance(target, manifest: dict):
-    return target.tolerance_for(manifest) if hasattr(target, "tolerance_for") else target.tolerance
+def _tolerance(manifest: dict) -> Tolerance:
+    return Tolerance.from_json(manifest["tolerance"])   # declared by the target at export time
 
 
 def _structural(target, pkg_dir, manifest: dict, readback: bool):
@@ -29,14 +30,14 @@ def _structural(target, pkg_dir, manifest: dict, readback: bool):
 
 
 def _extra(target, pkg_dir, manifest):
-    if not hasattr(target, "check_extra_vectors"):
-        return None
-    return lambda runner: target.check_extra_vectors(pkg_dir, manifest, runner)
+    def check(runner):   # e.g. one per LiteRT prefill signature; None: the target has none
+        return target.extra_vectors(pkg_dir, manifest, runner, _tolerance(manifest))
+    return check
 
 
 def run_ladder(target, pkg_dir, manifest: dict, runner, reference, vectors: dict, heldout: np.ndarray,
                greedy_prompt: np.ndarray, greedy_n: int, eos: tuple[int, ...], exact_greedy: bool) -> dict:
-    x = LadderInputs(runner=runner, tolerance=_tolerance(target, manifest), vectors=vectors, exact=exact_greedy,
+    x = LadderInputs(runner=runner, tolerance=_tolerance(manifest), vectors=vectors, exact=exact_greedy,
                      structural=_structural(target, pkg_dir, manifest, readback=False),
                      extra_vectors=_extra(target, pkg_dir, manifest), reference=reference, heldout=heldout,
                      greedy_prompt=greedy_prompt, greedy_n=greedy_n, eos=eos)
@@ -46,7 +47,7 @@ def run_ladder(target, pkg_dir, manifest: dict, runner, reference, vectors: dict
 def run_quant_ladder(target, pkg_dir, manifest: dict, runner, fp32_ref, fq_ref, vectors: dict,
                      heldout: np.ndarray, greedy_prompt: np.ndarray, greedy_n: int, eos: tuple[int, ...],
                      fake_quant_note: str = "", max_ppl_loss: float | None = None) -> dict:
-    x = LadderInputs(runner=runner, tolerance=_tolerance(target, manifest), vectors=vectors, exact=False,
+    x = LadderInputs(runner=runner, tolerance=_tolerance(manifest), vectors=vectors, exact=False,
                      structural=_structural(target, pkg_dir, manifest, readback=True),
                      extra_vectors=_extra(target, pkg_dir, manifest), reference=fq_ref, fp32_reference=fp32_ref,
                      heldout=heldout, greedy_prompt=greedy_prompt, greedy_n=greedy_n, eos=eos,

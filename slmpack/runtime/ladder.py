@@ -101,9 +101,10 @@ def _structural(x: LadderInputs) -> dict:
 
 def _vectors(x: LadderInputs) -> dict:
     out = check_vectors(x.runner, x.vectors, x.tolerance)
-    if x.extra_vectors is not None:  # target-specific vectors (e.g. one per LiteRT signature)
-        out["extra"] = x.extra_vectors(x.runner)
-        out["passed"] = out["passed"] and out["extra"]["passed"]
+    extra = x.extra_vectors(x.runner) if x.extra_vectors is not None else None
+    if extra is not None:  # target-specific vectors (e.g. one per LiteRT signature)
+        out["extra"] = extra
+        out["passed"] = out["passed"] and extra["passed"]
     return out
 
 
