@@ -93,7 +93,7 @@ def test_runner_refuses_a_tampered_package(package_copy):
 
 def test_runner_reports_bad_input_as_json(tmp_path):
     rc, doc = run_runner(tmp_path / "nope")
-    assert rc == 2 and doc["error"]["code"] == "E_BAD_INPUT"
+    assert rc == 2 and doc["error"]["code"] == "E_PACKAGE_MISSING"  # a typed bad-input code, exit 2
 
 
 def test_runner_detects_wrong_reference(package_copy):
