@@ -28,6 +28,17 @@ def kit_dir() -> Path:
     raise SystemExit(f"device_runner: the runtime kit ({KIT}/) is not beside {Path(__file__).name}")
 
 
+def stage_kit(dst: Path) -> Path:
+    """A clean copy of the kit's sources (``*.py`` only, no caches) at ``dst/slmpack_runtime``,
+    to ship beside this script."""
+    src, out = kit_dir(), dst / KIT
+    for f in sorted(src.rglob("*.py")):
+        target = out / f.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(f.read_bytes())
+    return out
+
+
 def load_kit():
     """Import the kit as the top-level package ``slmpack_runtime`` (its imports are relative)."""
     if KIT not in sys.modules:

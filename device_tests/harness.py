@@ -28,7 +28,6 @@ from .transports import Transport, make_transport
 
 RUNNER = Path(device_runner.__file__)
 RUNNER_NAME = "device_runner.py"
-KIT = Path(integrity.__file__).parent        # slmpack/runtime: shipped as device_runner.KIT/
 PASSED, FAILED, SKIPPED, ERROR = "passed", "failed", "skipped", "error"
 
 
@@ -55,20 +54,10 @@ class DeviceResult:
 
 def read_package(pkg: Path) -> tuple[dict, dict]:
     """The manifest and the test vectors, read on the host with the kit the device runs: the
-    package must verify here (regular files only, no symlinks, hashes, file fields inside
-    ``files``, a known target) before anything of it is pushed."""
-    manifest = integrity.verify(pkg)
+    package must be safe to push (a valid typed manifest with a known target and file fields
+    inside ``files``; regular files only, no symlinks) before anything of it is pushed."""
+    manifest = integrity.check_safe(pkg)
     return manifest.to_json(), safetensors.load(pkg / manifest.test_vectors.file)
-
-
-def stage_kit(dst: Path) -> Path:
-    """A clean copy of the kit's sources (``*.py`` only, no caches) to push beside the runner."""
-    out = dst / device_runner.KIT
-    for src in sorted(KIT.rglob("*.py")):
-        target = out / src.relative_to(KIT)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(src.read_bytes())
-    return out
 
 
 def compare_on_host(vectors: dict, result: dict) -> dict:
@@ -129,7 +118,7 @@ def run_one(pkg: Path, profile: DeviceProfile, transport: Transport, *, index: i
         if not runner_pushed:
             transport.push(RUNNER, RUNNER_NAME)
             with tempfile.TemporaryDirectory(prefix="slmpack-kit-") as tmp:
-                transport.push(stage_kit(Path(tmp)), device_runner.KIT)
+                transport.push(device_runner.stage_kit(Path(tmp)), device_runner.KIT)
         # a fresh result name per run: a stale file from an earlier run must never be read back
         remote_pkg, out_name = f"pkg-{index}-{pkg.name}", f"result-{index}-{uuid.uuid4().hex[:8]}.json"
         transport.push(pkg, remote_pkg)
@@ -168,8 +157,8 @@ def run_device_test(packages: Sequence[str | Path], devices: Sequence[str | Devi
     transport name for all devices, or None for each profile's default. Writes the report to
     ``out_dir`` when given (report.json, report.md, report.html)."""
     pkgs = [Path(p).absolute() for p in packages]
-    for p in pkgs:  # every package verifies on the host first (no symlink is ever pushed)
-        integrity.verify(p)
+    for p in pkgs:  # every package is checked on the host first (no symlink is ever pushed)
+        integrity.check_safe(p)
     registry = load_registry(profile_dirs) if any(isinstance(d, str) for d in devices) else None
     profiles = [d if isinstance(d, DeviceProfile) else registry.get(d) for d in devices]
     raw_dir = Path(out_dir) / "raw" if out_dir else None  # the device JSONs, kept with the report

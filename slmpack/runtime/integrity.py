@@ -87,6 +87,17 @@ def check_files(pkg: Path, manifest: Manifest) -> list[BadFile]:
     return sorted(bad, key=lambda b: (b.path, b.reason))
 
 
+def check_safe(pkg: Path) -> Manifest:
+    """The typed manifest, if nothing under ``pkg`` is a symlink or a non-regular file (hashes are
+    not compared: a changed file is for the device's own check to find and report)."""
+    manifest = read_manifest(pkg)
+    _, bad = walk(Path(pkg))
+    if bad:
+        raise PackageIntegrityError(f"{pkg}: " + "; ".join(f"{b.path}: {b.reason}" for b in bad[:20]),
+                                    ErrorCode.E_PACKAGE_INTEGRITY, details={"bad_files": [b.to_json() for b in bad]})
+    return manifest
+
+
 def verify(pkg: Path) -> Manifest:
     """The typed manifest, or PackageIntegrityError naming every bad file."""
     manifest = read_manifest(pkg)
@@ -98,4 +109,4 @@ def verify(pkg: Path) -> Manifest:
     return manifest
 
 
-__all__ = ["BadFile", "sha256_file", "walk", "read_manifest", "check_files", "verify"]
+__all__ = ["BadFile", "sha256_file", "walk", "read_manifest", "check_files", "check_safe", "verify"]
