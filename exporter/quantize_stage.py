@@ -324,12 +324,12 @@ def finish(target, stage: Path, quant: QuantResult, artifact) -> dict:
     }
 
 
-def eval_reference(quant: QuantResult, artifact) -> ReferenceModel:
+def eval_reference(quant: QuantResult, blocks: dict[str, int]) -> ReferenceModel:
     """The fake-quant reference for test vectors and the ladder: plan weights, plus activation
-    fake-quant as the target's runtime applies it (hooks installed after lowering, never traced)."""
+    fake-quant as the target declares its runtime applies it (``target.activation_blocks``: per
+    (token, block) where listed, else per token; hooks installed after lowering, never traced)."""
     from slmpack.exporter.fake_quant import install_activation_fake_quant
 
-    blocks = (artifact.report.get("quantization") or {}).get("dynamic_activation_blocks", {})
     install_activation_fake_quant(quant.reference, quant.plan, blocks)
     return quant.reference
 

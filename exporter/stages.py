@@ -121,7 +121,8 @@ def build_vectors(ref_runner, tokens: np.ndarray, greedy_prompt: np.ndarray, cfg
 
 def reference_vectors(st, job) -> None:
     torch.manual_seed(0)
-    job.eval_ref = quantize_stage.eval_reference(job.quant, job.artifact) if job.quant else st.ref
+    job.eval_ref = (quantize_stage.eval_reference(job.quant, job.target.activation_blocks(job.options, job.quant.plan))
+                    if job.quant else st.ref)
     v = st.cfg.validation
     n_eval = max(v.heldout_tokens, v.test_prompt_tokens + v.test_decode_tokens)
     job.heldout, job.heldout_src = inputs.heldout_tokens(st.tokenizer, st.spec.vocab_size, n_eval, st.eval_text)

@@ -52,6 +52,9 @@ class CoreMLTarget:
     def preflight(self, spec, options: CoreMLOptions, plan=None) -> list[Unsupported]:
         return unsupported_features(spec, options, plan)
 
+    def activation_blocks(self, options, plan) -> dict[str, int]:
+        return {}   # no dynamic activations (refused)
+
     def extra_vectors(self, pkg_dir: Path, manifest: dict, runner, tol: Tolerance) -> None:
         return None
 

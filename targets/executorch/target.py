@@ -60,6 +60,9 @@ class ExecuTorchTarget:
     def preflight(self, spec, options: ExecuTorchOptions, plan=None) -> list[Unsupported]:
         return unsupported_features(spec, options, plan)
 
+    def activation_blocks(self, options, plan) -> dict[str, int]:
+        return {}   # XNNPACK quantizes dynamic activations per token (qd8)
+
     def extra_vectors(self, pkg_dir: Path, manifest: dict, runner, tol: Tolerance) -> None:
         return None
 

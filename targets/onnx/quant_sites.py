@@ -122,3 +122,18 @@ def find_sites(graph: Graph, plan):
             if name:
                 sites.append((i, "gather", [(name, 0, arr.shape[0])]))
     return sites
+
+
+def prune(g: onnx.GraphProto) -> None:
+    """Drop Transposes left without consumers and initializers nothing reads any more."""
+    while True:
+        used = {x for n in g.node for x in n.input} | {o.name for o in g.output}
+        dead = [n for n in g.node if n.op_type == "Transpose" and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            g.node.remove(n)
+    used = {x for n in g.node for x in n.input} | {o.name for o in g.output}
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)

@@ -64,7 +64,7 @@ from onnx import helper
 from slmpack.errors import ToolchainError
 from slmpack.targets.base import Unsupported
 from slmpack.targets.onnx.packing import expand_groups, nbits_block, pack, to_unsigned
-from slmpack.targets.onnx.quant_sites import Graph, find_sites, node_path
+from slmpack.targets.onnx.quant_sites import Graph, find_sites, node_path, prune
 
 META_KEY = "slmpack.quantization"
 MIN_ORT = "1.32.0"  # the only version these encodings were verified on (uint8 GatherBlockQuantized, MatMulNBits)
@@ -100,6 +100,16 @@ def _dequantizes(d) -> bool:
 
     return d.kind == "linear" and d.weight is not None and d.weight.bits == 8 \
         and d.activation.mode is ActivationMode.NONE
+
+
+def dynamic_activation_blocks(plan) -> dict[str, int]:
+    """{linear: block} for every linear whose activations ORT quantizes dynamically (MatMulNBits
+    accuracy_level 4 quantizes them symmetrically per (token, block)); known from the plan alone."""
+    from slmpack.calibration.schemes import ActivationMode
+
+    return {n: nbits_block(d.weight.group_size, d.shape[1]) for n, d in sorted(plan.decisions.items())
+            if d.kind == "linear" and d.weight is not None and d.activation.mode is ActivationMode.DYNAMIC_INT8
+            and not _uses_qdq(d) and not _dequantizes(d)}
 
 
 def unsupported(spec, options, plan) -> list[Unsupported]:
@@ -369,7 +379,7 @@ def encode(model: onnx.ModelProto, plan) -> dict:
     del graph.g.node[:]
     graph.g.node.extend(new_nodes)
     graph.g.initializer.extend(graph.new_inits)
-    _prune(graph.g)
+    prune(graph.g)
     if not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     model.metadata_props.append(onnx.StringStringEntryProto(
@@ -382,18 +392,3 @@ def encode(model: onnx.ModelProto, plan) -> dict:
             "dequantized_at_load": sorted(n for n, r in enc.report.items() if r.get("encoding") == DEQUANT),
             "dynamic_activation_blocks": dict(sorted(enc.dynamic_blocks.items())),
             "static_activation_tensors": sorted(plan.activations)}
-
-
-def _prune(g: onnx.GraphProto) -> None:
-    """Drop Transposes left without consumers and initializers nothing reads any more."""
-    while True:
-        used = {x for n in g.node for x in n.input} | {o.name for o in g.output}
-        dead = [n for n in g.node if n.op_type == "Transpose" and not any(o in used for o in n.output)]
-        if not dead:
-            break
-        for n in dead:
-            g.node.remove(n)
-    used = {x for n in g.node for x in n.input} | {o.name for o in g.output}
-    keep = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)

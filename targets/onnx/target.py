@@ -54,6 +54,11 @@ class OnnxTarget:
             return FP32_TOLERANCE
         return QUANT_ACT_TOLERANCE if quantizes_activations(plan) else QUANT_TOLERANCE
 
+    def activation_blocks(self, options: OnnxOptions, plan) -> dict[str, int]:
+        from slmpack.targets.onnx.quantize import dynamic_activation_blocks
+
+        return dynamic_activation_blocks(plan)
+
     def extra_vectors(self, pkg_dir: Path, manifest: dict, runner, tol: Tolerance) -> None:
         return None
 

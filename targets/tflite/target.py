@@ -91,6 +91,9 @@ class TFLiteTarget:
     def runner(self, pkg_dir: Path, manifest: dict, threads: int = 0) -> TFLiteRunner:
         return TFLiteRunner(Path(pkg_dir) / manifest["artifact"], threads=threads)
 
+    def activation_blocks(self, options, plan) -> dict[str, int]:
+        return {}   # per row (plans with dynamic activations are refused)
+
     def extra_vectors(self, pkg_dir: Path, manifest: dict, runner, tol: Tolerance) -> dict:
         """The per-signature vectors (vectors.py) through every prefill signature."""
         return vectors.check(runner, Path(pkg_dir) / vectors.FILE, tol)
