@@ -22,6 +22,7 @@ from slmpack.exporter.checkpoint import checkpoint_digest, load_state_dict, weig
 from slmpack.exporter.kv_cache import CacheUpdate
 from slmpack.exporter.reference import build_reference
 from slmpack.exporter.reference_runner import ReferenceRunner, greedy
+from slmpack.exporter.encoder.spec import is_encoder_dir
 from slmpack.exporter.spec import ModelSpec, load_spec
 from slmpack.exporter.trace import trace_programs
 from slmpack.package import MANIFEST, SCHEMA_VERSION, check_output_path, hash_tree, staged_directory, write_json
@@ -111,6 +112,10 @@ def export(model_dir: Path | None, target_name: str, out: Path, cfg: ExportConfi
            options=None, progress: Progress = QUIET, eval_text: Path | None = None) -> Package:
     """Export one target package to ``out`` (atomic). Raises SlmpackError subclasses."""
     model_dir = resolve_model_dir(model_dir)
+    if is_encoder_dir(model_dir):  # BERT / DistilBERT / sentence-transformers: the encoder flow
+        from slmpack.exporter.encoder.pipeline import export_encoder
+
+        return export_encoder(model_dir, target_name, Path(out), cfg, progress, eval_text)
     target = registry.get(target_name)
     options = options if options is not None else target.options_type()
     with progress.stage("preflight"):
@@ -207,7 +212,7 @@ def validate_staged(target, pkg_dir, manifest, ref, vectors, heldout, gprompt, e
 def require_passed(pkg: Package) -> None:
     if pkg.validation is not None and not pkg.passed:
         v = pkg.validation
-        failed = [k for k in ("structural", "vectors", "heldout", "greedy") if not v[k]["passed"]]
+        failed = [k for k in ("structural", "vectors", "heldout", "greedy") if k in v and not v[k]["passed"]]
         raise ValidationFailed(f"{pkg.path}: validation failed at {', '.join(failed)} "
                                f"(package kept for inspection)", "E_VALIDATION", details=v)
 

@@ -48,9 +48,24 @@ def _init(model, seed: int):
             if "LayerNorm" in name or "layer_norm" in name:
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g) if name.endswith("weight")
                         else 0.1 * torch.randn(p.shape, generator=g))
+            elif name.startswith(("classifier", "pre_classifier", "bert.pooler")):  # heads that separate
+                p.copy_((0.5 if name.endswith("weight") else 0.0) * torch.randn(p.shape, generator=g))
             else:
                 p.copy_(0.05 * torch.randn(p.shape, generator=g))
     return model.eval()
+
+
+def _center_head(model, tokenizer_dir: Path):
+    """Random heads predict one label everywhere: shift the classifier bias by the mean logit over
+    the held-out sentences so several labels occur (a test that can fail)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    b = tok(load_sentences()[0][:64], padding=True, truncation=True, max_length=512, return_tensors="pt")
+    b.pop("token_type_ids") if "distil" in type(model).__name__.lower() else None
+    with torch.no_grad():
+        model.classifier.bias -= model(**b).logits.mean(0)
+    return model
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +96,7 @@ def tiny_bert_cls(tmp_path_factory, tokenizer_dir) -> Path:
     from transformers import BertForSequenceClassification
 
     cfg = bert_config(num_labels=3, id2label={0: "neg", 1: "neu", 2: "pos"}, label2id={"neg": 0, "neu": 1, "pos": 2})
-    return _save(_init(BertForSequenceClassification(cfg), 2), tmp_path_factory.mktemp("bert_cls"), tokenizer_dir)
+    return _save(_center_head(_init(BertForSequenceClassification(cfg), 2), tokenizer_dir), tmp_path_factory.mktemp("bert_cls"), tokenizer_dir)
 
 
 def distil_config(**kw):
@@ -104,7 +119,7 @@ def tiny_distilbert_cls(tmp_path_factory, tokenizer_dir) -> Path:
 
     cfg = distil_config(num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"},
                         label2id={"NEGATIVE": 0, "POSITIVE": 1})
-    return _save(_init(DistilBertForSequenceClassification(cfg), 4), tmp_path_factory.mktemp("distil_cls"),
+    return _save(_center_head(_init(DistilBertForSequenceClassification(cfg), 4), tokenizer_dir), tmp_path_factory.mktemp("distil_cls"),
                  tokenizer_dir)
 
 
