@@ -1,1 +1,1 @@
-"""Torch-free runtime kit (package loading and runners shared by host validation and devices)."""
+"""The torch-free runtime kit: typed errors, manifest and result records (standard library only)."""
