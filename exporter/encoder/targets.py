@@ -27,9 +27,9 @@ class EncoderTarget:
 
 ENCODER_TARGETS = {
     TargetName.ONNX: EncoderTarget(TargetName.ONNX, "slmpack.targets.onnx.encoder", Tolerance(atol=1e-4, rtol=1e-4)),
-    # memory planning allocates for the largest shape: batch up to 32 (the runtime splits larger ones)
+    # static batch-1 methods per length (targets/executorch/encoder.py says why); the runtime loops rows
     TargetName.EXECUTORCH: EncoderTarget(TargetName.EXECUTORCH, "slmpack.targets.executorch.encoder",
-                                         Tolerance(atol=1e-4, rtol=1e-4), max_batch=32),
+                                         Tolerance(atol=1e-4, rtol=1e-4), max_batch=32, needs_program=False),
     TargetName.TFLITE: EncoderTarget(TargetName.TFLITE, "slmpack.targets.tflite.encoder",
                                      Tolerance(atol=1e-4, rtol=1e-4), max_batch=32, needs_program=False),
 }

@@ -130,25 +130,50 @@ class OnnxBackend:
 
 
 class ExecuTorchBackend:
-    """model.pte through executorch.runtime (its Python bindings take torch tensors)."""
-
-    lengths = None
+    """model.pte through executorch.runtime (its Python bindings take torch tensors): one static
+    batch-1 method per length (``encode_<n>``); rows padded to the smallest that holds the batch."""
 
     def __init__(self, pkg_dir: Path, manifest: dict):
         from executorch.runtime import Runtime, Verification
 
         data = (Path(pkg_dir) / manifest["artifact"]).read_bytes()
-        self.method = Runtime.get().load_program(data, verification=Verification.InternalConsistency).load_method(
-            manifest["io"]["method"])
-        self.with_types = "token_type_ids" in manifest["encoder"]["inputs"]
+        self.program = Runtime.get().load_program(data, verification=Verification.InternalConsistency)
+        self.lengths = tuple(int(n) for n in manifest["io"]["lengths"])
+        self._methods: dict = {}
+        self.pad_id = int(manifest["model"]["pad_token_id"])
 
-    def run(self, input_ids, attention_mask, token_type_ids):
+    def _row(self, n: int, arrays) -> np.ndarray:
         import torch
 
-        args = [torch.from_numpy(np.ascontiguousarray(a)) for a in (input_ids, attention_mask)]
-        if self.with_types:
-            args.append(torch.from_numpy(np.ascontiguousarray(token_type_ids)))
-        return self.method.execute(args)[0].numpy().copy()
+        if n not in self._methods:
+            self._methods[n] = self.program.load_method(f"encode_{n}")
+        return self._methods[n].execute([torch.from_numpy(a) for a in arrays])[0].numpy()[0].copy()
+
+    def run(self, input_ids, attention_mask, token_type_ids):
+        return run_rows(self.lengths, self.pad_id, self._row, input_ids, attention_mask, token_type_ids,
+                        np.int64)
+
+
+def run_rows(lengths, pad_id: int, run_one, input_ids, attention_mask, token_type_ids, dtype) -> np.ndarray:
+    """Fixed-length, batch-1 artifacts: pad each row to the smallest length that holds the batch's
+    width (pad id, mask 0, type 0), run it, and crop a per-token output back to the width."""
+    width = input_ids.shape[1]
+    n = next((L for L in lengths if L >= width), None)
+    if n is None:
+        raise BadInputError(f"sequence of {width} exceeds the longest signature ({lengths[-1]})",
+                            "E_SEQUENCE_TOO_LONG")
+    rows = []
+    for i in range(input_ids.shape[0]):
+        arrays = []
+        for a, fill in ((input_ids, pad_id), (attention_mask, 0), (token_type_ids, 0)):
+            if a is None:
+                continue
+            row = np.full((1, n), fill, dtype)
+            row[0, :width] = a[i]
+            arrays.append(row)
+        rows.append(run_one(n, arrays))
+    y = np.stack(rows)
+    return y[:, :width] if y.ndim == 3 else y
 
 
 class LiteRTBackend:
@@ -167,23 +192,13 @@ class LiteRTBackend:
         self.pad_id = int(manifest["model"]["pad_token_id"])
         self.names = manifest["encoder"]["inputs"]
 
+    def _row(self, n: int, arrays) -> np.ndarray:
+        out = self._runners[n](**dict(zip(self.names, arrays)))
+        return next(iter(out.values()))[0]
+
     def run(self, input_ids, attention_mask, token_type_ids):
-        width = input_ids.shape[1]
-        n = next((L for L in self.lengths if L >= width), None)
-        if n is None:
-            raise BadInputError(f"sequence of {width} exceeds the longest signature ({self.lengths[-1]})",
-                                "E_SEQUENCE_TOO_LONG")
-        rows = []
-        for i in range(input_ids.shape[0]):
-            feeds = {}
-            for name, a, fill in zip(self.names, (input_ids, attention_mask, token_type_ids), (self.pad_id, 0, 0)):
-                row = np.full((1, n), fill, np.int32)
-                row[0, :width] = a[i]
-                feeds[name] = row
-            out = self._runners[n](**feeds)
-            rows.append(next(iter(out.values()))[0])
-        y = np.stack(rows)
-        return y[:, :width] if y.ndim == 3 else y  # last_hidden_state: drop the signature's padding
+        return run_rows(self.lengths, self.pad_id, self._row, input_ids, attention_mask, token_type_ids,
+                        np.int32)
 
 
 # target name -> backend factory (explicit; each adapter imports only its own runtime)
