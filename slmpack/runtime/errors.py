@@ -57,6 +57,7 @@ class ErrorCode(str, enum.Enum):
     E_PACKAGE_INVALID = "E_PACKAGE_INVALID", "no readable manifest.json (not an slmpack package)"
     E_PACKAGE_SCHEMA = "E_PACKAGE_SCHEMA", "the manifest's schema_version is not the one this slmpack reads"
     E_MANIFEST_INVALID = "E_MANIFEST_INVALID", "a manifest field is missing, mistyped or names a file outside the package"
+    E_SAFETENSORS_INVALID = "E_SAFETENSORS_INVALID", "a .safetensors file is malformed (header, dtype, shape or offsets)"
     E_ARTIFACT_MISSING = "E_ARTIFACT_MISSING", "the package's artifact file is missing"
     E_ARTIFACT_INVALID = "E_ARTIFACT_INVALID", "the artifact cannot be loaded by its runtime"
     # targets
@@ -121,6 +122,7 @@ class ErrorCode(str, enum.Enum):
     E_QUANT_PLAN_MISMATCH = "E_QUANT_PLAN_MISMATCH", "a reused plan comes from another checkpoint"
     E_QUANT_PLAN_UNCALIBRATED = "E_QUANT_PLAN_UNCALIBRATED", "the target needs calibration data the plan lacks"
     E_QUANT_TARGET_UNSUPPORTED = "E_QUANT_TARGET_UNSUPPORTED", "the target cannot run the plan (refused before calibration)"
+    E_ACCURACY_GATE = "E_ACCURACY_GATE", "the quantized package loses more perplexity vs fp32 than --max-ppl-loss allows"
     E_RECIPE_MISSING = "E_RECIPE_MISSING", "the recipe file does not exist"
     E_RECIPE_PARSE = "E_RECIPE_PARSE", "the recipe TOML cannot be parsed"
     E_RECIPE_PRESET = "E_RECIPE_PRESET", "no such quantization preset"
