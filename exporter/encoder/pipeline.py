@@ -86,7 +86,8 @@ def manifest_for(spec: EncoderSpec, et, artifact, programs, digest, model_dir, f
 
 def export_encoder(model_dir: Path, target_name: str, out: Path, cfg: ExportConfig = ExportConfig(),
                    progress: Progress = QUIET, eval_text: Path | None = None):
-    from slmpack.exporter.pipeline import Package, toolchain_versions
+    from slmpack.exporter.pipeline import Package
+    from slmpack.exporter.stages import toolchain_versions
 
     et = encoder_target(target_name)
     with progress.stage("preflight"):
@@ -113,7 +114,7 @@ def export_encoder(model_dir: Path, target_name: str, out: Path, cfg: ExportConf
             vectors = test_vectors(ref, tok, sentences)
             save_file(vectors, str(stage / "test_vectors.safetensors"), metadata={"format": "slmpack-encoder-vectors-1"})
         manifest = manifest_for(spec, et, artifact, programs, digest, model_dir, files, sentences_src,
-                                toolchain_versions(et.name.value))
+                                toolchain_versions())
         manifest["files"] = hash_tree(stage)
         write_json(stage / MANIFEST, manifest)
         if cfg.validate:
