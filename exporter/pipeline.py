@@ -17,6 +17,7 @@ from typing import Any
 from slmpack.config import ExportConfig
 from slmpack.errors import SlmpackError, ValidationFailed
 from slmpack.exporter import stages
+from slmpack.exporter.encoder.spec import is_encoder_dir
 from slmpack.exporter.stages import resolve_model_dir
 from slmpack.package import staged_directory
 from slmpack.progress import QUIET, Progress
@@ -125,12 +126,29 @@ def run(st: ExportState, progress: Progress = QUIET) -> ExportState:
 def export_many(model_dir: Path | None, requests: list[tuple[str, Path, Any]], cfg: ExportConfig = ExportConfig(),
                 progress: Progress = QUIET, eval_text: Path | None = None, keep_going: bool = False) -> ExportState:
     """Export one package per (target name, out, options) request; calibrates once for all."""
+    if is_encoder_dir(resolve_model_dir(model_dir)):  # BERT / DistilBERT / sentence-transformers
+        return export_encoders(model_dir, requests, cfg, progress, eval_text, keep_going)
     jobs = []
     for name, out, options in requests:
         target = registry.get(name)
         jobs.append(TargetJob(target, options if options is not None else target.options_type(), Path(out)))
     st = ExportState(resolve_model_dir(model_dir), cfg, jobs, eval_text, keep_going)
     return run(st, progress)
+
+
+def export_encoders(model_dir, requests, cfg, progress, eval_text, keep_going) -> ExportState:
+    """The encoder flow (exporter/encoder/pipeline.py), one package per request."""
+    from slmpack.exporter.encoder.pipeline import export_encoder
+
+    st = ExportState(resolve_model_dir(model_dir), cfg, [], eval_text, keep_going)
+    for name, out, _options in requests:
+        try:
+            st.packages.append(export_encoder(st.model_dir, name, Path(out), cfg, progress, eval_text))
+        except SlmpackError as e:
+            if not keep_going:
+                raise
+            st.errors.append((name, e))
+    return st
 
 
 def export(model_dir: Path | None, target_name: str, out: Path, cfg: ExportConfig = ExportConfig(),
@@ -145,7 +163,7 @@ def require_passed(pkg: Package) -> None:
         gate = (v.get("heldout_fp32") or {}).get("gate")
         if gate:  # the accuracy gate: the plan itself loses too much, whatever the encoding
             raise ValidationFailed(f"{pkg.path}: {gate}", "E_ACCURACY_GATE", details=v)
-        failed = [k for k in ("structural", "vectors", "heldout", "greedy") if not v[k]["passed"]]
+        failed = [k for k in ("structural", "vectors", "heldout", "greedy") if k in v and not v[k]["passed"]]
         raise ValidationFailed(f"{pkg.path}: validation failed at {', '.join(failed)} "
                                f"(package kept for inspection)", "E_VALIDATION", details=v)
 

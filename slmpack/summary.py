@@ -11,6 +11,8 @@ def _size_mb(path: Path) -> float:
 def rows(pkgs) -> list[dict]:
     out = []
     for p in pkgs:
+        if "encoder" in p.manifest:  # encoder packages: their own table (encoder_summary)
+            continue
         v = p.validation or {}
         h, g, vec = v.get("heldout", {}), v.get("greedy", {}), v.get("vectors", {})
         out.append({
@@ -44,10 +46,14 @@ def export_table(pkgs, errors=()) -> None:
     console = Console(file=stdout())
     if not console.is_terminal:
         console = Console(file=stdout(), width=160)
-    console.print(t)
+    if t.row_count:
+        console.print(t)
     from slmpack.quant_summary import quant_table
 
     quant_table(console, pkgs)  # quantized packages: fake-quant agreement + fp32 deltas
+    from slmpack.encoder_summary import encoder_table
+
+    encoder_table(console, pkgs)
     for p in pkgs:  # one line a target may add about its artifact (e.g. ExecuTorch delegation)
         line = (p.manifest.get("report") or {}).get("summary")
         if line:

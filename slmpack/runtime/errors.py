@@ -152,6 +152,11 @@ class ErrorCode(str, enum.Enum):
     E_QEMU_CPU = "E_QEMU_CPU", "qemu does not emulate the requested CPU"
     E_SYSROOT_BUILD = "E_SYSROOT_BUILD", "building the emulated aarch64 root failed"
     E_REQUIRES_MACOS = "E_REQUIRES_MACOS", "this step needs macOS / Xcode"
+    # encoders
+    E_PATH_ESCAPE = "E_PATH_ESCAPE", "a path named inside the model directory leads out of it"
+    E_POOLING_UNSUPPORTED = "E_POOLING_UNSUPPORTED", "the sentence-transformers pooling mode is not mean, CLS or max"
+    E_ENCODER_OUTPUT = "E_ENCODER_OUTPUT", "embed/classify asked of an encoder package with another output"
+    E_SEQUENCE_TOO_LONG = "E_SEQUENCE_TOO_LONG", "the input is longer than the encoder's longest signature"
 
     def __str__(self) -> str:
         return self.value

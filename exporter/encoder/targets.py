@@ -1,0 +1,43 @@
+"""Which targets export encoders, and how: one explicit table (lowering, structural check, declared
+tolerance, batch bound). Each entry's code lives in targets/<t>/encoder.py."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from slmpack.errors import UnsupportedError
+from slmpack.targets.base import TargetName, Tolerance
+
+
+@dataclass(frozen=True)
+class EncoderTarget:
+    name: TargetName
+    module: str                    # targets/<t>/encoder.py: lower_encoder(programs, spec, out_dir), check_encoder
+    tolerance: Tolerance           # vs the reference, on embeddings / hidden states / logits
+    max_batch: int = 1024          # upper bound of the dynamic batch (memory-planned targets: small)
+    needs_program: bool = True     # False: the converter traces the module itself (litert-torch)
+
+    def lower(self) -> Callable:
+        return importlib.import_module(self.module).lower_encoder
+
+    def check(self) -> Callable:
+        return importlib.import_module(self.module).check_encoder
+
+
+ENCODER_TARGETS = {
+    TargetName.ONNX: EncoderTarget(TargetName.ONNX, "slmpack.targets.onnx.encoder", Tolerance(atol=1e-4, rtol=1e-4)),
+    # static batch-1 methods per length (targets/executorch/encoder.py says why); the runtime loops rows
+    TargetName.EXECUTORCH: EncoderTarget(TargetName.EXECUTORCH, "slmpack.targets.executorch.encoder",
+                                         Tolerance(atol=1e-4, rtol=1e-4), max_batch=32, needs_program=False),
+    TargetName.TFLITE: EncoderTarget(TargetName.TFLITE, "slmpack.targets.tflite.encoder",
+                                     Tolerance(atol=1e-4, rtol=1e-4), max_batch=32, needs_program=False),
+}
+
+
+def encoder_target(name: str) -> EncoderTarget:
+    key = TargetName(name)
+    if key not in ENCODER_TARGETS:
+        raise UnsupportedError(f"target {key.value} cannot export encoders yet (encoders: "
+                               f"{', '.join(t.value for t in ENCODER_TARGETS)})", "E_TARGET_UNSUPPORTED")
+    return ENCODER_TARGETS[key]
