@@ -33,7 +33,8 @@ def fake_quant_reference(ref: ReferenceModel, plan) -> ReferenceModel:
     sd = ref.state_dict()
     if spec.tie_word_embeddings:
         sd.pop("lm_head.weight", None)        # one dequantized table for the tied pair
-    return assemble_reference(spec, ref.max_context, plan.fake_quant_state_dict(sd), (ref.rope_cos, ref.rope_sin))
+    return assemble_reference(spec, ref.max_context, plan.fake_quant_state_dict(sd),
+                              {n: b for n, b in ref.named_buffers() if n.startswith("rope_")})
 
 
 def _dynamic_symmetric(x: torch.Tensor, block: int | None) -> torch.Tensor:

@@ -289,7 +289,7 @@ def graph_overhead_bytes(ref: ReferenceModel) -> int:
     """Float bytes an artifact carries besides the Linear/Embedding weights: norms, biases, rope tables."""
     big = {id(m.weight) for m in ref.modules() if isinstance(m, (nn.Linear, nn.Embedding))}
     n = sum(p.numel() for p in {id(p): p for p in ref.parameters()}.values() if id(p) not in big)
-    return 4 * (n + ref.rope_cos.numel() + ref.rope_sin.numel())
+    return 4 * (n + sum(b.numel() for name, b in ref.named_buffers() if name.startswith("rope_")))
 
 
 def precision_label(plan) -> str:

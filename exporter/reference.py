@@ -12,97 +12,61 @@ import torch
 from torch import nn
 
 from slmpack.errors import BadInputError
+from slmpack.exporter.blocks import MLP, Attention, RMSNorm, make_norm, rotate_half, soft_cap
+from slmpack.exporter.deltas import BlockStyle, Positions
+from slmpack.exporter.rope_tables import rope_tables
 from slmpack.exporter.spec import ModelSpec
+from slmpack.exporter.weight_map import to_reference_names
 
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-class Attention(nn.Module):
-    def __init__(self, spec: ModelSpec, layer: int):
-        super().__init__()
-        self.layer, self.h, self.kv, self.hd = layer, spec.num_heads, spec.num_kv_heads, spec.head_dim
-        d, b = spec.hidden_size, spec.attention_bias
-        self.q_proj = nn.Linear(d, self.h * self.hd, bias=b)
-        self.k_proj = nn.Linear(d, self.kv * self.hd, bias=b)
-        self.v_proj = nn.Linear(d, self.kv * self.hd, bias=b)
-        self.o_proj = nn.Linear(self.h * self.hd, d, bias=False)
-        self.scale = self.hd ** -0.5
-
-    def forward(self, x, cos, sin, mask, cache):
-        bsz, s, _ = x.shape
-        q = self.q_proj(x).view(bsz, s, self.h, self.hd).transpose(1, 2)
-        k = self.k_proj(x).view(bsz, s, self.kv, self.hd).transpose(1, 2)
-        v = self.v_proj(x).view(bsz, s, self.kv, self.hd).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        k_all, v_all = cache.update(self.layer, k, v)
-        groups = self.h // self.kv
-        if groups > 1:  # GQA: share each kv head across its query group
-            t = k_all.shape[2]
-            k_all = k_all[:, :, None].expand(bsz, self.kv, groups, t, self.hd).reshape(bsz, self.h, t, self.hd)
-            v_all = v_all[:, :, None].expand(bsz, self.kv, groups, t, self.hd).reshape(bsz, self.h, t, self.hd)
-        scores = torch.matmul(q, k_all.transpose(2, 3)) * self.scale + mask
-        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-        out = torch.matmul(probs, v_all).transpose(1, 2).reshape(bsz, s, self.h * self.hd)
-        return self.o_proj(out)
-
-
-class MLP(nn.Module):
-    def __init__(self, spec: ModelSpec):
-        super().__init__()
-        d, f, b = spec.hidden_size, spec.intermediate_size, spec.mlp_bias
-        self.gate_proj = nn.Linear(d, f, bias=b)
-        self.up_proj = nn.Linear(d, f, bias=b)
-        self.down_proj = nn.Linear(f, d, bias=b)
-
-    def forward(self, x):
-        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+__all__ = ["Attention", "MLP", "RMSNorm", "ReferenceModel", "assemble_reference", "build_reference",
+           "rope_tables", "rotate_half"]
 
 
 class DecoderLayer(nn.Module):
+    """One block; ``spec.deltas.block`` says where the norms sit (see ``BlockStyle``)."""
+
     def __init__(self, spec: ModelSpec, layer: int):
         super().__init__()
+        self.style = spec.deltas.block
+        self.residual_multiplier = spec.deltas.residual_multiplier
+        d = spec.hidden_size
         self.self_attn = Attention(spec, layer)
         self.mlp = MLP(spec)
-        self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
-        self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
+        if self.style is not BlockStyle.POST_NORM:
+            self.input_layernorm = make_norm(spec, d)
+        if self.style is not BlockStyle.PARALLEL:
+            self.post_attention_layernorm = make_norm(spec, d)
+        if self.style in (BlockStyle.SANDWICH, BlockStyle.POST_NORM):
+            self.post_feedforward_layernorm = make_norm(spec, d)
+        if self.style is BlockStyle.SANDWICH:
+            self.pre_feedforward_layernorm = make_norm(spec, d)
+
+    def _res(self, y):
+        return y if self.residual_multiplier == 1.0 else y * self.residual_multiplier
 
     def forward(self, x, cos, sin, mask, cache):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        if self.style is BlockStyle.PRE_NORM:
+            x = x + self._res(self.self_attn(self.input_layernorm(x), cos, sin, mask, cache))
+            return x + self._res(self.mlp(self.post_attention_layernorm(x)))
+        if self.style is BlockStyle.PARALLEL:
+            h = self.input_layernorm(x)
+            return x + self.self_attn(h, cos, sin, mask, cache) + self.mlp(h)
+        if self.style is BlockStyle.SANDWICH:
+            a = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
+            x = x + self.post_attention_layernorm(a)
+            return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+        x = x + self.post_attention_layernorm(self.self_attn(x, cos, sin, mask, cache))    # POST_NORM
+        return x + self.post_feedforward_layernorm(self.mlp(x))
 
 
 class Backbone(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
+        if spec.deltas.positions is Positions.LEARNED:
+            self.embed_positions = nn.Embedding(spec.max_position_embeddings, spec.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(spec, i) for i in range(spec.num_layers))
-        self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
-
-
-def rope_tables(spec: ModelSpec, max_context: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos / sin tables [max_context, head_dim] (attention scaling folded in, as HF applies it)."""
-    inv, attn_scale = spec.rope.inv_freq_and_scale(spec.head_dim, spec.max_position_embeddings)
-    inv_t = torch.tensor(inv, dtype=torch.float32)
-    freqs = torch.arange(max_context, dtype=torch.float32)[:, None] * inv_t[None, :]
-    emb = torch.cat([freqs, freqs], dim=-1)
-    return emb.cos() * attn_scale, emb.sin() * attn_scale
+        self.norm = make_norm(spec, spec.hidden_size)
 
 
 class ReferenceModel(nn.Module):
@@ -112,29 +76,55 @@ class ReferenceModel(nn.Module):
         super().__init__()
         self.spec, self.max_context = spec, max_context
         self.model = Backbone(spec)
-        self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
+        self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=spec.deltas.lm_head_bias)
         if spec.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        cos, sin = rope_tables(spec, max_context)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        for name, table in rope_tables(spec, max_context).items():
+            self.register_buffer(name, table, persistent=False)
+
+    def _rope(self, positions: torch.Tensor, local: bool, dtype):
+        """cos / sin [1,1,S,rotary_dim] for these positions. LongRoPE: the long table once the
+        largest position of the call reaches original_max_position_embeddings (as transformers switches)."""
+        if local:
+            return (self.rope_cos_local[positions].to(dtype)[None, None],
+                    self.rope_sin_local[positions].to(dtype)[None, None])
+        cos, sin = self.rope_cos[positions], self.rope_sin[positions]
+        lr = self.spec.deltas.longrope
+        if lr is not None:
+            use_long = positions.max() >= lr.original_max_position_embeddings
+            cos = torch.where(use_long, self.rope_cos_long[positions], cos)
+            sin = torch.where(use_long, self.rope_sin_long[positions], sin)
+        return cos.to(dtype)[None, None], sin.to(dtype)[None, None]
 
     def step(self, input_ids: torch.Tensor, positions: torch.Tensor, cache,
              key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids [B,S], positions [S] (absolute) -> logits [B,S,V]."""
+        spec, dl = self.spec, self.spec.deltas
         x = self.model.embed_tokens(input_ids)
-        cos = self.rope_cos[positions].to(x.dtype)[None, None]
-        sin = self.rope_sin[positions].to(x.dtype)[None, None]
+        if dl.embedding_scale != 1.0:
+            x = x * dl.embedding_scale
+        if dl.positions is Positions.LEARNED:
+            x = x + self.model.embed_positions(positions)[None]
+        ropes = {False: self._rope(positions, False, x.dtype)}
+        if dl.local_rope_theta is not None:
+            ropes[True] = self._rope(positions, True, x.dtype)
         key_pos = cache.key_positions(input_ids.shape[1], device=input_ids.device)
-        allowed = key_pos[None, :] <= positions[:, None]                       # [S, T]
-        if self.spec.sliding_window is not None and self.spec.sliding_window < self.max_context:
-            allowed = allowed & (key_pos[None, :] > positions[:, None] - self.spec.sliding_window)
-        if key_mask is not None:                                              # [B, T] 1 = attend
-            allowed = allowed[None, None] & key_mask[:, None, None, :].bool()
-        mask = torch.where(allowed, 0.0, float("-inf")).to(x.dtype)
-        for layer in self.model.layers:
-            x = layer(x, cos, sin, mask, cache)
-        return self.lm_head(self.model.norm(x))
+        causal = key_pos[None, :] <= positions[:, None]                       # [S, T]
+        masks: dict[int | None, torch.Tensor] = {}
+        for window in sorted({w if w is not None and w < self.max_context else None for w in spec.windows},
+                             key=lambda w: -1 if w is None else w):
+            allowed = causal if window is None else causal & (key_pos[None, :] > positions[:, None] - window)
+            if key_mask is not None:                                          # [B, T] 1 = attend
+                allowed = allowed[None, None] & key_mask[:, None, None, :].bool()
+            masks[window] = torch.where(allowed, 0.0, float("-inf")).to(x.dtype)
+        for i, layer in enumerate(self.model.layers):
+            w, local = spec.windows[i], spec.layer(i).local_rope
+            cos, sin = ropes[local]
+            x = layer(x, cos, sin, masks[w if w is not None and w < self.max_context else None], cache)
+        logits = self.lm_head(self.model.norm(x))
+        if dl.logits_divisor != 1.0:
+            logits = logits / dl.logits_divisor
+        return soft_cap(logits, dl.final_softcap)
 
 
 def build_reference(spec: ModelSpec, state_dict: dict[str, torch.Tensor], max_context: int) -> ReferenceModel:
@@ -144,7 +134,7 @@ def build_reference(spec: ModelSpec, state_dict: dict[str, torch.Tensor], max_co
     expected = {k: v for k, v in model.state_dict().items()}
     if spec.tie_word_embeddings:
         expected.pop("lm_head.weight", None)
-    sd = dict(state_dict)
+    sd = to_reference_names(spec, state_dict)
     if spec.tie_word_embeddings:
         sd.pop("lm_head.weight", None)
     sd = {k: v for k, v in sd.items() if not k.endswith("rotary_emb.inv_freq")}
@@ -167,14 +157,15 @@ def build_reference(spec: ModelSpec, state_dict: dict[str, torch.Tensor], max_co
 
 
 def assemble_reference(spec: ModelSpec, max_context: int, state_dict: dict[str, torch.Tensor],
-                       rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> ReferenceModel:
+                       rope: dict[str, torch.Tensor] | None = None) -> ReferenceModel:
     """A ReferenceModel whose parameters *are* ``state_dict``'s tensors (meta init + assign=True:
     no random init, no second copy). A tied lm_head is re-tied to the embedding; ``rope`` reuses
-    existing cos/sin tables (the only non-persistent buffers), else they are computed."""
+    existing cos/sin tables (``rope_tables``: the only non-persistent buffers), else they are computed."""
     with torch.device("meta"):
         model = ReferenceModel(spec, max_context)
     model.load_state_dict(state_dict, strict=False, assign=True)
-    model.rope_cos, model.rope_sin = rope if rope is not None else rope_tables(spec, max_context)
+    for name, table in (rope if rope is not None else rope_tables(spec, max_context)).items():
+        setattr(model, name, table)
     if spec.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     model.eval()

@@ -4,6 +4,7 @@ Never imports or executes anything named in the config (``auto_map`` is ignored 
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import math
@@ -11,12 +12,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slmpack.errors import BadInputError, UnsupportedError
+from slmpack.exporter import families
+from slmpack.exporter.deltas import AttentionType, Deltas, LayerSpec
 
 
 class Family(str, enum.Enum):
     LLAMA = "llama"      # also SmolLM, TinyLlama (Llama configs)
     MISTRAL = "mistral"
     QWEN2 = "qwen2"
+    QWEN3 = "qwen3"
+    SMOLLM3 = "smollm3"
+    OLMO2 = "olmo2"
+    GRANITE = "granite"
+    GEMMA = "gemma"
+    GEMMA2 = "gemma2"
+    GEMMA3 = "gemma3"
+    PHI = "phi"
+    PHI3 = "phi3"
+    GPT2 = "gpt2"
 
 
 # config.json "architectures" / "model_type" values we understand. Explicit, no discovery.
@@ -24,8 +37,19 @@ _ARCHITECTURES = {
     "LlamaForCausalLM": Family.LLAMA,
     "MistralForCausalLM": Family.MISTRAL,
     "Qwen2ForCausalLM": Family.QWEN2,
+    "Qwen3ForCausalLM": Family.QWEN3,
+    "SmolLM3ForCausalLM": Family.SMOLLM3,
+    "Olmo2ForCausalLM": Family.OLMO2,
+    "GraniteForCausalLM": Family.GRANITE,
+    "GemmaForCausalLM": Family.GEMMA,
+    "Gemma2ForCausalLM": Family.GEMMA2,
+    "Gemma3ForCausalLM": Family.GEMMA3,
+    "PhiForCausalLM": Family.PHI,
+    "Phi3ForCausalLM": Family.PHI3,
+    "GPT2LMHeadModel": Family.GPT2,
 }
-_MODEL_TYPES = {"llama": Family.LLAMA, "mistral": Family.MISTRAL, "qwen2": Family.QWEN2}
+_MODEL_TYPES = {"llama": Family.LLAMA, "mistral": Family.MISTRAL, "qwen2": Family.QWEN2,
+                **{t: _ARCHITECTURES[a] for t, a in families.MODEL_TYPES.items()}}
 SUPPORTED_ARCHITECTURES = tuple(sorted(_ARCHITECTURES))
 
 
@@ -116,6 +140,8 @@ class ModelSpec:
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
     architecture: str = ""
+    deltas: Deltas = Deltas()
+    layers: tuple[LayerSpec, ...] = ()      # per-layer attention facts; () = all full attention
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
@@ -127,6 +153,41 @@ class ModelSpec:
             raise BadInputError(
                 f"config.json: num_attention_heads ({self.num_heads}) is not a multiple of "
                 f"num_key_value_heads ({self.num_kv_heads})", "E_CONFIG_INVALID")
+        if self.layers and len(self.layers) != self.num_layers:
+            raise BadInputError("config.json: per-layer facts do not match num_hidden_layers", "E_CONFIG_INVALID")
+        if self.deltas.longrope is not None:
+            self.deltas.longrope.check(self.rotary_dim)
+
+    @property
+    def rotary_dim(self) -> int:
+        return self.deltas.rotary_dim or self.head_dim
+
+    def layer(self, i: int) -> LayerSpec:
+        """Layer i's attention facts (Llama/Mistral/Qwen2: the global sliding_window, if any)."""
+        if self.layers:
+            return self.layers[i]
+        if self.sliding_window is not None:
+            return LayerSpec(attention=AttentionType.SLIDING, window=self.sliding_window)
+        return LayerSpec()
+
+    def delta_names(self) -> list[str]:
+        """Every way this checkpoint differs from Llama (``slmpack inspect``, the manifest)."""
+        out = list(self.deltas.used())
+        if self.head_dim * self.num_heads != self.hidden_size:
+            out.append(f"head_dim={self.head_dim}")
+        if self.attention_bias:
+            out.append("qkv_bias")
+        nope = [i for i in range(self.num_layers) if not self.layer(i).rope]
+        if nope:
+            out.append(f"nope_layers={nope}")
+        windows = sorted({w for w in self.windows if w is not None})
+        for w in windows:
+            out.append(f"sliding_window={w} on layers {[i for i, x in enumerate(self.windows) if x == w]}")
+        return out
+
+    @property
+    def windows(self) -> tuple[int | None, ...]:
+        return tuple(self.layer(i).window for i in range(self.num_layers))
 
     # ---- derived numbers ---------------------------------------------------------------
     @property
@@ -149,7 +210,8 @@ class ModelSpec:
             "max_position_embeddings": self.max_position_embeddings,
             "tie_word_embeddings": self.tie_word_embeddings, "attention_bias": self.attention_bias,
             "bos_token_id": self.bos_token_id, "eos_token_ids": list(self.eos_token_ids),
-            "num_parameters": self.num_parameters,
+            "num_parameters": self.num_parameters, "deltas": self.delta_names(),
+            "sliding_windows": [w for w in self.windows],
         }
 
 
@@ -213,6 +275,9 @@ def spec_from_config(cfg: dict) -> ModelSpec:
         raise UnsupportedError(
             f"unknown architecture {got}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}",
             "E_ARCH_UNSUPPORTED", details={"supported": list(SUPPORTED_ARCHITECTURES)})
+    arch = next((a for a in archs if a in _ARCHITECTURES), None) or families.MODEL_TYPES.get(cfg.get("model_type", ""))
+    if arch in families.READERS:
+        return _family_spec(family, arch, archs, cfg)
     act = cfg.get("hidden_act", "silu")
     if act not in ("silu", "swish"):
         raise UnsupportedError(f"hidden_act {act!r} is not supported (silu only)", "E_UNSUPPORTED")
@@ -238,6 +303,47 @@ def spec_from_config(cfg: dict) -> ModelSpec:
         raise BadInputError(f"config.json is missing required field {e.args[0]!r}", "E_CONFIG_INVALID") from None
     except (TypeError, ValueError) as e:
         raise BadInputError(f"config.json has an invalid value: {e}", "E_CONFIG_INVALID") from None
+
+
+def _family_spec(family: Family, arch: str, archs: list, cfg: dict) -> ModelSpec:
+    reader, tied, qkv_bias, mlp_bias = families.READERS[arch]
+    try:
+        if family is Family.GPT2:
+            common = families.gpt2_common(cfg)
+            rope = RopeSpec(theta=10000.0)
+        else:
+            hidden, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+            eps_key = families.LAYER_NORM_EPS_KEY.get(arch, "rms_norm_eps")
+            common = dict(
+                vocab_size=int(cfg["vocab_size"]), hidden_size=hidden,
+                intermediate_size=int(cfg["intermediate_size"]), num_layers=int(cfg["num_hidden_layers"]),
+                num_heads=heads, num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
+                head_dim=int(cfg.get("head_dim") or hidden // heads),
+                rms_norm_eps=float(cfg.get(eps_key, 1e-6)),
+                max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
+                tie_word_embeddings=bool(cfg.get("tie_word_embeddings", tied)),
+                attention_bias=bool(cfg.get("attention_bias", qkv_bias)), mlp_bias=bool(cfg.get("mlp_bias", mlp_bias)))
+            rope = _family_rope(cfg)
+        deltas, layers = reader(cfg, common["head_dim"])
+        if common["attention_bias"] and not deltas.o_bias:  # these families' o_proj follows attention_bias
+            deltas = dataclasses.replace(deltas, o_bias=True)
+        return ModelSpec(family=family, architecture=archs[0] if archs else arch, rope=rope, deltas=deltas,
+                         layers=layers, bos_token_id=cfg.get("bos_token_id"),
+                         eos_token_ids=_eos_ids(cfg.get("eos_token_id")), **common)
+    except KeyError as e:
+        raise BadInputError(f"config.json is missing required field {e.args[0]!r}", "E_CONFIG_INVALID") from None
+    except (TypeError, ValueError) as e:
+        raise BadInputError(f"config.json has an invalid value: {e}", "E_CONFIG_INVALID") from None
+
+
+def _family_rope(cfg: dict) -> RopeSpec:
+    """Global RoPE: Gemma 3 nests it under full_attention; LongRoPE's factors live in Deltas."""
+    params = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+    if isinstance(params.get("full_attention"), dict):
+        params = dict(params["full_attention"])
+    if params.get("rope_type", params.get("type")) == "longrope":
+        return RopeSpec(theta=float(params.get("rope_theta", cfg.get("rope_theta", 10000.0))))
+    return _rope_from_config({**cfg, "rope_parameters": params})
 
 
 def load_spec(model_dir: Path) -> ModelSpec:

@@ -1,0 +1,148 @@
+"""Every way a supported decoder differs from Llama, as typed fields read from config.json only.
+
+``Deltas`` is the declarative part of a ``ModelSpec``: the reference module (``reference.py`` and
+``blocks.py``) implements each field once, and the weight map (``weight_map.py``) renames fused or
+Conv1D checkpoint tensors. A Llama/Mistral/Qwen2 config gives ``Deltas()`` (all defaults), so those
+families build exactly the module they always did.
+"""
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+from slmpack.errors import BadInputError, UnsupportedError
+
+
+class NormKind(str, enum.Enum):
+    RMS = "rms"
+    LAYER = "layer_norm"        # LayerNorm with weight and bias (Phi-2, GPT-2)
+
+
+class Activation(str, enum.Enum):
+    SILU = "silu"
+    GELU_TANH = "gelu_tanh"     # gelu_pytorch_tanh, gelu_new: the tanh approximation
+    GELU = "gelu"               # exact erf GELU
+
+
+class QKNorm(str, enum.Enum):
+    NONE = "none"
+    PER_HEAD = "per_head"       # RMSNorm over head_dim after the head split (Qwen3, Gemma 3)
+    FULL_WIDTH = "full_width"   # RMSNorm over the whole projection (OLMo 2)
+    LAYER_PER_HEAD = "layer_norm_per_head"  # LayerNorm over head_dim (Phi-2 qk_layernorm)
+
+
+class BlockStyle(str, enum.Enum):
+    PRE_NORM = "pre_norm"       # x + attn(norm(x)); x + mlp(norm(x))          (Llama)
+    SANDWICH = "sandwich"       # x + post(attn(pre(x))); x + post(mlp(pre(x))) (Gemma 2/3)
+    POST_NORM = "post_norm"     # x + norm(attn(x)); x + norm(mlp(x))           (OLMo 2)
+    PARALLEL = "parallel"       # h = norm(x); x + attn(h) + mlp(h)            (Phi-2)
+
+
+class Positions(str, enum.Enum):
+    ROPE = "rope"
+    LEARNED = "learned"         # absolute position embeddings added to the tokens (GPT-2)
+
+
+class WeightLayout(str, enum.Enum):
+    HF_LLAMA = "hf_llama"       # q/k/v/o, gate/up/down by name
+    PHI = "phi"                 # dense, fc1/fc2, final_layernorm, lm_head bias
+    PHI3_FUSED = "phi3_fused"   # qkv_proj, gate_up_proj
+    GPT2_CONV1D = "gpt2_conv1d" # transformer.h.*, c_attn (fused, [in, out]), c_fc, c_proj
+
+
+class AttentionType(str, enum.Enum):
+    FULL = "full_attention"
+    SLIDING = "sliding_attention"
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """Per-layer attention facts: full or sliding window W, RoPE table, or no positions (NoPE)."""
+    attention: AttentionType = AttentionType.FULL
+    window: int | None = None
+    rope: bool = True
+    local_rope: bool = False    # the sliding layers' own RoPE table (Gemma 3 local base)
+
+    def __post_init__(self):
+        if (self.attention is AttentionType.SLIDING) != (self.window is not None):
+            raise BadInputError("config.json: a sliding_attention layer needs sliding_window",
+                                "E_CONFIG_INVALID", details={"field": "sliding_window"})
+        if self.window is not None and self.window <= 0:
+            raise BadInputError("config.json: sliding_window must be positive", "E_CONFIG_INVALID",
+                                details={"field": "sliding_window"})
+
+
+@dataclass(frozen=True)
+class LongRope:
+    short_factor: tuple[float, ...]
+    long_factor: tuple[float, ...]
+    original_max_position_embeddings: int
+    attention_factor: float
+
+    def check(self, rotary_dim: int) -> None:
+        for name in ("short_factor", "long_factor"):
+            if len(getattr(self, name)) != rotary_dim // 2:
+                raise BadInputError(f"config.json: rope {name} has {len(getattr(self, name))} entries, "
+                                    f"rotary dim {rotary_dim} needs {rotary_dim // 2}", "E_CONFIG_INVALID",
+                                    details={"field": name})
+
+
+@dataclass(frozen=True)
+class Deltas:
+    norm: NormKind = NormKind.RMS
+    norm_offset: float = 0.0            # Gemma: the norm multiplies by (1 + w); folded into w at load
+    qk_norm: QKNorm = QKNorm.NONE       # always applied before RoPE (as every supported family does)
+    block: BlockStyle = BlockStyle.PRE_NORM
+    activation: Activation = Activation.SILU
+    gated_mlp: bool = True
+    embedding_scale: float = 1.0        # Gemma sqrt(hidden), Granite embedding_multiplier
+    attention_scale: float | None = None  # None: head_dim ** -0.5
+    residual_multiplier: float = 1.0    # Granite
+    logits_divisor: float = 1.0         # Granite logits_scaling
+    attn_softcap: float | None = None   # Gemma 2: tanh(s / c) * c on attention scores
+    final_softcap: float | None = None  # Gemma 2: on the logits
+    rotary_dim: int | None = None       # partial rotary (Phi-2, Phi-4-mini); None = head_dim
+    longrope: LongRope | None = None    # Phi-3: short/long factors switched at original_max
+    positions: Positions = Positions.ROPE
+    weights: WeightLayout = WeightLayout.HF_LLAMA
+    o_bias: bool = False                # Phi-2 dense, GPT-2 c_proj
+    lm_head_bias: bool = False          # Phi-2
+    local_rope_theta: float | None = None  # Gemma 3 sliding layers' RoPE base
+
+    def __post_init__(self):
+        for name in ("embedding_scale", "residual_multiplier", "logits_divisor"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v != 0):
+                raise BadInputError(f"config.json: {name} must be a finite non-zero number", "E_CONFIG_INVALID",
+                                    details={"field": name})
+        for name in ("attn_softcap", "final_softcap", "attention_scale"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise BadInputError(f"config.json: {name} must be positive", "E_CONFIG_INVALID",
+                                    details={"field": name})
+
+    def used(self) -> list[str]:
+        """Names of the fields that differ from Llama (what ``slmpack inspect`` lists)."""
+        base = Deltas()
+        out = []
+        for name in self.__dataclass_fields__:
+            v = getattr(self, name)
+            if v != getattr(base, name):
+                out.append(f"{name}={v.value if isinstance(v, enum.Enum) else ('on' if name == 'longrope' else v)}")
+        return out
+
+
+def activation_from(name: str | None, field: str) -> Activation:
+    table = {"silu": Activation.SILU, "swish": Activation.SILU, "gelu_pytorch_tanh": Activation.GELU_TANH,
+             "gelu_new": Activation.GELU_TANH, "gelu": Activation.GELU}
+    if name not in table:
+        raise UnsupportedError(f"config.json {field}={name!r} is not supported "
+                               f"(supported: {', '.join(sorted(table))})", "E_UNSUPPORTED", details={"field": field})
+    return table[name]
+
+
+def refuse_if(cond: bool, field: str, why: str) -> None:
+    """A config value we do not implement: a typed refusal naming the field."""
+    if cond:
+        raise UnsupportedError(f"config.json {field}: {why}", "E_UNSUPPORTED", details={"field": field})
