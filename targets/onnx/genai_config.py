@@ -1,7 +1,16 @@
 """genai_config.json for onnxruntime-genai (see its config reference)."""
 from __future__ import annotations
 
-from slmpack.exporter.spec import ModelSpec
+from slmpack.exporter.spec import Family, ModelSpec
+
+# onnxruntime-genai 0.18's model type per family: each a decoder-only type it accepts (the strings
+# its library knows), all fed the same GenAI I/O names (input_ids, attention_mask, position_ids,
+# past_key_values.%d.key/value -> logits, present.%d.key/value). Every delta (norms, soft-caps,
+# sliding windows, LongRoPE's switch) is inside our graph, so the type selects no extra behaviour.
+GENAI_TYPE = {Family.LLAMA: "llama", Family.MISTRAL: "mistral", Family.QWEN2: "qwen2", Family.QWEN3: "qwen3",
+              Family.SMOLLM3: "smollm3", Family.OLMO2: "olmo", Family.GRANITE: "granite", Family.GEMMA: "gemma",
+              Family.GEMMA2: "gemma2", Family.GEMMA3: "gemma3_text", Family.PHI: "phi", Family.PHI3: "phi3",
+              Family.GPT2: "llama"}
 
 
 def genai_config(spec: ModelSpec, filename: str, context_length: int, gen: dict) -> dict:
@@ -30,7 +39,7 @@ def genai_config(spec: ModelSpec, filename: str, context_length: int, gen: dict)
             },
             "eos_token_id": eos if len(eos) > 1 else eos[0],
             "pad_token_id": gen.get("pad_token_id", eos[0]),
-            "type": "llama" if spec.family.value == "llama" else spec.family.value,
+            "type": GENAI_TYPE[spec.family],
             "vocab_size": spec.vocab_size,
         },
         "search": {
