@@ -96,7 +96,7 @@ def lower(programs, spec, options: ExecuTorchOptions, out_dir: Path, gen: dict, 
     cfg = programs.config
     ref = programs.module.ref
     module, transforms = prepare(ref, cfg.max_context, options, plan)
-    custom = options.sdpa is Sdpa.CUSTOM
+    custom = options.sdpa is Sdpa.CUSTOM and transforms.get("custom_sdpa", 0) > 0  # declined: written-out attention
     quant = None
     if plan is not None and plan.quantized_names():
         from slmpack.targets.executorch.quantize import encodings

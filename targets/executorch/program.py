@@ -17,7 +17,7 @@ from torch import nn
 from slmpack.exporter.programs import BufferProgram
 from slmpack.exporter.reference import ReferenceModel
 from slmpack.targets.executorch.options import ExecuTorchOptions, Sdpa
-from slmpack.targets.executorch.source_transforms.custom_sdpa import CustomOpCache, replace_attention
+from slmpack.targets.executorch.source_transforms.custom_sdpa import CustomOpCache, can_express, replace_attention
 from slmpack.targets.executorch.source_transforms.rms_norm_linear_mean import replace_rms_norm
 
 
@@ -62,9 +62,13 @@ def build_program(ref: ReferenceModel, max_context: int, options: ExecuTorchOpti
         from slmpack.targets.executorch.quantize import apply_plan
 
         counts["quantized_linears"] = apply_plan(ref, plan, options)
-    if options.sdpa is Sdpa.CUSTOM:
-        window = ref.spec.sliding_window
-        counts["custom_sdpa"] = replace_attention(ref, use_mask=window is not None and window < max_context)
+    declined = can_express(ref.spec) if options.sdpa is Sdpa.CUSTOM else None
+    if declined is not None:  # the written-out attention instead: counted, never a wrong kernel
+        counts["custom_sdpa"] = 0
+        counts["custom_sdpa_declined"] = declined
+    if options.sdpa is Sdpa.CUSTOM and declined is None:
+        windowed = any(w is not None and w < max_context for w in ref.spec.windows)
+        counts["custom_sdpa"] = replace_attention(ref, use_mask=windowed)
         module = CustomOpProgram(ref, max_context, cache_dtype(options))
     else:
         module = BufferProgram(ref, max_context, dtype=cache_dtype(options))

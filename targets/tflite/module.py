@@ -63,6 +63,34 @@ def _update(cache: torch.Tensor, new: torch.Tensor, start: torch.Tensor, seq_dim
     return dynamic_update_slice(cache, new, idx)
 
 
+class DusCache:
+    """Cache strategy for ``ReferenceModel.step`` writing rows with ``dynamic_update_slice`` at
+    ``input_pos[0]`` (the same writes as the composite path below), caches [1, KV, T, D]."""
+
+    def __init__(self, kv_cache: dict, start: torch.Tensor, key_pos: torch.Tensor, v_transposed: bool):
+        self.kv_cache, self.start, self.key_pos, self.v_transposed = kv_cache, start, key_pos, v_transposed
+        self.out: dict[str, torch.Tensor] = {}
+
+    def key_positions(self, seq_len: int, device=None) -> torch.Tensor:
+        return self.key_pos
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        k_all = _update(self.kv_cache[f"k_{layer}"], k, self.start, 2)
+        if self.v_transposed:
+            v_all = _update(self.kv_cache[f"v_{layer}"], v.transpose(2, 3), self.start, 3)
+            v_use = v_all.transpose(2, 3)
+        else:
+            v_all = v_use = _update(self.kv_cache[f"v_{layer}"], v, self.start, 2)
+        self.out[f"k_{layer}"], self.out[f"v_{layer}"] = k_all, v_all
+        return k_all, v_use
+
+
+def uses_generic_path(spec) -> bool:
+    """A checkpoint with any delta from Llama runs the reference's own ``step`` (every delta
+    implemented once there), without litert-torch composites; plain Llama keeps the composite path."""
+    return bool(spec.delta_names())
+
+
 class LiteRTDecoder(nn.Module):
     def __init__(self, ref: ReferenceModel, composites: bool = True, v_transposed: bool = False):
         super().__init__()
@@ -73,6 +101,11 @@ class LiteRTDecoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor, kv_cache: dict[str, torch.Tensor]):
         ref, spec = self.ref, self.ref.spec
+        if uses_generic_path(spec):
+            start = input_pos[0].to(torch.int32).reshape([])
+            cache = DusCache(kv_cache, start, self.key_pos, self.v_transposed)
+            logits = ref.step(tokens, input_pos, cache)
+            return {"logits": logits, "kv_cache": cache.out}
         bsz, s = tokens.shape
         h, kvh, hd = spec.num_heads, spec.num_kv_heads, spec.head_dim
         x = ref.model.embed_tokens(tokens)

@@ -7,14 +7,26 @@ rows past the current position are never read). The projections and RoPE stay or
 XNNPACK delegates. See ``executorch/examples/models/llama/source_transformation/sdpa.py``.
 
 A sliding window shorter than the cache needs an explicit mask: the kernel then takes the
-reference mask (``is_causal=False``) instead of the causal ``start_pos`` path.
+reference mask (``is_causal=False``) instead of the causal ``start_pos`` path (the step passes each
+layer its own mask, so per-layer windows work). q/k norms, partial rotary and NoPE layers are
+applied as the reference does; attention soft-capping has no place in the kernel, so a spec with
+it keeps the written-out attention (``can_express``).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from slmpack.exporter.blocks import apply_rope
+from slmpack.exporter.deltas import QKNorm
 from slmpack.exporter.reference import Attention, rotate_half
+
+
+def can_express(spec) -> str | None:
+    """None if custom_sdpa computes this spec's attention, else the delta it cannot express."""
+    if spec.deltas.attn_softcap is not None:
+        return "attn_softcap (llama::custom_sdpa has no soft-capping)"
+    return None
 
 
 def load_custom_ops() -> None:
@@ -47,15 +59,26 @@ class CustomSdpaAttention(nn.Module):
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj
         self.layer, self.h, self.kv, self.hd, self.scale = attn.layer, attn.h, attn.kv, attn.hd, attn.scale
         self.use_mask = use_mask
+        self.qk_norm, self.rotary_dim, self.use_rope = attn.qk_norm, attn.rotary_dim, attn.use_rope
+        if attn.qk_norm is not QKNorm.NONE:
+            self.q_norm, self.k_norm = attn.q_norm, attn.k_norm
 
     def forward(self, x, cos, sin, mask, cache: CustomOpCache):
         bsz, s, _ = x.shape
-        q = self.q_proj(x).view(bsz, s, self.h, self.hd)
-        k = self.k_proj(x).view(bsz, s, self.kv, self.hd)
-        v = self.v_proj(x).view(bsz, s, self.kv, self.hd)
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.qk_norm is QKNorm.FULL_WIDTH:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.view(bsz, s, self.h, self.hd)
+        k = k.view(bsz, s, self.kv, self.hd)
+        v = v.view(bsz, s, self.kv, self.hd)
+        if self.qk_norm in (QKNorm.PER_HEAD, QKNorm.LAYER_PER_HEAD):
+            q, k = self.q_norm(q), self.k_norm(k)
         cos, sin = cos.transpose(1, 2), sin.transpose(1, 2)          # [1, S, 1, hd]
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        if self.use_rope and self.rotary_dim is None:
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
+        elif self.use_rope:
+            q, k = apply_rope(q, cos, sin, self.rotary_dim), apply_rope(k, cos, sin, self.rotary_dim)
         k_all, v_all = cache.update(self.layer, k, v)
         q = q.to(k_all.dtype)                                          # the kernel runs fp32/bf16
         if self.use_mask:

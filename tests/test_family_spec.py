@@ -1,0 +1,73 @@
+"""ModelSpec deltas from config.json: what each family switches on, typed refusals naming the field."""
+from __future__ import annotations
+
+import pytest
+
+from slmpack.errors import SlmpackError
+from slmpack.exporter.deltas import AttentionType, BlockStyle, NormKind, Positions, QKNorm, WeightLayout
+from slmpack.exporter.spec import spec_from_config
+from tests.tiny_families import family_config
+
+
+def _spec(family, variant=0, **override):
+    _, cfg = family_config(family, variant)
+    d = cfg.to_dict()
+    d.update(override)
+    return spec_from_config(d)
+
+
+def test_family_deltas_are_read_from_config():
+    q = _spec("qwen3")
+    assert q.deltas.qk_norm is QKNorm.PER_HEAD and q.head_dim == 16
+    assert [lay.attention for lay in q.layers] == [AttentionType.SLIDING, AttentionType.FULL, AttentionType.SLIDING]
+    g2 = _spec("gemma2")
+    assert g2.deltas.block is BlockStyle.SANDWICH and g2.deltas.attn_softcap == 4.0
+    assert g2.deltas.final_softcap == 3.0 and g2.deltas.norm_offset == 1.0
+    assert g2.deltas.attention_scale == pytest.approx(20 ** -0.5)
+    g3 = _spec("gemma3")
+    assert g3.deltas.local_rope_theta == 1000.0 and g3.rope.theta == 100000.0 and g3.rope.factor == 2.0
+    assert g3.layer(0).local_rope and not g3.layer(1).local_rope
+    p2 = _spec("phi")
+    assert p2.deltas.block is BlockStyle.PARALLEL and p2.deltas.norm is NormKind.LAYER and p2.rotary_dim == 4
+    assert not p2.deltas.gated_mlp and p2.deltas.lm_head_bias
+    p3 = _spec("phi3")
+    assert p3.deltas.weights is WeightLayout.PHI3_FUSED and p3.rotary_dim == 6
+    assert p3.deltas.longrope.original_max_position_embeddings == 16
+    gpt = _spec("gpt2")
+    assert gpt.deltas.positions is Positions.LEARNED and gpt.deltas.weights is WeightLayout.GPT2_CONV1D
+    assert [lay.rope for lay in _spec("smollm3").layers] == [True, False, True]
+    assert _spec("olmo2").deltas.qk_norm is QKNorm.FULL_WIDTH
+    gr = _spec("granite")
+    assert (gr.deltas.embedding_scale, gr.deltas.residual_multiplier, gr.deltas.logits_divisor) == (6.0, 0.4, 3.0)
+    assert "qk_norm=per_head" in q.delta_names() and "nope_layers=[1]" in _spec("smollm3").delta_names()
+
+
+@pytest.mark.parametrize("family,override,field", [
+    ("gpt2", {"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx"),
+    ("gpt2", {"reorder_and_upcast_attn": True}, "reorder_and_upcast_attn"),
+    ("gemma2", {"hidden_activation": "relu"}, "hidden_activation"),
+    ("phi", {"hidden_act": "quick_gelu"}, "hidden_act"),
+    ("qwen3", {"layer_types": ["full_attention", "chunked_attention", "full_attention"]}, "layer_types"),
+    ("phi3", {"partial_rotary_factor": 1.5, "rope_parameters": None, "rope_scaling": None}, "partial_rotary_factor"),
+])
+def test_unknown_delta_is_refused_naming_the_field(family, override, field):
+    with pytest.raises(SlmpackError) as e:
+        _spec(family, **override)
+    assert e.value.details.get("field") == field
+    assert field in str(e.value)
+
+
+def test_multimodal_gemma3_is_refused():
+    _, cfg = family_config("gemma3", 0)
+    d = {**cfg.to_dict(), "architectures": ["Gemma3ForConditionalGeneration"]}
+    with pytest.raises(SlmpackError) as e:
+        spec_from_config(d)
+    assert e.value.code == "E_ARCH_UNSUPPORTED"
+
+
+def test_llama_spec_has_no_deltas():
+    from tests.tiny_models import hf_config
+
+    for fam in ("llama", "mistral", "qwen2"):
+        s = spec_from_config({**hf_config(fam).to_dict(), "architectures": [f"{fam.capitalize()}ForCausalLM"]})
+        assert s.deltas.used() == [] and s.layers == ()
