@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from slmpack.exporter.deltas import Activation, NormKind, QKNorm
+from slmpack.exporter.deltas import Activation, NormKind, Positions, QKNorm
 from slmpack.exporter.spec import ModelSpec
 
 
@@ -88,7 +88,7 @@ class Attention(nn.Module):
         self.scale = dl.attention_scale if dl.attention_scale is not None else self.hd ** -0.5
         self.softcap = dl.attn_softcap
         self.rotary_dim = dl.rotary_dim
-        self.use_rope = spec.layer(layer).rope
+        self.use_rope = spec.layer(layer).rope and dl.positions is Positions.ROPE
         self.qk_norm = dl.qk_norm
         if dl.qk_norm is QKNorm.PER_HEAD:
             self.q_norm, self.k_norm = RMSNorm(self.hd, spec.rms_norm_eps), RMSNorm(self.hd, spec.rms_norm_eps)

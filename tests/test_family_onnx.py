@@ -28,6 +28,7 @@ def family_model_with_tokenizer(path: Path, family: str, variant: int = 0) -> Pa
 
     cls, cfg = family_config(family, variant)
     cfg.vocab_size = 4096
+    cfg.tie_word_embeddings = False   # tied random embeddings make greedy decoding repeat its input token
     cfg.eos_token_id, cfg.bos_token_id = 0, 1
     torch.manual_seed(5)
     path.mkdir(parents=True, exist_ok=True)

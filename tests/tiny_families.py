@@ -93,6 +93,8 @@ def write_family_model(path: Path, family: str, variant: int = 0, seed: int = 0)
                         + 0.1 * torch.randn_like(p) if name.endswith("weight") else 0.1 * torch.randn_like(p))
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn_like(p))
+            else:  # O(1) activations: HF's 0.02 init would hide a wrong block under the 1e-4 bound
+                p.copy_(torch.randn_like(p) / 32 ** 0.5)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path, safe_serialization=True)
     return path
