@@ -59,12 +59,24 @@ class DecoderLayer(nn.Module):
         return x + self.post_feedforward_layernorm(self.mlp(x))
 
 
+class PositionTable(nn.Module):
+    """Learned absolute positions (GPT-2 ``wpe``). Deliberately not an ``nn.Embedding``: quantization
+    plans cover Linear/Embedding weights only, so every recipe keeps the position table float."""
+
+    def __init__(self, positions: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(positions, dim))
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.weight[positions]
+
+
 class Backbone(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
         if spec.deltas.positions is Positions.LEARNED:
-            self.embed_positions = nn.Embedding(spec.max_position_embeddings, spec.hidden_size)
+            self.embed_positions = PositionTable(spec.max_position_embeddings, spec.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(spec, i) for i in range(spec.num_layers))
         self.norm = make_norm(spec, spec.hidden_size)
 

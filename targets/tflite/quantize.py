@@ -87,6 +87,8 @@ def weight_shapes(spec: ModelSpec) -> dict[str, tuple[int, int]]:
                     p + "self_attn.v_proj.weight": (kv * hd, d), p + "self_attn.o_proj.weight": (d, h * hd),
                     p + "mlp.gate_proj.weight": (f, d), p + "mlp.up_proj.weight": (f, d),
                     p + "mlp.down_proj.weight": (d, f)})
+        if not spec.deltas.gated_mlp:  # plain MLP (Phi-2, GPT-2): up/down only
+            out.pop(p + "mlp.gate_proj.weight")
     return out
 
 

@@ -1,0 +1,39 @@
+"""Quantization plans on every family: the presets resolve on each reference module, keep q/k
+norms, every norm and the learned position table float; a quantized ONNX package of a few
+families passes the quantized ladder (slow)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from slmpack import api
+from slmpack.calibration.build_plan import resolve_model_plan
+from slmpack.calibration.recipe import preset
+from slmpack.exporter.checkpoint import load_state_dict
+from slmpack.exporter.reference import build_reference
+from slmpack.exporter.spec import load_spec
+from tests.test_family_onnx import CFG, family_model_with_tokenizer
+from tests.tiny_families import FAMILIES, write_family_model
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_presets_keep_norms_and_positions_float(tmp_path, family):
+    path = write_family_model(tmp_path / "m", family, 0)
+    spec = load_spec(path)
+    ref = build_reference(spec, load_state_dict(path), max_context=32)
+    float_names = [n for n, p in ref.named_parameters() if p.dim() == 1 or "norm" in n or "embed_positions" in n]
+    linears = [f"{n}.weight" for n, m in ref.named_modules() if isinstance(m, torch.nn.Linear)]
+    for name in ("int8", "int4", "8da4w"):
+        plan = resolve_model_plan(ref, preset(name))
+        decided = {n for n, d in plan.decisions.items() if d.weight is not None}
+        assert not decided & set(float_names), (name, sorted(decided & set(float_names))[:3])
+        assert {n for n in linears if n.startswith("model.layers.")} <= decided, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family,quant", [("gpt2", "int8"), ("olmo2", "int4"), ("phi3", "8da4w"),
+                                          ("gemma3", "int8")])
+def test_quantized_family_package_passes_the_ladder(tmp_path, family, quant):
+    src = family_model_with_tokenizer(tmp_path / "src", family)
+    pkg = api.export(src, "onnx", tmp_path / "pkg", config=CFG, quant=quant)
+    assert pkg.passed, pkg.manifest["validation"]
