@@ -71,7 +71,10 @@ def test_family_on_onnx(tmp_path, family):
     m = pkg.manifest
     assert m["validation"]["passed"], m["validation"]
     assert m["model"]["deltas"]
-    prompt = [1, 17, 923, 311, 88, 1204, 45, 7, 2048, 3001, 12, 640]   # 12 + 40 > every window (8)
+    # 20 + 40 > every window (8), and the prompt already crosses LongRoPE's switch (16): transformers'
+    # Phi-3 `generate` re-prefills the whole cache when a generation crosses the switch, which no
+    # KV-cache client does (see README); past the switch from the prompt on, both agree exactly
+    prompt = [1, 17, 923, 311, 88, 1204, 45, 7, 2048, 3001, 12, 640, 99, 1500, 77, 3900, 256, 18, 1024, 5]
     want = hf_greedy(src, prompt, NEW)
     assert len(set(want)) > 5            # a discriminating continuation, not one repeated token
     assert genai_greedy(pkg.path, prompt, NEW) == want

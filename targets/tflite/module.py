@@ -87,8 +87,9 @@ class DusCache:
 
 def uses_generic_path(spec) -> bool:
     """A checkpoint with any delta from Llama runs the reference's own ``step`` (every delta
-    implemented once there), without litert-torch composites; plain Llama keeps the composite path."""
-    return bool(spec.delta_names())
+    implemented once there), without litert-torch composites; Llama / Mistral / Qwen2 (no Deltas, no
+    per-layer facts) keep the composite path exactly as before."""
+    return bool(spec.deltas.used()) or bool(spec.layers)
 
 
 class LiteRTDecoder(nn.Module):

@@ -17,8 +17,14 @@ KNOWN_CUSTOM_OPS: frozenset[str] = frozenset()   # custom ops with kernels in st
 
 def unsupported_features(spec: ModelSpec, options: TFLiteOptions, plan=None) -> list[Unsupported]:
     """Every Llama-family feature the reference module has (GQA, biases, tied embeddings, rope
-    variants, sliding window) lowers to builtin ops; what can fail is the weight encoding."""
-    return quantize.unsupported(spec, options, plan)
+    variants, sliding window) lowers to builtin ops; what can fail is the weight encoding. LongRoPE is
+    refused: its short/long switch follows the largest position of a call, and the fixed-length
+    prefill signatures carry padded positions past the prompt, so the switch could fire early."""
+    out = []
+    if spec.deltas.longrope is not None:
+        out.append(Unsupported("longrope", "LongRoPE's short/long switch cannot be decided in LiteRT's padded "
+                               "fixed-length prefill signatures"))
+    return out + quantize.unsupported(spec, options, plan)
 
 
 def op_name(code: int, custom: str) -> str:
