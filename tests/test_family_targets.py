@@ -49,7 +49,18 @@ def _hf_matches_package_greedy(src, pkg):
     return g
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+KNOWN = {  # measured 2026-12-02 on this machine; strict: a fix turns these into failures to remove
+    ("executorch", "gemma2"): "prefill max|dlogit| 7.6e-4 vs reference, greedy diverges at token 7 (not diagnosed)",
+    ("coreml", "gpt2"): "our MIL interpreter has no layer_norm op",
+}
+
+
+def _known(target):
+    return [pytest.param(f, marks=pytest.mark.xfail(strict=True, reason=KNOWN[(target, f)]))
+            if (target, f) in KNOWN else f for f in FAMILIES]
+
+
+@pytest.mark.parametrize("family", _known("executorch"))
 def test_family_on_executorch(tmp_path, family):
     from slmpack.targets.executorch.llm_runner import generate_subprocess, reference_pieces
 
@@ -62,7 +73,7 @@ def test_family_on_executorch(tmp_path, family):
     assert out["pieces"] == reference_pieces(pkg.path / "tokenizer.json", g["reference_ids"])
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", _known("tflite"))
 def test_family_on_tflite(tmp_path, family):
     from tokenizers import Tokenizer
 
@@ -85,7 +96,7 @@ def test_family_on_tflite(tmp_path, family):
         assert got == tok.decode(want)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", _known("coreml"))
 def test_family_on_coreml(tmp_path, family):
     src = family_model_with_tokenizer(tmp_path / "src", family)
     pkg = api.export(src, "coreml", tmp_path / "pkg", config=CFG,
