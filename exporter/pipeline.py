@@ -17,7 +17,7 @@ from safetensors.numpy import save_file
 
 from slmpack.config import ExportConfig
 from slmpack.errors import BadInputError, SlmpackError, UnsupportedError, ValidationFailed
-from slmpack.exporter import inputs, quantize_stage
+from slmpack.exporter import chat_template, inputs, quantize_stage
 from slmpack.exporter.checkpoint import checkpoint_digest, load_state_dict, weight_files
 from slmpack.exporter.kv_cache import CacheUpdate
 from slmpack.exporter.reference import build_reference
@@ -125,7 +125,9 @@ def export(model_dir: Path | None, target_name: str, out: Path, cfg: ExportConfi
         if qpre is not None and cfg.quant.plan_from is not None:
             quantize_stage.check_reused_source(cfg.quant, digest)
         tokenizer = inputs.load_tokenizer(model_dir)
-        gen = inputs.generation_config(model_dir, spec)
+        source_gen = inputs.generation_config(model_dir, spec)
+        chat = chat_template.chat_info(model_dir, tokenizer, source_gen)
+        gen = chat_template.with_stops(source_gen, chat)
         eos = inputs.eos_ids(gen)
     quant = None
     if qpre is not None:
@@ -139,6 +141,10 @@ def export(model_dir: Path | None, target_name: str, out: Path, cfg: ExportConfi
         for name in inputs.TOKENIZER_FILES:  # before lowering: a target may bundle the tokenizer
             if (model_dir / name).is_file() and not (stage / name).exists():
                 shutil.copyfile(model_dir / name, stage / name)
+        if chat.template is not None:
+            (stage / chat_template.TEMPLATE_FILE).write_text(chat.template, encoding="utf-8")
+        if inputs.eos_ids(gen) != inputs.eos_ids(source_gen):
+            write_json(stage / "generation_config.json", gen)   # the full stop list
         with progress.stage(f"lower to {target.name.value}"):
             artifact = target.lower(programs, spec, options, stage, gen, **({"plan": quant.plan} if quant else {}))
         if quant is not None:
@@ -174,6 +180,7 @@ def export(model_dir: Path | None, target_name: str, out: Path, cfg: ExportConfi
             "report": artifact.report,
             "toolchain": toolchain_versions(target.name.value),
             "tokenizer": {"files": sorted(n for n in inputs.TOKENIZER_FILES if (stage / n).is_file())},
+            "chat": chat.to_json(),
             "test_vectors": {"file": "test_vectors.safetensors", "eval_text": heldout_src,
                              "prompt": VALIDATION_PROMPT, "reference": "fake_quant" if quant else "fp32"},
         }

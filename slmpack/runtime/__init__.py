@@ -1,0 +1,1 @@
+"""Torch-free runtime kit shared by host validation and on-device runners."""
