@@ -19,7 +19,7 @@ from slmpack.exporter.reference_runner import greedy
 from slmpack.runtime.chat import ChatTemplateError, render_chat
 from tests.chat_models import CHATML, QUESTION, reference_chat_tokens, write_tiny_instruct
 
-CFG = ExportConfig(trace=TraceConfig(max_context=96, max_prompt=32),
+CFG = ExportConfig(trace=TraceConfig(max_context=96, max_prompt=48),   # the chat prompt (37) in one chunk
                    validation=ValidationConfig(heldout_tokens=64, greedy_tokens=8))
 LLAMA3 = ("{{ bos_token }}{% for m in messages %}{% if loop.index0 == 0 and m['role'] == 'system' %}"
           "{% set content = m['content'] %}{% else %}{% set content = m['content'] | trim %}{% endif %}"

@@ -43,10 +43,23 @@ def start_token_id(tokenizer_path: Path, bos: int | None) -> int | None:
     return bos if with_special[:1] == [bos] and plain[:1] != [bos] else None
 
 
+# LiteRT-LM's Conversation hands the template each message's content as a list of parts
+# ([{"type": "text", "text": ...}]), where Hugging Face templates of text models expect a string
+# (seen with litert-lm-api 0.18.1: a ChatML template rendered the list itself). This preamble,
+# which renders nothing, rebuilds ``messages`` with string contents (text parts joined) first.
+CONTENT_AS_TEXT = (
+    "{%- set ns = namespace(msgs=[]) -%}{%- for m in messages -%}{%- if m['content'] is string -%}"
+    "{%- set ns.msgs = ns.msgs + [m] -%}{%- else -%}{%- set ns.text = '' -%}{%- for p in m['content'] -%}"
+    "{%- if p['type'] == 'text' -%}{%- set ns.text = ns.text + p['text'] -%}{%- endif -%}{%- endfor -%}"
+    "{%- set ns.msgs = ns.msgs + [{'role': m['role'], 'content': ns.text}] -%}{%- endif -%}{%- endfor -%}"
+    "{%- set messages = ns.msgs -%}")
+
+
 def chat_template(package_dir: Path) -> str | None:
-    """The package's chat_template.jinja (the pipeline writes it from whichever file the checkpoint used)."""
+    """The package's chat_template.jinja (the pipeline writes it from whichever file the checkpoint
+    used), behind the CONTENT_AS_TEXT preamble."""
     path = package_dir / TEMPLATE_FILE
-    return path.read_text(encoding="utf-8") if path.is_file() else None
+    return CONTENT_AS_TEXT + path.read_text(encoding="utf-8") if path.is_file() else None
 
 
 def llm_metadata(spec, gen: dict, max_context: int, tokenizer_path: Path):
@@ -150,6 +163,8 @@ def generate_chat(bundle: Path, messages: list[dict], max_tokens: int, threads: 
             conv = engine.create_conversation(messages=list(messages[:-1]), max_output_tokens=max_tokens,
                                               sampler_config=litert_lm.SamplerConfig(top_k=1))
             reply = conv.send_message(dict(messages[-1]))
-            return "".join(c.text for c in reply.content if c.text is not None)
+            content = reply.get("content", "")   # a Message is a dict: {"role", "content": str | [parts]}
+            return content if isinstance(content, str) else "".join(
+                p.get("text", "") for p in content if p.get("type") == "text")
         finally:
             engine.close()
