@@ -92,6 +92,15 @@ def preflight(model_dir: Path, target, options, cfg: ExportConfig, out: Path, pl
     return spec
 
 
+KV_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+
+
+def kv_cache_bytes(spec: ModelSpec, context: int, kv_cache: dict) -> int:
+    """K and V of every layer at the full context, in the cache's dtype."""
+    per = KV_DTYPE_BYTES.get(kv_cache.get("dtype", "float32"), 4)
+    return 2 * spec.num_layers * spec.num_kv_heads * spec.head_dim * int(context) * per
+
+
 def build_vectors(ref_runner, tokens: np.ndarray, greedy_prompt: np.ndarray, cfg: ExportConfig, eos) -> dict:
     v = cfg.validation
     prompt = tokens[: v.test_prompt_tokens]
@@ -174,7 +183,7 @@ def export(model_dir: Path | None, target_name: str, out: Path, cfg: ExportConfi
                           artifact.report.get("precision", cfg.precision.value)),  # a target may encode weights itself
             "quantization": qblock if quant else {"plan": None},
             "io": artifact.io,
-            "kv_cache": artifact.kv_cache,
+            "kv_cache": {**artifact.kv_cache, "bytes": kv_cache_bytes(spec, cfg.trace.max_context, artifact.kv_cache)},
             "runtime": artifact.runtime,
             "tolerance": {"atol": target.tolerance.atol, "rtol": target.tolerance.rtol},
             "report": artifact.report,
@@ -214,7 +223,7 @@ def validate_staged(target, pkg_dir, manifest, ref, vectors, heldout, gprompt, e
 def require_passed(pkg: Package) -> None:
     if pkg.validation is not None and not pkg.passed:
         v = pkg.validation
-        failed = [k for k in ("structural", "vectors", "heldout", "greedy") if not v[k]["passed"]]
+        failed = [k for k in ("structural", "vectors", "heldout", "greedy", "long_context") if k in v and not v[k]["passed"]]
         raise ValidationFailed(f"{pkg.path}: validation failed at {', '.join(failed)} "
                                f"(package kept for inspection)", "E_VALIDATION", details=v)
 

@@ -4,6 +4,8 @@
   (b) vectors      logits on the package's test vectors vs eager, within the target's tolerance
   (c) held-out     >= N held-out tokens: top-1 agreement, mean KL(ref || artifact), perplexity
   (d) greedy       greedy continuation equals the reference (required for fp32 exports)
+  (e) long context a prompt filling the context but for a few positions, prefilled in chunks of
+                   max_prompt, then decoded to the last positions: logits vs the reference
 """
 from __future__ import annotations
 
@@ -54,6 +56,35 @@ def check_heldout(runner, reference, tokens: np.ndarray, window: int) -> dict:
     return {"tokens": n, **m["h"]}
 
 
+LONG_CONTEXT_DECODE = 3
+
+
+def check_long_context(runner, reference, tokens: np.ndarray, context: int, tol, required: bool) -> dict:
+    """Chunked prefill of ``context - 1 - LONG_CONTEXT_DECODE`` tokens (held-out text, repeated),
+    then decode up to position ``context - 1``; compare every step's logits with the reference."""
+    n = max(1, context - 1 - LONG_CONTEXT_DECODE)
+    prompt = np.resize(np.asarray(tokens, dtype=np.int64), n)
+    diffs, agree, steps = [], 0, 0
+    outs, chunk = {}, runner.max_prompt   # the reference prefills in the same chunks (bounded memory)
+    for name, r in (("reference", reference), ("artifact", runner)):
+        r.reset()
+        logits = None
+        for start in range(0, n, chunk):
+            logits = r.prefill(prompt[start:start + chunk])[-1]
+        seq = [logits]
+        for i in range(min(LONG_CONTEXT_DECODE, context - n)):
+            seq.append(r.decode(int(prompt[i]), n + i))   # teacher-forced: same tokens for both
+        outs[name] = seq
+    for a, b in zip(outs["reference"], outs["artifact"]):
+        diffs.append(float(np.abs(a - b).max()))
+        agree += int(np.argmax(a) == np.argmax(b))
+        steps += 1
+    bound = tol.atol + tol.rtol * float(max(np.abs(a).max() for a in outs["reference"]))
+    diff = max(diffs)
+    return {"prompt_tokens": n, "last_position": n + steps - 2, "chunk": chunk, "max_abs_diff": diff,
+            "top1_agreement": agree / steps, "bound": bound, "passed": diff <= bound or not required}
+
+
 def run_ladder(target, pkg_dir, manifest: dict, runner, reference, vectors: dict, heldout: np.ndarray,
                greedy_prompt: np.ndarray, greedy_n: int, eos: tuple[int, ...], exact_greedy: bool) -> dict:
     tol = target.tolerance_for(manifest) if hasattr(target, "tolerance_for") else target.tolerance
@@ -77,7 +108,9 @@ def run_ladder(target, pkg_dir, manifest: dict, runner, reference, vectors: dict
     result["greedy"] = {"tokens": len(ref_ids), "match": match, "first_mismatch": first_diff,
                         "reference_ids": ref_ids, "artifact_ids": art_ids,
                         "passed": match or not (exact_greedy and tol.greedy_exact)}
-    result["passed"] = all(result[k]["passed"] for k in ("structural", "vectors", "heldout", "greedy"))
+    result["long_context"] = check_long_context(runner, reference, heldout, int(manifest["model"]["max_context"]),
+                                                tol, exact_greedy and tol.greedy_exact)
+    result["passed"] = all(result[k]["passed"] for k in ("structural", "vectors", "heldout", "greedy", "long_context"))
     return _round(result)
 
 

@@ -135,7 +135,7 @@ def test_text_llm_runner_chat_matches_transformers(instruct, tmp_path_factory):
 
     pkg = _export(instruct, "executorch", tmp_path_factory)
     assert pkg.passed
-    methods = pkg.manifest["runtime"]["constant_methods"]
+    methods = pkg.manifest["io"]["constant_methods"]
     assert methods["get_eos_ids"] == [0, 4097]
     prompt = render_chat((pkg.path / "chat_template.jinja").read_text(), QUESTION)
     out = generate_subprocess(pkg.path / "model.pte", pkg.path / "tokenizer.json", prompt, 16)
@@ -147,7 +147,7 @@ def test_text_llm_runner_chat_matches_transformers(instruct, tmp_path_factory):
 def test_coreml_chat_matches_transformers(instruct, tmp_path_factory):
     """Core ML through the MIL interpreter; the app side: template + stops from the package metadata."""
     from slmpack.targets import registry
-    from slmpack.targets.coreml.normalize import read_metadata
+    from slmpack.targets.coreml.llm_metadata import read_metadata
 
     pkg = _export(instruct, "coreml", tmp_path_factory)
     md = read_metadata(pkg.path / "model.mlpackage")

@@ -17,3 +17,14 @@ def llm_metadata(gen: dict, max_prompt: int, max_context: int, chat_template: st
     if chat_template:
         out["slmpack.chat_template"] = chat_template
     return out
+
+
+def read_metadata(package) -> dict[str, str]:
+    """A saved .mlpackage's user-defined metadata (read from its spec: no Core ML runtime needed)."""
+    import coremltools as ct
+
+    return dict(ct.utils.load_spec(str(package)).description.metadata.userDefined)
+
+
+def read_context(package) -> int:
+    return int(read_metadata(package)["slmpack.max_context"])
