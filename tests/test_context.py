@@ -47,8 +47,11 @@ def _runtime_context(pkg) -> int:
         return json.loads((p / "genai_config.json").read_text())["model"]["context_length"]
     if t == "executorch":
         return pkg.manifest["io"]["constant_methods"]["get_max_context_len"]
-    if t == "tflite":
-        return pkg.manifest["runtime"]["litert_lm"]["max_num_tokens"]
+    if t == "tflite":   # no tokenizer here, so no .litertlm: the cache the .tflite's decode signature takes
+        from ai_edge_litert.interpreter import Interpreter
+
+        sig = Interpreter(model_path=str(p / pkg.manifest["artifact"])).get_signature_runner("decode")
+        return int(sig.get_input_details()["kv_cache_k_0"]["shape"][2])
     from slmpack.targets.coreml.llm_metadata import read_context
 
     return read_context(p / "model.mlpackage")
