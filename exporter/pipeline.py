@@ -223,7 +223,8 @@ def validate_staged(target, pkg_dir, manifest, ref, vectors, heldout, gprompt, e
 def require_passed(pkg: Package) -> None:
     if pkg.validation is not None and not pkg.passed:
         v = pkg.validation
-        failed = [k for k in ("structural", "vectors", "heldout", "greedy", "long_context") if k in v and not v[k]["passed"]]
+        failed = [k for k in ("structural", "vectors", "heldout", "greedy", "long_context",
+                                "tokenizer_parity") if k in v and not v[k]["passed"]]
         raise ValidationFailed(f"{pkg.path}: validation failed at {', '.join(failed)} "
                                f"(package kept for inspection)", "E_VALIDATION", details=v)
 

@@ -106,6 +106,12 @@ def litert_lm(bundle: Path) -> Iterator[tuple[Encode, Decode]]:
             engine.close()
 
 
+def unloadable(runtime: str, lines: list[str], error: Exception) -> Parity:
+    """The runtime refuses the tokenizer file: every line counts as a mismatch."""
+    msg = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return Parity(runtime, len(lines), len(lines), 1, f"runtime cannot load the tokenizer: {msg}")
+
+
 def certify(target_name: str, pkg_dir: Path, manifest: dict) -> dict[str, Parity]:
     """Parity of the tokenizer(s) the target's runtime uses, on the corpus. Core ML has none (the app
     brings its own, e.g. swift-transformers): empty."""
@@ -116,9 +122,17 @@ def certify(target_name: str, pkg_dir: Path, manifest: dict) -> dict[str, Parity
         return {}
     hf, lines = Tokenizer.from_file(str(tok_json)), corpus_lines()
     if target_name == "onnx":
-        return {"onnxruntime-genai": compare("onnxruntime-genai", *ort_genai(pkg_dir), hf, lines, skip_special=True)}
+        try:
+            enc, dec = ort_genai(pkg_dir)
+        except RuntimeError as e:   # onnxruntime-extensions rejects some tokenizer.json models
+            return {"onnxruntime-genai": unloadable("onnxruntime-genai", lines, e)}
+        return {"onnxruntime-genai": compare("onnxruntime-genai", enc, dec, hf, lines, skip_special=True)}
     if target_name == "executorch":
-        return {"executorch": compare("executorch", *executorch_cpp(tok_json), hf, lines)}
+        try:
+            enc, dec = executorch_cpp(tok_json)
+        except RuntimeError as e:   # the C++ HFTokenizer parses a subset of tokenizer.json models
+            return {"executorch": unloadable("executorch", lines, e)}
+        return {"executorch": compare("executorch", enc, dec, hf, lines)}
     if target_name == "tflite":
         bundle = (manifest.get("runtime") or {}).get("litert_lm", {}).get("file")
         if bundle:

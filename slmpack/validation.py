@@ -6,6 +6,7 @@
   (d) greedy       greedy continuation equals the reference (required for fp32 exports)
   (e) long context a prompt filling the context but for a few positions, prefilled in chunks of
                    max_prompt, then decoded to the last positions: logits vs the reference
+  (f) tokenizer    the runtime's own tokenizer vs Hugging Face's on the parity corpus (ids + decode)
 """
 from __future__ import annotations
 
@@ -110,8 +111,20 @@ def run_ladder(target, pkg_dir, manifest: dict, runner, reference, vectors: dict
                         "passed": match or not (exact_greedy and tol.greedy_exact)}
     result["long_context"] = check_long_context(runner, reference, heldout, int(manifest["model"]["max_context"]),
                                                 tol, exact_greedy and tol.greedy_exact)
-    result["passed"] = all(result[k]["passed"] for k in ("structural", "vectors", "heldout", "greedy", "long_context"))
+    result["tokenizer_parity"] = check_tokenizer_parity(manifest["target"], pkg_dir, manifest)
+    result["passed"] = all(result[k]["passed"] for k in ("structural", "vectors", "heldout", "greedy", "long_context",
+                                                         "tokenizer_parity"))
     return _round(result)
+
+
+def check_tokenizer_parity(target_name: str, pkg_dir, manifest: dict) -> dict:
+    """(f) the runtime's own tokenizer vs HF on the parity corpus; a mismatch names runtime + line."""
+    from slmpack.exporter.tokenizer_parity import certify
+
+    runtimes = certify(target_name, pkg_dir, manifest)
+    failures = [f"{name}: line {p.first_mismatch} ({p.detail})" for name, p in runtimes.items() if not p.passed]
+    return {"runtimes": {k: p.to_json() for k, p in runtimes.items()}, "failures": failures,
+            "passed": not failures}
 
 
 def _round(x):
