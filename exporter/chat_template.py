@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slmpack.errors import BadInputError
-from slmpack.runtime.chat import TEMPLATE_FILE, ChatTemplateError, render_chat
+from slmpack.runtime.chat import TEMPLATE_FILE, render_chat
 
 _PROBE = "SLMPACK_REPLY_PROBE"
 
@@ -81,7 +81,7 @@ def end_of_turn(template: str, tokenizer, special: dict[str, str]) -> tuple[str 
     msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}]
     try:
         text = render_chat(template, msgs, add_generation_prompt=False, **special)
-    except ChatTemplateError as e:
+    except BadInputError as e:
         raise BadInputError(f"chat template cannot render a user/assistant exchange: {e}", "E_CHAT_TEMPLATE") from None
     if _PROBE not in text or tokenizer is None:
         return None, None

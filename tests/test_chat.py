@@ -16,7 +16,8 @@ from slmpack.config import ExportConfig, TraceConfig, ValidationConfig
 from slmpack.exporter import chat_template
 from slmpack.exporter.inputs import load_tokenizer
 from slmpack.exporter.reference_runner import greedy
-from slmpack.runtime.chat import ChatTemplateError, render_chat
+from slmpack.errors import BadInputError
+from slmpack.runtime.chat import render_chat
 from tests.chat_models import CHATML, QUESTION, reference_chat_tokens, write_tiny_instruct
 
 CFG = ExportConfig(trace=TraceConfig(max_context=96, max_prompt=48),   # the chat prompt (37) in one chunk
@@ -82,11 +83,11 @@ def test_render_chat_equals_transformers(instruct, template):
 
 
 def test_render_chat_is_sandboxed_and_reports_template_errors():
-    with pytest.raises(ChatTemplateError, match="no system"):
+    with pytest.raises(BadInputError, match="no system"):
         render_chat("{{ raise_exception('no system') }}", QUESTION)
-    with pytest.raises(Exception, match="unsafe|not safely callable|access"):
+    with pytest.raises(BadInputError, match="unsafe|not safely callable|access|Security"):
         render_chat("{{ messages.__class__.__mro__ }}{{ ''.__class__.__subclasses__() }}", QUESTION)
-    with pytest.raises(ChatTemplateError, match="parse"):
+    with pytest.raises(BadInputError, match="TemplateSyntaxError"):
         render_chat("{% for %}", QUESTION)
 
 

@@ -1,1 +1,1 @@
-"""Torch-free runtime kit shared by host validation and on-device runners."""
+"""The torch-free runtime kit: typed errors, manifest and result records (standard library only)."""
