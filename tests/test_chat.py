@@ -98,7 +98,8 @@ def test_onnxruntime_genai_chat_matches_transformers(instruct, tmp_path_factory)
     pkg = _export(instruct, "onnx", tmp_path_factory)
     assert pkg.passed
     assert (pkg.path / "chat_template.jinja").read_text() == CHATML
-    assert pkg.manifest["chat"]["stop_token_ids"] == [0, 4097]
+    assert pkg.manifest["tokenizer"]["chat"]["stop_token_ids"] == [0, 4097]
+    assert "chat_template.jinja" in pkg.manifest["tokenizer"]["files"]
     model = og.Model(str(pkg.path))
     tok = og.Tokenizer(model)
     text = tok.apply_chat_template(json.dumps(QUESTION), add_generation_prompt=True)
