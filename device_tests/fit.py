@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from slmpack.config import TraceConfig
 from slmpack.errors import BadInputError
 from slmpack.exporter.spec import count_parameters  # one formula, shared with ModelSpec
 
@@ -182,7 +183,9 @@ def estimate(facts: ModelFacts, profile: DeviceProfile, context: int | None = No
              bits: float | None = None, *, kv_bits: int | None = None,
              prefill_tokens: int | None = None, fmt: str | None = None) -> FitReport:
     notes = list(facts.notes)
-    context = context or facts.max_context or 2048
+    if not context:  # a package: its own context; a model: what `slmpack export` would use by default
+        context = (facts.max_context if facts.source == "package" and facts.max_context
+                   else TraceConfig().resolved(facts.max_context or TraceConfig.DEFAULT_CONTEXT).max_context)
     if not isinstance(context, int) or context < 1:
         raise BadInputError(f"context must be a positive integer, got {context!r}", code="E_FIT_CONTEXT")
     if facts.max_context and context > facts.max_context:
@@ -229,3 +232,16 @@ def fit_check(path: str | Path, device: str | DeviceProfile, context: int | None
     """Estimate ``path`` (model dir or package) on ``device``. ``strict`` raises E_FIT_TOO_BIG."""
     report = estimate(load_facts(path), get_profile(device, profile_dirs), context, bits, **kwargs)
     return report.raise_if_too_big() if strict else report
+
+
+def device_context(path: str | Path, device: str | DeviceProfile, bits: float | None = None, *,
+                   profile_dirs=()) -> int:
+    """The export default context (min(4096, max_position_embeddings)), halved until the model fits
+    ``device`` (never below 256 or the default itself if smaller). If even that does not fit, the
+    default is returned and ``fit_check`` reports why."""
+    facts, profile = load_facts(path), get_profile(device, profile_dirs)
+    context = TraceConfig().resolved(facts.max_context or TraceConfig.DEFAULT_CONTEXT).max_context
+    floor = min(256, context)
+    while context > floor and not estimate(facts, profile, context, bits).fits:
+        context = max(floor, context // 2)
+    return context

@@ -88,6 +88,8 @@ class ExportState:
     digest: str | None = None
     tokenizer: Any = None
     gen: dict = field(default_factory=dict)
+    source_gen: dict = field(default_factory=dict)   # generation_config as the checkpoint has it
+    chat: Any = None                                 # chat_template.ChatInfo
     eos: tuple[int, ...] = ()
     first_quant_package: Path | None = None
     packages: list[Package] = field(default_factory=list)
@@ -163,7 +165,8 @@ def require_passed(pkg: Package) -> None:
         gate = (v.get("heldout_fp32") or {}).get("gate")
         if gate:  # the accuracy gate: the plan itself loses too much, whatever the encoding
             raise ValidationFailed(f"{pkg.path}: {gate}", "E_ACCURACY_GATE", details=v)
-        failed = [k for k in ("structural", "vectors", "heldout", "greedy") if k in v and not v[k]["passed"]]
+        failed = [k for k in ("structural", "vectors", "heldout", "greedy", "long_context", "tokenizer_parity")
+                  if k in v and not v[k]["passed"]]
         raise ValidationFailed(f"{pkg.path}: validation failed at {', '.join(failed)} "
                                f"(package kept for inspection)", "E_VALIDATION", details=v)
 

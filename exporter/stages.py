@@ -16,7 +16,7 @@ import torch
 from safetensors.numpy import save_file
 
 from slmpack.errors import BadInputError, UnsupportedError
-from slmpack.exporter import inputs, quantize_stage
+from slmpack.exporter import chat_template, inputs, quantize_stage
 from slmpack.exporter.checkpoint import checkpoint_digest, load_state_dict, weight_files
 from slmpack.exporter.reference import build_reference
 from slmpack.exporter.reference_runner import ReferenceRunner, greedy
@@ -72,7 +72,9 @@ def load_checkpoint(st) -> None:
     if st.cfg.quant.enabled and st.cfg.quant.plan_from is not None:
         quantize_stage.check_reused_source(st.cfg.quant, st.digest)
     st.tokenizer = inputs.load_tokenizer(st.model_dir)
-    st.gen = inputs.generation_config(st.model_dir, st.spec)
+    st.source_gen = inputs.generation_config(st.model_dir, st.spec)
+    st.chat = chat_template.chat_info(st.model_dir, st.tokenizer, st.source_gen)
+    st.gen = chat_template.with_stops(st.source_gen, st.chat)   # every runtime's stop list
     st.eos = inputs.eos_ids(st.gen)
 
 
@@ -96,12 +98,25 @@ def lower(st, job) -> None:
     for name in inputs.TOKENIZER_FILES:  # before lowering: a target may bundle the tokenizer
         if (st.model_dir / name).is_file() and not (job.stage / name).exists():
             shutil.copyfile(st.model_dir / name, job.stage / name)
+    if st.chat.template is not None:
+        (job.stage / chat_template.TEMPLATE_FILE).write_text(st.chat.template, encoding="utf-8")
+    if inputs.eos_ids(st.gen) != inputs.eos_ids(st.source_gen):
+        write_json(job.stage / "generation_config.json", st.gen)   # the full stop list
     job.artifact = job.target.lower(job.programs, st.spec, job.options, job.stage, st.gen,
                                     plan=job.quant.plan if job.quant else None)
     if job.quant is not None:
         job.qblock = quantize_stage.finish(job.target, job.stage, job.quant, job.artifact)
     if not (job.stage / "generation_config.json").exists():
         write_json(job.stage / "generation_config.json", st.gen)
+
+
+KV_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+
+
+def kv_cache_bytes(spec, context: int, kv_cache: dict) -> int:
+    """K and V of every layer at the full context, in the cache's dtype."""
+    per = KV_DTYPE_BYTES.get(kv_cache.get("dtype", "float32"), 4)
+    return 2 * spec.num_layers * spec.num_kv_heads * spec.head_dim * int(context) * per
 
 
 def build_vectors(ref_runner, tokens: np.ndarray, greedy_prompt: np.ndarray, cfg, eos) -> dict:
@@ -143,10 +158,12 @@ def package(st, job) -> None:
         "precision": (quantize_stage.precision_label(quant.plan) if quant else
                       a.report.get("precision", cfg.precision.value)),  # a target may encode weights itself
         "quantization": job.qblock if quant else {"plan": None},
-        "io": a.io, "kv_cache": a.kv_cache, "runtime": a.runtime, "report": a.report,
+        "io": a.io, "kv_cache": {**a.kv_cache, "bytes": kv_cache_bytes(spec, cfg.trace.max_context, a.kv_cache)},
+        "runtime": a.runtime, "report": a.report,
         "tolerance": job.target.tolerance(job.options, quant.plan if quant else None).to_json(),
         "toolchain": toolchain_versions(),
-        "tokenizer": {"files": sorted(n for n in inputs.TOKENIZER_FILES if (job.stage / n).is_file())},
+        "tokenizer": {"files": sorted(n for n in (*inputs.TOKENIZER_FILES, chat_template.TEMPLATE_FILE)
+                                      if (job.stage / n).is_file()), "chat": st.chat.to_json()},
         "test_vectors": {"file": "test_vectors.safetensors", "eval_text": job.heldout_src,
                          "prompt": VALIDATION_PROMPT, "reference": "fake_quant" if quant else "fp32"},
         "files": hash_tree(job.stage),

@@ -6,6 +6,7 @@ Every command accepts --json (one JSON document on stdout) for build systems.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -82,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="target runtime; 'all' writes OUT/<target>/ for every available target (default: onnx)")
     p.add_argument("--out", "-o", type=Path, default=None, help="output package directory (default: ./slmpack-out/<model>[/<target>])")
     p.add_argument("--max-context", type=int, default=None,
-                   help="KV-cache length in tokens (default: min(256, the model's max_position_embeddings))")
-    p.add_argument("--max-prompt", type=int, default=128, help="longest prefill chunk (default: 128)")
+                   help="KV-cache length in tokens (default: min(4096, the model's max_position_embeddings), "
+                        "lowered to what --device fits)")
+    p.add_argument("--max-prompt", type=int, default=128,
+                   help="longest prefill chunk; longer prompts prefill in chunks (default: 128)")
     p.add_argument("--eval-text", type=Path, default=None,
                    help="held-out text for the validation ladder (default: bundled English held-out text)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
@@ -144,10 +147,14 @@ def cmd_export(args) -> int:
             o.parent.mkdir(parents=True, exist_ok=True)
     if args.device:
         from slmpack.device_tests import fit_check
+        from slmpack.device_tests.fit import device_context
         from slmpack.exporter.pipeline import resolve_model_dir
 
         bits = {"fp32": 32, "fp16": 16, "bf16": 16}.get(cfg.precision.value, 32)
-        fit_check(resolve_model_dir(args.model_dir), args.device, args.max_context, bits)
+        model_dir = resolve_model_dir(args.model_dir)
+        context = args.max_context or device_context(model_dir, args.device, bits)   # what the device fits
+        fit_check(model_dir, args.device, context, bits)
+        cfg = dataclasses.replace(cfg, trace=TraceConfig(max_context=context, max_prompt=min(args.max_prompt, context)))
     progress = Progress(enabled=not args.json, file=quiet.stderr())
     if args.target == "all" and not args.json:
         for t, extra in registry.not_installed().items():

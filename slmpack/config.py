@@ -26,10 +26,10 @@ def _bad(field_name: str, why: str) -> BadInputError:
 class TraceConfig:
     """How the reference module is traced (shared by every target)."""
 
-    max_context: int | None = None   # None: min(256, the model's max_position_embeddings)
-    max_prompt: int = 128            # clipped to max_context
+    max_context: int | None = None   # None: min(4096, the model's max_position_embeddings)
+    max_prompt: int = 128            # longest prefill chunk (longer prompts prefill in chunks); <= max_context
 
-    DEFAULT_CONTEXT = 256
+    DEFAULT_CONTEXT = 4096
 
     def resolved(self, model_max_positions: int) -> "TraceConfig":
         ctx = self.max_context or min(self.DEFAULT_CONTEXT, model_max_positions)

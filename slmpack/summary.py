@@ -17,6 +17,8 @@ def rows(pkgs) -> list[dict]:
         h, g, vec = v.get("heldout", {}), v.get("greedy", {}), v.get("vectors", {})
         out.append({
             "target": p.target, "path": str(p.path), "size_mb": round(_size_mb(p.path), 2),
+            "context": p.manifest["model"]["max_context"],
+            "kv_cache_mb": round(p.manifest["kv_cache"].get("bytes", 0) / (1024 * 1024), 2),
             "max_abs_diff": max(vec.get("prefill_max_abs_diff", 0), vec.get("decode_max_abs_diff", 0)) if vec else None,
             "top1": h.get("top1_agreement"), "mean_kl": h.get("mean_kl"),
             "ppl_ref": h.get("perplexity_reference"), "ppl": h.get("perplexity_artifact"),
@@ -31,16 +33,17 @@ def export_table(pkgs, errors=()) -> None:
     from rich.table import Table
 
     t = Table(title="slmpack export")
-    for col in ("target", "package", "MB", "max|Δlogit|", "top-1", "KL", "ppl ref→pkg", "greedy", "result"):
+    for col in ("target", "package", "MB", "context", "KV MB", "max|Δlogit|", "top-1", "KL", "ppl ref→pkg", "greedy", "result"):
         t.add_column(col)
     for r in rows(pkgs):
         fmt = lambda x, f: "-" if x is None else format(x, f)  # noqa: E731
-        t.add_row(r["target"], r["path"], f"{r['size_mb']:.2f}", fmt(r["max_abs_diff"], ".1e"),
+        t.add_row(r["target"], r["path"], f"{r['size_mb']:.2f}", str(r["context"]), f"{r['kv_cache_mb']:.2f}",
+                  fmt(r["max_abs_diff"], ".1e"),
                   fmt(None if r["top1"] is None else 100 * r["top1"], ".2f") + ("%" if r["top1"] is not None else ""),
                   fmt(r["mean_kl"], ".2e"),
                   "-" if r["ppl"] is None else f"{r['ppl_ref']:.2f}→{r['ppl']:.2f}", r["greedy"], r["passed"])
     for target, e in errors:
-        t.add_row(target, "-", "-", "-", "-", "-", "-", "-", f"error[{e.code}]")
+        t.add_row(target, "-", "-", "-", "-", "-", "-", "-", "-", "-", f"error[{e.code}]")
     from slmpack.quiet import stderr, stdout
 
     console = Console(file=stdout())

@@ -5,6 +5,12 @@
 fake-quant reference (what the artifact should compute: a disagreement is an encoding bug), the
 cost of quantization itself vs fp32 reported in ``heldout_fp32`` and held to the accuracy gate
 (``ValidationConfig.max_ppl_loss``, ``--max-ppl-loss``), greedy tokens reported.
+
+Float packages also run two export-time steps here:
+  (e) long_context      a prompt filling the context but for a few positions, prefilled in chunks of
+                        max_prompt, then decoded to position context - 2: logits vs the reference;
+  (f) tokenizer_parity  the runtime's own tokenizer vs Hugging Face's on the parity corpus (ids +
+                        decode); a mismatch fails the ladder, naming the runtime and the line.
 """
 from __future__ import annotations
 
@@ -35,13 +41,59 @@ def _extra(target, pkg_dir, manifest):
     return check
 
 
+LONG_CONTEXT_DECODE = 3
+
+
+def check_long_context(runner, reference, tokens: np.ndarray, context: int, tol, required: bool) -> dict:
+    """Chunked prefill of ``context - 1 - LONG_CONTEXT_DECODE`` tokens (held-out text, repeated),
+    then decode up to position ``context - 1``; compare every step's logits with the reference."""
+    n = max(1, context - 1 - LONG_CONTEXT_DECODE)
+    prompt = np.resize(np.asarray(tokens, dtype=np.int64), n)
+    diffs, agree, steps = [], 0, 0
+    outs, chunk = {}, runner.max_prompt   # the reference prefills in the same chunks (bounded memory)
+    for name, r in (("reference", reference), ("artifact", runner)):
+        r.reset()
+        logits = None
+        for start in range(0, n, chunk):
+            logits = r.prefill(prompt[start:start + chunk])[-1]
+        seq = [logits]
+        for i in range(min(LONG_CONTEXT_DECODE, context - n)):
+            seq.append(r.decode(int(prompt[i]), n + i))   # teacher-forced: same tokens for both
+        outs[name] = seq
+    for a, b in zip(outs["reference"], outs["artifact"]):
+        diffs.append(float(np.abs(a - b).max()))
+        agree += int(np.argmax(a) == np.argmax(b))
+        steps += 1
+    bound = tol.atol + tol.rtol * float(max(np.abs(a).max() for a in outs["reference"]))
+    diff = max(diffs)
+    return {"prompt_tokens": n, "last_position": n + steps - 2, "chunk": chunk, "max_abs_diff": diff,
+            "top1_agreement": agree / steps, "bound": bound, "passed": diff <= bound or not required}
+
+
 def run_ladder(target, pkg_dir, manifest: dict, runner, reference, vectors: dict, heldout: np.ndarray,
                greedy_prompt: np.ndarray, greedy_n: int, eos: tuple[int, ...], exact_greedy: bool) -> dict:
     x = LadderInputs(runner=runner, tolerance=_tolerance(manifest), vectors=vectors, exact=exact_greedy,
                      structural=_structural(target, pkg_dir, manifest, readback=False),
                      extra_vectors=_extra(target, pkg_dir, manifest), reference=reference, heldout=heldout,
                      greedy_prompt=greedy_prompt, greedy_n=greedy_n, eos=eos)
-    return ladder.run(ladder.HOST_FP32, x)
+    result = ladder.run(ladder.HOST_FP32, x)
+    tol = _tolerance(manifest)
+    result["long_context"] = ladder.rounded(check_long_context(
+        runner, reference, heldout, int(manifest["model"]["max_context"]), tol, exact_greedy and tol.greedy_exact))
+    result["tokenizer_parity"] = check_tokenizer_parity(manifest["target"], pkg_dir, manifest)
+    result["passed"] = bool(result["passed"] and result["long_context"]["passed"]
+                            and result["tokenizer_parity"]["passed"])
+    return result
+
+
+def check_tokenizer_parity(target_name: str, pkg_dir, manifest: dict) -> dict:
+    """(f) the runtime's own tokenizer vs HF on the parity corpus; a mismatch names runtime + line."""
+    from slmpack.exporter.tokenizer_parity import certify
+
+    runtimes = certify(target_name, pkg_dir, manifest)
+    failures = [f"{name}: line {p.first_mismatch} ({p.detail})" for name, p in runtimes.items() if not p.passed]
+    return {"runtimes": {k: p.to_json() for k, p in runtimes.items()}, "failures": failures,
+            "passed": not failures}
 
 
 def run_quant_ladder(target, pkg_dir, manifest: dict, runner, fp32_ref, fq_ref, vectors: dict,

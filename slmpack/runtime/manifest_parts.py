@@ -201,14 +201,15 @@ class QuantSummary:
 @dataclass(frozen=True)
 class TokenizerInfo:
     files: tuple[str, ...] = ()
+    details: JsonMap = field(default_factory=lambda: EMPTY)   # e.g. "chat": template source, stop token ids
 
     def to_json(self) -> dict:
-        return {"files": list(self.files)}
+        return {**thaw(self.details), "files": list(self.files)}
 
     @classmethod
     def from_json(cls, d: Any, w: str = "tokenizer") -> "TokenizerInfo":
         files = need(d, "files", list, w)
-        return cls(tuple(check_relpath(f, f"{w}.files[{i}]") for i, f in enumerate(files)))
+        return cls(tuple(check_relpath(f, f"{w}.files[{i}]") for i, f in enumerate(files)), rest(d, ("files",)))
 
 
 @dataclass(frozen=True)

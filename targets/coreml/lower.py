@@ -22,8 +22,10 @@ import numpy as np
 
 from slmpack.errors import ToolchainError, UnsupportedError
 from slmpack.exporter.kv_cache import CacheLayout
+from slmpack.runtime.chat import TEMPLATE_FILE
 from slmpack.targets.base import Artifact
 from slmpack.targets.coreml import names, normalize as _normalize
+from slmpack.targets.coreml.llm_metadata import llm_metadata
 from slmpack.targets.coreml.ops import IOS18, unsupported_features
 from slmpack.targets.coreml.options import ComputePrecision, CoreMLOptions
 from slmpack.targets.coreml.passes import run_pass
@@ -149,7 +151,10 @@ def lower(programs, spec, options: CoreMLOptions, out_dir: Path, gen: dict, plan
     model = serialize(prog, options)
     path = Path(out_dir) / PACKAGE
     model.save(str(path))
-    metadata = _metadata(spec, options, layout)
+    tmpl = Path(out_dir) / TEMPLATE_FILE
+    metadata = {**_metadata(spec, options, layout),
+                **llm_metadata(gen, cfg.max_prompt, cfg.max_context,
+                               tmpl.read_text(encoding="utf-8") if tmpl.is_file() else None)}
     if encoded is not None:
         from slmpack.targets.coreml.quantize import META_KEY
 

@@ -14,7 +14,8 @@ GENAI_TYPE = {Family.LLAMA: "llama", Family.MISTRAL: "mistral", Family.QWEN2: "q
 
 
 def genai_config(spec: ModelSpec, filename: str, context_length: int, gen: dict) -> dict:
-    eos = list(spec.eos_token_ids) or [gen.get("eos_token_id", 0)]
+    e = gen.get("eos_token_id")   # the full stop list (generation_config eos + the template's end of turn)
+    eos = ([int(e)] if isinstance(e, int) else [int(x) for x in e or ()]) or list(spec.eos_token_ids) or [0]
     return {
         "model": {
             "bos_token_id": spec.bos_token_id if spec.bos_token_id is not None else eos[0],

@@ -21,11 +21,12 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
-import json
 import os
 import tempfile
 import uuid
 from pathlib import Path
+
+from slmpack.runtime.chat import TEMPLATE_FILE
 
 BUNDLE = "model.litertlm"
 
@@ -42,12 +43,23 @@ def start_token_id(tokenizer_path: Path, bos: int | None) -> int | None:
     return bos if with_special[:1] == [bos] and plain[:1] != [bos] else None
 
 
-def chat_template(model_files: Path) -> str | None:
-    cfg = model_files / "tokenizer_config.json"
-    if not cfg.is_file():
-        return None
-    tmpl = json.loads(cfg.read_text(encoding="utf-8")).get("chat_template")
-    return tmpl if isinstance(tmpl, str) and tmpl else None
+# LiteRT-LM's Conversation hands the template each message's content as a list of parts
+# ([{"type": "text", "text": ...}]), where Hugging Face templates of text models expect a string
+# (seen with litert-lm-api 0.18.1: a ChatML template rendered the list itself). This preamble,
+# which renders nothing, rebuilds ``messages`` with string contents (text parts joined) first.
+CONTENT_AS_TEXT = (
+    "{%- set ns = namespace(msgs=[]) -%}{%- for m in messages -%}{%- if m['content'] is string -%}"
+    "{%- set ns.msgs = ns.msgs + [m] -%}{%- else -%}{%- set ns.text = '' -%}{%- for p in m['content'] -%}"
+    "{%- if p['type'] == 'text' -%}{%- set ns.text = ns.text + p['text'] -%}{%- endif -%}{%- endfor -%}"
+    "{%- set ns.msgs = ns.msgs + [{'role': m['role'], 'content': ns.text}] -%}{%- endif -%}{%- endfor -%}"
+    "{%- set messages = ns.msgs -%}")
+
+
+def chat_template(package_dir: Path) -> str | None:
+    """The package's chat_template.jinja (the pipeline writes it from whichever file the checkpoint
+    used), behind the CONTENT_AS_TEXT preamble."""
+    path = package_dir / TEMPLATE_FILE
+    return CONTENT_AS_TEXT + path.read_text(encoding="utf-8") if path.is_file() else None
 
 
 def llm_metadata(spec, gen: dict, max_context: int, tokenizer_path: Path):
@@ -134,5 +146,25 @@ def generate(bundle: Path, prompt: str, max_tokens: int, threads: int = 1, apply
                                             max_output_tokens=max_tokens)
             session.run_prefill([prompt])
             return session.run_decode().texts[0]
+        finally:
+            engine.close()
+
+
+def generate_chat(bundle: Path, messages: list[dict], max_tokens: int, threads: int = 1) -> str:
+    """Greedy reply through LiteRT-LM's own chat path: a Conversation (prompt-template applied by
+    the runtime from the bundle's ``jinja_prompt_template``), earlier turns as history, the last
+    message sent."""
+    import litert_lm
+
+    with tempfile.TemporaryDirectory(prefix="tfl_litertlm_cache_") as cache:
+        engine = litert_lm.Engine(str(bundle), backend=litert_lm.Backend.CPU(thread_count=threads),
+                                  cache_dir=cache)
+        try:
+            conv = engine.create_conversation(messages=list(messages[:-1]), max_output_tokens=max_tokens,
+                                              sampler_config=litert_lm.SamplerConfig(top_k=1))
+            reply = conv.send_message(dict(messages[-1]))
+            content = reply.get("content", "")   # a Message is a dict: {"role", "content": str | [parts]}
+            return content if isinstance(content, str) else "".join(
+                p.get("text", "") for p in content if p.get("type") == "text")
         finally:
             engine.close()
