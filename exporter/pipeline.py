@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import platform
-import shutil
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -18,13 +17,15 @@ from safetensors.numpy import save_file
 from slmpack.config import ExportConfig
 from slmpack.errors import BadInputError, SlmpackError, UnsupportedError, ValidationFailed
 from slmpack.exporter import inputs, quantize_stage
-from slmpack.exporter.checkpoint import checkpoint_digest, load_state_dict, weight_files
+from slmpack.exporter.checkpoint import check_headers, checkpoint_digest, load_state_dict, weight_files
+from slmpack.exporter.confine import ModelRoot
 from slmpack.exporter.kv_cache import CacheUpdate
 from slmpack.exporter.reference import build_reference
 from slmpack.exporter.reference_runner import ReferenceRunner, greedy
 from slmpack.exporter.spec import ModelSpec, load_spec
 from slmpack.exporter.trace import trace_programs
-from slmpack.package import MANIFEST, SCHEMA_VERSION, check_output_path, hash_tree, staged_directory, write_json
+from slmpack.package import (MANIFEST, SCHEMA_VERSION, check_keep_failed, check_output_path, discard_failed, hash_tree,
+                             staged_directory, write_json)
 from slmpack.progress import QUIET, Progress
 from slmpack.targets import registry
 from slmpack.validation import run_ladder
@@ -78,8 +79,22 @@ def resolve_model_dir(model_dir: Path | None) -> Path:
     return model_dir
 
 
-def preflight(model_dir: Path, target, options, cfg: ExportConfig, out: Path, plan=None) -> ModelSpec:
-    check_output_path(out, cfg.force)
+def check_inputs(model_dir: ModelRoot, spec: ModelSpec, cfg: ExportConfig, out: Path,
+                 eval_text: Path | None) -> None:
+    """Every cheap check of inputs and outputs, before any slow work (typed errors only)."""
+    check_output_path(out, cfg.force, model_dir.path)
+    check_keep_failed(cfg.keep_failed)
+    check_headers(model_dir, cfg.allow_pickle)
+    inputs.check_tokenizer_files(model_dir)
+    inputs.generation_config(model_dir, spec)
+    if eval_text is not None:
+        inputs.read_eval_text(eval_text)
+    if cfg.quant.enabled and cfg.quant.calib_data is not None:
+        inputs.check_readable(cfg.quant.calib_data, "--calib-data", "E_CALIB_DATA")
+
+
+def preflight(model_dir: ModelRoot, target, options, cfg: ExportConfig, out: Path, plan=None) -> ModelSpec:
+    check_output_path(out, cfg.force, model_dir.path)
     spec = load_spec(model_dir)
     weight_files(model_dir, cfg.allow_pickle)
     if cfg.trace.max_context > spec.max_position_embeddings:
@@ -110,13 +125,13 @@ def build_vectors(ref_runner, tokens: np.ndarray, greedy_prompt: np.ndarray, cfg
 def export(model_dir: Path | None, target_name: str, out: Path, cfg: ExportConfig = ExportConfig(),
            options=None, progress: Progress = QUIET, eval_text: Path | None = None) -> Package:
     """Export one target package to ``out`` (atomic). Raises SlmpackError subclasses."""
-    model_dir = resolve_model_dir(model_dir)
+    model_dir = ModelRoot(resolve_model_dir(model_dir), cfg.follow_symlinks)
     target = registry.get(target_name)
     options = options if options is not None else target.options_type()
     with progress.stage("preflight"):
         spec = load_spec(model_dir)
         cfg = dataclasses.replace(cfg, trace=cfg.trace.resolved(spec.max_position_embeddings))
-        check_output_path(Path(out), cfg.force)
+        check_inputs(model_dir, spec, cfg, Path(out), eval_text)
         qpre = quantize_stage.preflight(spec, target, options, cfg.quant)  # invalid plans fail here, before calibration
         spec = preflight(model_dir, target, options, cfg, Path(out), plan=qpre.plan if qpre else None)
     with progress.stage("load checkpoint"):
@@ -135,10 +150,8 @@ def export(model_dir: Path | None, target_name: str, out: Path, cfg: ExportConfi
     with progress.stage(f"trace ({layout.value})"):
         programs = trace_programs(quant.reference if quant else ref, layout, cfg.trace, export_programs=getattr(target, "needs_exported_programs", True),
                                   update=getattr(target, "cache_update", CacheUpdate.INDEX_COPY))
-    with staged_directory(Path(out), cfg.force) as stage:
-        for name in inputs.TOKENIZER_FILES:  # before lowering: a target may bundle the tokenizer
-            if (model_dir / name).is_file() and not (stage / name).exists():
-                shutil.copyfile(model_dir / name, stage / name)
+    with staged_directory(Path(out), cfg.force, model_dir.path) as stage:
+        inputs.copy_tokenizer_files(model_dir, stage)  # before lowering: a target may bundle the tokenizer
         with progress.stage(f"lower to {target.name.value}"):
             artifact = target.lower(programs, spec, options, stage, gen, **({"plan": quant.plan} if quant else {}))
         if quant is not None:
@@ -161,7 +174,7 @@ def export(model_dir: Path | None, target_name: str, out: Path, cfg: ExportConfi
             "target": target.name.value,
             "artifact": artifact.primary,
             "source": {"checkpoint_sha256": digest, "architecture": spec.architecture,
-                       "model_dir_name": model_dir.name},
+                       "model_dir_name": model_dir.path.name},
             "model": {**spec.to_json(), "max_context": cfg.trace.max_context, "max_prompt": cfg.trace.max_prompt,
                       "num_parameters": spec.num_parameters},
             "precision": (quantize_stage.precision_label(quant.plan) if quant else
@@ -187,6 +200,9 @@ def export(model_dir: Path | None, target_name: str, out: Path, cfg: ExportConfi
                 manifest["validation"] = validate_staged(target, stage, manifest, ref, vectors, heldout, gprompt,
                                                          eos, cfg, eval_ref if quant else None)
             write_json(stage / MANIFEST, manifest)
+            if not manifest["validation"]["passed"]:  # nothing stays at --out
+                kept = discard_failed(stage, cfg.keep_failed)
+                require_passed(Package(kept or Path(out), manifest), kept)
     pkg = Package(Path(out), manifest)
     return pkg
 
@@ -204,12 +220,13 @@ def validate_staged(target, pkg_dir, manifest, ref, vectors, heldout, gprompt, e
                       cfg.validation.greedy_tokens, eos, exact)
 
 
-def require_passed(pkg: Package) -> None:
+def require_passed(pkg: Package, kept: Path | None = None) -> None:
     if pkg.validation is not None and not pkg.passed:
         v = pkg.validation
         failed = [k for k in ("structural", "vectors", "heldout", "greedy") if not v[k]["passed"]]
-        raise ValidationFailed(f"{pkg.path}: validation failed at {', '.join(failed)} "
-                               f"(package kept for inspection)", "E_VALIDATION", details=v)
+        where = f"package moved to {kept}" if kept else "package removed; --keep-failed DIR keeps it"
+        raise ValidationFailed(f"{pkg.path}: validation failed at {', '.join(failed)} ({where})",
+                               "E_VALIDATION", details=v)
 
 
 __all__ = ["export", "Package", "SlmpackError", "require_passed"]

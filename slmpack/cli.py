@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import threading
 from pathlib import Path
 
 from slmpack.errors import BadInputError, SlmpackError, ToolchainError
@@ -83,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true",
                    help="accept *.bin/*.pt checkpoints (read with torch.load(weights_only=True))")
     p.add_argument("--no-validate", action="store_true", help="skip the validation ladder")
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="follow symlinks inside MODEL_DIR (the resolved path must still be inside it)")
+    p.add_argument("--keep-failed", type=Path, default=None, metavar="DIR",
+                   help="move a package that fails validation to DIR (default: remove it; nothing stays at --out)")
     p.add_argument("--device", default=None,
                    help="refuse up front (exit 2, with the numbers) if the package cannot fit this device profile")
     _quant_arguments(p.add_argument_group("quantization (calibrated QuantPlan, encoded natively by the target)"))
@@ -125,7 +130,8 @@ def cmd_export(args) -> int:
 
     cfg = ExportConfig(trace=TraceConfig(max_context=args.max_context, max_prompt=args.max_prompt),
                        quant=quant_config_from_args(args),
-                       validate=not args.no_validate, allow_pickle=args.allow_pickle, force=args.force)
+                       validate=not args.no_validate, allow_pickle=args.allow_pickle, force=args.force,
+                       follow_symlinks=args.follow_symlinks, keep_failed=args.keep_failed)
     model_name = args.model_dir.name if args.model_dir else "demo_model"
     targets = registry.available() if args.target == "all" else [args.target]
     base = args.out or Path("slmpack-out") / model_name
@@ -221,12 +227,16 @@ def main(argv: list[str] | None = None) -> int:
         from slmpack.quiet import quiet_third_party
 
         quiet_third_party()
+    from slmpack.staging import install_signal_handlers, interrupted_error
+
+    if threading.current_thread() is threading.main_thread():
+        install_signal_handlers()  # SIGTERM/SIGINT unwind (staging removed), exit 143/130
     try:
         return _commands()[args.command](args)
     except SlmpackError as e:
         return _fail(args, e)
-    except KeyboardInterrupt:
-        return _fail(args, BadInputError("interrupted", "E_INTERRUPTED"))
+    except KeyboardInterrupt as e:
+        return _fail(args, interrupted_error(e))
     except Exception as e:  # a converter/runtime bug we did not classify: one line, exit 3
         if getattr(args, "debug", False):
             raise
