@@ -155,10 +155,16 @@ def read_manifest(pkg: Path) -> dict:
         raise BadInputError(f"{pkg}: not a directory", "E_PACKAGE_MISSING")
     if not path.is_file():
         raise BadInputError(f"{pkg}: no {MANIFEST} (not an slmpack package)", "E_PACKAGE_INVALID")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadInputError(f"{path}: invalid JSON ({e})", "E_PACKAGE_INVALID") from None
+    from slmpack.exporter.confine import parse_json
+
+    if path.is_symlink() or not path.is_file():
+        raise BadInputError(f"{path}: not a regular file", "E_PACKAGE_INVALID")
+    manifest = parse_json(path.read_bytes(), str(path), "E_PACKAGE_INVALID")
+    if not isinstance(manifest, dict):
+        raise BadInputError(f"{path}: expected a JSON object", "E_PACKAGE_INVALID")
+    files = manifest.get("files", {})
+    if not (isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
+        raise BadInputError(f"{path}: 'files' must map file names to sha256 strings", "E_PACKAGE_INVALID")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise BadInputError(f"{path}: schema_version {manifest.get('schema_version')!r} is not supported "
                             f"(this slmpack reads {SCHEMA_VERSION})", "E_PACKAGE_SCHEMA")
