@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch.export import Dim, ExportedProgram, export
 
-from slmpack.errors import ToolchainError
+from slmpack.errors import ErrorCode, ToolchainError
 from slmpack.exporter.reference import ReferenceModel
 from slmpack.targets.base import Artifact
 from slmpack.targets.executorch import delegation
@@ -32,9 +32,13 @@ MODEL_FILE, BUNDLE_FILE = "model.pte", "model.bpte"
 METHOD = "forward"
 
 
+STEP_CODES = {"export": ErrorCode.E_EXECUTORCH_EXPORT, "lowering": ErrorCode.E_EXECUTORCH_LOWERING,
+              "emit": ErrorCode.E_EXECUTORCH_EMIT}
+
+
 def _fail(step: str, e: Exception) -> ToolchainError:
     return ToolchainError(f"ExecuTorch {step} failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}",
-                          "E_EXECUTORCH_" + step.upper().replace(" ", "_"))
+                          STEP_CODES[step])
 
 
 def prepare(ref: ReferenceModel, max_context: int, options: ExecuTorchOptions, plan=None):

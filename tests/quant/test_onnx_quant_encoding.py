@@ -78,23 +78,45 @@ def _traced_weights(plan, w) -> dict:
     return {n: plan.dequantized(n) if plan.decisions[n].weight is not None else w[n] for n in SHAPES}
 
 
+def _block_steps(x: torch.Tensor, block: int | None) -> torch.Tensor:
+    """One quantization step of symmetric dynamic int8 per element (its block's amax / 127)."""
+    k = x.shape[-1]
+    width = k if not block or k % block else block
+    xb = x.reshape(*x.shape[:-1], k // width, width)
+    step = xb.abs().amax(dim=-1, keepdim=True) / 127.0
+    return step.expand_as(xb).reshape(x.shape)
+
+
 def _fake_quant_forward(plan, w, ids, blocks=None):
-    """numpy/torch reference of the graph with the plan's weights and activation fake-quant."""
+    """numpy/torch reference of the graph with the plan's weights and activation fake-quant.
+
+    Returns (logits, bound). ``bound`` is the kernel-semantic tolerance for runtimes that quantize
+    activations themselves (dynamic int8): ONNX Runtime's kernels differ per CPU (AVX2 vs AVX-512
+    VNNI / AMX) in how they round ``x / scale``, so each activation may land on the adjacent int8
+    level. One step per element (plus the upstream error it inherits) is propagated through |W|
+    exactly (this graph is linear). Static/weight-only plans are exact up to float rounding."""
     deq = {n: (plan.dequantized(n) if plan.decisions[n].weight is not None else w[n]) for n in SHAPES}
 
-    def lin(x, n):
+    def lin(x, err, n):
         d = plan.decisions[n]
         if d.activation.mode is ActivationMode.STATIC_INT8:
             a = plan.activations[n]
             x = fake_quant_activation(x, a.scale, a.zero_point)
         elif d.activation.mode is ActivationMode.DYNAMIC_INT8:
-            x = _dynamic_symmetric(x, (blocks or {}).get(n))
-        return x @ deq[n].T
+            b = (blocks or {}).get(n)
+            err = err + _block_steps(x, b) * 1.01  # 1% for the block amax moving with upstream error
+            x = _dynamic_symmetric(x, b)
+        return x @ deq[n].T, err @ deq[n].abs().T
 
     x = deq[EMB][torch.as_tensor(ids)]
-    h1 = x + lin(x, Q)
-    h2 = h1 + lin(lin(h1, UP), DOWN)
-    return lin(h2, HEAD).numpy()
+    zero = torch.zeros_like(x)
+    q, eq = lin(x, zero, Q)
+    h1, e1 = x + q, eq
+    u, eu = lin(h1, e1, UP)
+    d, ed = lin(u, eu, DOWN)
+    h2, e2 = h1 + d, e1 + ed
+    logits, el = lin(h2, e2, HEAD)
+    return logits.numpy(), el.numpy()
 
 
 W4 = WeightScheme(4, 32)
@@ -137,10 +159,15 @@ def test_encoding_runs_the_plan_and_reads_back_identical(case, fuse, tmp_path):
     ids = np.array([[1, 5, 63, 7, 0, 2]], np.int64)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"ids": ids})[0][0]
-    want = _fake_quant_forward(plan, w, ids[0], report["dynamic_activation_blocks"])
-    assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max()), (case, np.abs(got - want).max())
+    want, bound = _fake_quant_forward(plan, w, ids[0], report["dynamic_activation_blocks"])
+    bound = bound + 1e-4 * max(1.0, np.abs(want).max())  # float rounding of the exact part
+    assert (np.abs(got - want) <= bound).all(), (case, np.abs(got - want).max(), float(bound.min()))
     if case == "8da4w":
         assert set(report["dynamic_activation_blocks"]) == {n for n in SHAPES if n != EMB}
+        # the one-step bound admits any rounding of x / scale: that activations are quantized at all
+        # is the kernel choice (MatMulNBits accuracy_level 4 = int8 compute), checked here
+        nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+        assert nbits and all(a.i == 4 for n in nbits for a in n.attribute if a.name == "accuracy_level")
 
 
 def test_readback_catches_a_changed_integer(tmp_path):
