@@ -90,7 +90,7 @@ def check_inputs(model_dir: ModelRoot, spec: ModelSpec, cfg: ExportConfig, out: 
     if eval_text is not None:
         inputs.read_eval_text(eval_text)
     if cfg.quant.enabled and cfg.quant.calib_data is not None:
-        inputs.check_readable(cfg.quant.calib_data, "--calib-data", "E_CALIB_DATA")
+        inputs.check_readable(cfg.quant.calib_data, "--calib-data", "E_CALIB_PATH_MISSING")
 
 
 def preflight(model_dir: ModelRoot, target, options, cfg: ExportConfig, out: Path, plan=None) -> ModelSpec:
