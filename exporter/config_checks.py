@@ -86,6 +86,10 @@ def check_config(cfg: dict, where: str = "config.json") -> None:
         for k in ("rope_type", "type"):
             if rope.get(k) is not None and not isinstance(rope[k], str):
                 raise _bad(where, f"{f}.{k}", "must be a string")
+        kind = rope.get("rope_type", rope.get("type"))
+        if (kind in ("llama3", "yarn") and rope.get("original_max_position_embeddings") is None
+                and cfg.get("max_position_embeddings") is None):
+            raise _bad(where, f"{f}.original_max_position_embeddings", f"is needed by rope type {kind}")
     heads, hidden = cfg.get("num_attention_heads"), cfg.get("hidden_size")
     if cfg.get("head_dim") is None and _is_int(heads) and _is_int(hidden) and hidden % heads:
         raise _bad(where, "hidden_size", f"({hidden}) is not a multiple of num_attention_heads ({heads})")

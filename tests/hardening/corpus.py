@@ -245,7 +245,10 @@ def cases() -> list[Case]:
                                                                   "rope_theta": 10000.0}}),
                       ("rope-params-list", {"rope_parameters": [1, 2]}),
                       ("dtype-int", {"dtype": "int32"}), ("eos-string", {"eos_token_id": "</s>"}),
-                      ("tie-string", {"tie_word_embeddings": "yes"})]:
+                      ("tie-string", {"tie_word_embeddings": "yes"}),
+                      ("llama3-without-any-max-positions",  # found by bench/fuzz: TypeError before
+                       {"max_position_embeddings": ..., "rope_parameters": {"rope_type": "llama3", "factor": 8.0,
+                                                                            "rope_theta": 5e5}})]:
         add(f"config-{label}", lambda b, kw=kw: edit_config(b, **kw) or [], "E_CONFIG_INVALID")
     add("config-deep-json", lambda b: raw_config(b, deep(200_000)) or [], "E_CONFIG_INVALID")
     add("config-not-utf8", lambda b: raw_config(b, b"\xff\xfe{}") or [], "E_CONFIG_INVALID")
