@@ -102,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="re-hash a package; name changed, missing or extra files")
     p.add_argument("package", type=Path)
+    p.add_argument("--signature", nargs="?", const="", default=None, metavar="SIG",
+                   help="also check the package's signature (default file: PKG.sig beside it)")
+    p.add_argument("--public-key", type=Path, default=None, help="PEM public key for --signature")
+    _common(p)
+
+    p = sub.add_parser("sign", help="sign every file of a package (manifest included) with a local key")
+    p.add_argument("package", type=Path)
+    p.add_argument("--private-key", type=Path, required=True, help="PEM private key (EC P-256/P-384)")
+    p.add_argument("--signature", type=Path, default=None, help="signature file (default: PKG.sig beside it)")
     _common(p)
 
     p = sub.add_parser("inspect", help="show what was understood from a checkpoint")
@@ -193,10 +202,28 @@ def cmd_verify(args) -> int:
     from slmpack import api
 
     res = api.verify(args.package)
+    if args.signature is not None:
+        from slmpack.signing import verify_signature
+
+        if args.public_key is None:
+            raise BadInputError("verify --signature needs --public-key", "E_SIGNATURE_KEY")
+        res.update(verify_signature(args.package, args.public_key, Path(args.signature) if args.signature else None))
     if args.json:
         _print_json(res)
     else:
-        print(f"{res['package']}: {res['files']} files verified, all hashes match")
+        sig = ", signature verified" if res.get("signature_ok") else ""
+        print(f"{res['package']}: {res['files']} files verified, all hashes match{sig}")
+    return 0
+
+
+def cmd_sign(args) -> int:
+    from slmpack.signing import sign
+
+    res = sign(args.package, args.private_key, args.signature)
+    if args.json:
+        _print_json(res)
+    else:
+        print(f"{res['package']}: signed -> {res['signature']}")
     return 0
 
 
@@ -216,7 +243,7 @@ def cmd_inspect(args) -> int:
 def _commands() -> dict:
     from slmpack import cli_devices
 
-    return {"export": cmd_export, "validate": cmd_validate, "verify": cmd_verify, "inspect": cmd_inspect,
+    return {"export": cmd_export, "validate": cmd_validate, "verify": cmd_verify, "sign": cmd_sign, "inspect": cmd_inspect,
             **cli_devices.COMMANDS}
 
 

@@ -66,6 +66,9 @@ class ErrorCode(str, enum.Enum):
     E_MANIFEST_INVALID = "E_MANIFEST_INVALID", "a manifest field is missing, mistyped or names a file outside the package"
     E_ARTIFACT_MISSING = "E_ARTIFACT_MISSING", "the package's artifact file is missing"
     E_ARTIFACT_INVALID = "E_ARTIFACT_INVALID", "the artifact cannot be loaded by its runtime"
+    E_SIGNATURE_INVALID = "E_SIGNATURE_INVALID", "the package's signature is missing or does not verify"
+    E_SIGNATURE_KEY = "E_SIGNATURE_KEY", "a signing or verification key is missing or unusable"
+    E_SIGNER_MISSING = "E_SIGNER_MISSING", "model_signing is not installed (scripts/bootstrap-sign.sh)"
     # targets
     E_TARGET_UNKNOWN = "E_TARGET_UNKNOWN", "no such target"
     E_TARGET_UNAVAILABLE = "E_TARGET_UNAVAILABLE", "the target's toolchain is not installed"
