@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import torch
@@ -25,11 +24,7 @@ from tokenizers import Tokenizer
 from slmpack.errors import BadInputError
 from slmpack.exporter.checkpoint import as_root
 
-
-class TextFormat(str, Enum):
-    TEXT = "text"
-    JSONL = "jsonl"
-    DIRECTORY = "directory"
+from .schemes import TextFormat
 
 
 def _field_error(field: str, message: str) -> BadInputError:

@@ -1,5 +1,5 @@
 """LLM-level comparison of logits: perplexity, mean KL(ref || test), top-1 agreement (torch API
-with shape checks; the arithmetic is ``slmpack.metrics``, shared with the validation ladder).
+with shape checks; the arithmetic is ``slmpack.runtime.metrics``, shared with the validation ladder).
 
 Logits are ``[T, V]`` or ``[B, T, V]``; all log-probabilities are computed with ``log_softmax``
 in float64 so large logits neither overflow nor lose the small differences being measured.
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from slmpack import metrics
+from slmpack.runtime import metrics
 from slmpack.errors import BadInputError
 
 
@@ -37,7 +37,7 @@ def _pair(ref: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 def _np2(x: torch.Tensor):
-    """[B, T, V] -> [B*T, V] float64 numpy (the math lives in slmpack.metrics)."""
+    """[B, T, V] -> [B*T, V] float64 numpy (the math lives in slmpack.runtime.metrics)."""
     return x.detach().to(torch.float64).reshape(-1, x.shape[-1]).numpy()
 
 

@@ -29,41 +29,8 @@ from slmpack.errors import BadInputError, UnsupportedError
 from .layout import FoldRecord
 from .recipe import Recipe
 from .rtn import QuantizedWeight, dequantize
+from .decisions import ActivationQParams, DecisionKind, TargetQuantCapabilities, TensorDecision
 from .schemes import FLOAT_ACTIVATIONS, ActivationMode, ActivationScheme, WeightScheme
-
-
-@dataclass(frozen=True)
-class TensorDecision:
-    name: str
-    kind: str                     # "linear" | "embedding"
-    shape: tuple[int, int]        # [out, in] / [vocab, hidden]
-    weight: WeightScheme | None   # None: keep float
-    activation: ActivationScheme
-    rule: int | None              # index of the recipe rule that matched; None: no rule matched
-    tied_to: str | None = None
-
-    def to_json(self) -> dict:
-        return {"kind": self.kind, "shape": list(self.shape), "rule": self.rule,
-                "weight": None if self.weight is None else self.weight.to_dict(),
-                "activation": self.activation.to_dict(), "tied_to": self.tied_to}
-
-
-@dataclass(frozen=True)
-class TargetQuantCapabilities:
-    """What a target can run; it hands this to ``validate_against`` before any calibration."""
-
-    name: str = "target"
-    weight_bits: frozenset[int] = frozenset({4, 8})
-    group_sizes: frozenset[int | None] = frozenset({None, 32, 64, 128})
-    asymmetric_weights: bool = True
-    activation_modes: frozenset[ActivationMode] = frozenset(ActivationMode)
-    embedding_bits: frozenset[int] = frozenset({4, 8})
-
-
-@dataclass(frozen=True)
-class ActivationQParams:
-    scale: float
-    zero_point: int | None
 
 
 def resolve_plan(recipe: Recipe, shapes: Mapping[str, tuple[int, ...]], *,
@@ -78,7 +45,7 @@ def resolve_plan(recipe: Recipe, shapes: Mapping[str, tuple[int, ...]], *,
         hit = recipe.match(name)
         rule, r = (None, None) if hit is None else hit
         decisions[name] = TensorDecision(
-            name=name, kind="embedding" if name in embeddings else "linear",
+            name=name, kind=DecisionKind.EMBEDDING if name in embeddings else DecisionKind.LINEAR,
             shape=tuple(int(d) for d in shapes[name]),
             weight=None if r is None else r.weight,
             activation=FLOAT_ACTIVATIONS if r is None else r.activation,
@@ -203,6 +170,6 @@ class QuantPlan:
 
     @classmethod
     def load(cls, directory) -> QuantPlan:
-        from .plan_io import load_plan
+        from .plan_io import read_plan
 
-        return load_plan(directory)
+        return cls(**read_plan(directory))

@@ -28,7 +28,7 @@ from safetensors.torch import save as st_save
 from slmpack.errors import BadInputError, PackageIntegrityError
 
 from .layout import FoldRecord
-from .plan import ActivationQParams, QuantPlan, TensorDecision
+from .decisions import ActivationQParams, DecisionKind, TensorDecision
 from .rtn import QuantizedWeight
 from .schemes import ActivationScheme, WeightScheme
 
@@ -43,7 +43,7 @@ CONVENTIONS = {
 }
 
 
-def _tensors(plan: QuantPlan) -> dict[str, torch.Tensor]:
+def _tensors(plan) -> dict[str, torch.Tensor]:
     t: dict[str, torch.Tensor] = {}
     for name, qw in plan.weights.items():
         t[f"qweight/{name}"] = qw.q.to(torch.int8)
@@ -61,7 +61,7 @@ def _tensors(plan: QuantPlan) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().clone() for k, v in sorted(t.items())}
 
 
-def plan_json(plan: QuantPlan, tensors_sha256: str) -> dict:
+def plan_json(plan, tensors_sha256: str) -> dict:
     return {
         "format": "slmpack.quant_plan",
         "schema_version": SCHEMA_VERSION,
@@ -86,7 +86,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def save_plan(plan: QuantPlan, directory) -> None:
+def save_plan(plan, directory) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     blob = st_save(_tensors(plan))  # no metadata: its map order is not guaranteed
@@ -100,7 +100,7 @@ def _corrupt(message: str) -> PackageIntegrityError:
     return PackageIntegrityError(message, "E_QUANT_PLAN_CORRUPT")
 
 
-def load_plan(directory) -> QuantPlan:
+def read_plan(directory) -> dict:
     directory = Path(directory)
     jpath, tpath = directory / PLAN_JSON, directory / PLAN_TENSORS
     for p in (jpath, tpath):
@@ -122,7 +122,7 @@ def load_plan(directory) -> QuantPlan:
     t = st_load(blob)
     try:
         decisions = {n: TensorDecision(
-            name=n, kind=d["kind"], shape=tuple(d["shape"]),
+            name=n, kind=DecisionKind(d["kind"]), shape=tuple(d["shape"]),
             weight=None if d["weight"] is None else WeightScheme(**d["weight"]),
             activation=ActivationScheme(**d["activation"]), rule=d["rule"],
             tied_to=d["tied_to"]) for n, d in doc["decisions"].items()}
@@ -138,8 +138,7 @@ def load_plan(directory) -> QuantPlan:
         folds = tuple(FoldRecord(f["method"], f["prev"], f["prev_kind"], tuple(f["consumers"]),
                                  t[f"fold_scales/{i:04d}"], f["info"])
                       for i, f in enumerate(doc["folds"]))
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise _corrupt(f"quantization plan is inconsistent: missing {exc}") from None
-    return QuantPlan(recipe=doc["recipe"], decisions=decisions, weights=weights,
-                     activations=acts, float_overrides=overrides, folds=folds,
-                     calibration=doc["calibration"])
+    return dict(recipe=doc["recipe"], decisions=decisions, weights=weights, activations=acts,
+                float_overrides=overrides, folds=folds, calibration=doc["calibration"])

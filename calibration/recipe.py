@@ -87,6 +87,9 @@ PRESETS: dict[str, Recipe] = {
     # weights (same as the embedding it is often tied to) with dynamic int8 activations
     "8da4w": Recipe("8da4w", (Rule(_EMBED, W8_PC), Rule(_HEAD, W8_PC, A8_DYNAMIC),
                               Rule("model.layers.*", W4_G32, A8_DYNAMIC))),
+    # decoder linears and lm_head: dynamic per-token int8 activations x int8 per-channel weights
+    "8da8w": Recipe("8da8w", (Rule(_EMBED, W8_PC), Rule(_HEAD, W8_PC, A8_DYNAMIC),
+                              Rule("model.layers.*", W8_PC, A8_DYNAMIC))),
     # static per-tensor int8 activations (min-max) x int8 weights; SmoothQuant (alpha 0.5) on
     # the linears fed by an RMSNorm (q/k/v, gate/up), as in the SmoothQuant reference for Llama
     "w8a8": Recipe("w8a8", (Rule(_EMBED, W8_PC),

@@ -14,6 +14,17 @@ from slmpack.errors import BadInputError
 SUPPORTED_WEIGHT_BITS = (4, 8)
 
 
+class TextFormat(str, Enum):
+    """How calibration text is read (``calibration/datasets.py``)."""
+
+    TEXT = "text"
+    JSONL = "jsonl"
+    DIRECTORY = "directory"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class Algorithm(str, Enum):
     """How integer weights are chosen. Embeddings always use RTN (they have no input activations)."""
 

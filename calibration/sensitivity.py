@@ -73,7 +73,7 @@ def logits_on(model: nn.Module, windows: torch.Tensor) -> torch.Tensor:
 
 def compare(ref_logits: torch.Tensor, test_logits: torch.Tensor, windows: torch.Tensor) -> dict:
     """{kl, ppl, ppl_ref, ppl_increase_pct} over next-token positions of ``windows``."""
-    from slmpack.metrics import compare_logits
+    from slmpack.runtime.metrics import compare_logits
 
     v = ref_logits.shape[-1]
     c = compare_logits(ref_logits[:, :-1].to(torch.float64).reshape(-1, v).numpy(),

@@ -6,20 +6,18 @@ sorted by name; the caller raises one typed error.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
+from .decisions import TargetQuantCapabilities
 from .layout import input_groups
 from .schemes import ActivationMode, Algorithm
-
-if TYPE_CHECKING:
-    from .plan import QuantPlan, TargetQuantCapabilities
 
 
 def _module(name: str) -> str:
     return name[:-len(".weight")] if name.endswith(".weight") else name
 
 
-def plan_problems(plan: QuantPlan, shapes: Mapping[str, tuple[int, ...]],
+def plan_problems(plan,  # a QuantPlan (plan.py imports this module, not the reverse)
+                  shapes: Mapping[str, tuple[int, ...]],
                   caps: TargetQuantCapabilities | None) -> dict[str, list[str]]:
     problems: dict[str, list[str]] = {}
 
@@ -75,7 +73,7 @@ def _capability_problems(name, d, caps, add) -> None:
         add(name, f"target {caps.name} cannot run {d.activation.mode.value} activations")
 
 
-def _group_problems(plan: QuantPlan, add) -> None:
+def _group_problems(plan, add) -> None:
     linear = {_module(n): d for n, d in plan.decisions.items()
               if d.kind == "linear" and len(d.shape) == 2}
     in_out = {m: (d.shape[0], d.shape[1]) for m, d in linear.items()}

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from slmpack.errors import BadInputError, SlmpackError, UnsupportedError
+from slmpack.errors import SlmpackError, UnsupportedError
+from slmpack.runtime import integrity, safetensors
 
 from . import device_runner
 from .fit import estimate, load_facts
@@ -52,16 +53,11 @@ class DeviceResult:
 
 
 def read_package(pkg: Path) -> tuple[dict, dict]:
-    """The manifest and the test vectors, read on the host with the runner's own parser."""
-    try:
-        manifest = json.loads((pkg / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BadInputError(f"{pkg} is not a readable package: {exc}") from None
-    try:
-        vectors = device_runner.read_safetensors(pkg / "test_vectors.safetensors")
-    except (OSError, device_runner.RunnerError) as exc:
-        raise BadInputError(f"{pkg}: cannot read test_vectors.safetensors: {exc}") from None
-    return manifest, vectors
+    """The manifest and the test vectors, read on the host with the kit the device runs: the
+    package must be safe to push (a valid typed manifest with a known target and file fields
+    inside ``files``; regular files only, no symlinks) before anything of it is pushed."""
+    manifest = integrity.check_safe(pkg)
+    return manifest.to_json(), safetensors.load(pkg / manifest.test_vectors.file)
 
 
 def compare_on_host(vectors: dict, result: dict) -> dict:
@@ -121,6 +117,8 @@ def run_one(pkg: Path, profile: DeviceProfile, transport: Transport, *, index: i
         info = transport.describe()
         if not runner_pushed:
             transport.push(RUNNER, RUNNER_NAME)
+            with tempfile.TemporaryDirectory(prefix="slmpack-kit-") as tmp:
+                transport.push(device_runner.stage_kit(Path(tmp)), device_runner.KIT)
         # a fresh result name per run: a stale file from an earlier run must never be read back
         remote_pkg, out_name = f"pkg-{index}-{pkg.name}", f"result-{index}-{uuid.uuid4().hex[:8]}.json"
         transport.push(pkg, remote_pkg)
@@ -158,10 +156,9 @@ def run_device_test(packages: Sequence[str | Path], devices: Sequence[str | Devi
     """Every package on every device. ``transport``: an open Transport used for all devices, a
     transport name for all devices, or None for each profile's default. Writes the report to
     ``out_dir`` when given (report.json, report.md, report.html)."""
-    pkgs = [Path(p).resolve() for p in packages]
-    for p in pkgs:
-        if not (p / "manifest.json").is_file():
-            raise BadInputError(f"{p} is not a package (no manifest.json)")
+    pkgs = [Path(p).absolute() for p in packages]
+    for p in pkgs:  # every package is checked on the host first (no symlink is ever pushed)
+        integrity.check_safe(p)
     registry = load_registry(profile_dirs) if any(isinstance(d, str) for d in devices) else None
     profiles = [d if isinstance(d, DeviceProfile) else registry.get(d) for d in devices]
     raw_dir = Path(out_dir) / "raw" if out_dir else None  # the device JSONs, kept with the report

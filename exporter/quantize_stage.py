@@ -2,7 +2,7 @@
 
 1. ``preflight``  resolve the recipe (preset or file, ``--algorithm`` override) against the
                   model's weight shapes (a meta-device reference: no weights read), ask the target
-                  for ``quant_capabilities(options)`` and ``validate_against`` them. An invalid
+                  for ``capabilities(options).quant`` and ``validate_against`` them. An invalid
                   plan fails here with a typed error naming the tensors, before any calibration.
 2. ``calibrate``  load calibration windows (default: the bundled calibration.txt), optionally
                   search a mixed-precision recipe for a budget, ``build_plan`` on the fp32
@@ -91,8 +91,7 @@ def with_algorithm(recipe, algorithm: str, layout: Layout):
 
 
 def capabilities_for(target, options):
-    fn = getattr(target, "quant_capabilities", None)
-    return None if fn is None else fn(options)
+    return target.capabilities(options).quant
 
 
 @dataclass
@@ -113,7 +112,7 @@ def resolve_and_check(recipe, layout: Layout, caps, target_name: str):
     if caps is None and plan.quantized_names():
         names = plan.quantized_names()
         raise UnsupportedError(
-            f"target {target_name} cannot encode quantized weights (it declares no quant_capabilities); "
+            f"target {target_name} cannot encode quantized weights (its capabilities declare no quantization); "
             f"{len(names)} tensor(s) would be quantized, e.g. {names[0]}", "E_QUANT_TARGET_UNSUPPORTED",
             details={"tensors": names})
     plan.validate_against(layout.shapes, caps)
@@ -270,7 +269,7 @@ def calibrate(pre: QuantPreflight, ref: ReferenceModel, model_dir: Path, max_con
             mixed["budget_met"] = mixed["achieved_weights_only"]["ppl_increase_pct"] <= qcfg.max_ppl_increase_pct
     info = {"source": (qcfg.calib_data.name if qcfg.calib_data else "calibration.txt (bundled)")
             if windows.numel() else None,
-            "format": qcfg.resolved_format(), "windows": int(windows.shape[0]), "window_tokens": int(windows.shape[1]),
+            "format": qcfg.resolved_format().value, "windows": int(windows.shape[0]), "window_tokens": int(windows.shape[1]),
             "seed": qcfg.calib_seed}
     return QuantResult(qcfg, plan, recipe, fake_quant_reference(ref, plan), info, mixed,
                        {"mixed_precision_s": round(t1 - t0, 2), "build_plan_s": round(t2 - t1, 2)})
@@ -304,8 +303,7 @@ def finish(target, stage: Path, quant: QuantResult, artifact) -> dict:
     """Write the plan and recipe into the package, run the read-back, return the manifest block."""
     quant.plan.save(stage)
     (stage / RECIPE_FILE).write_text(json.dumps(quant.recipe.to_dict(), indent=2, sort_keys=True) + "\n")
-    readback = target.readback(stage, quant.plan) if hasattr(target, "readback") else {
-        "passed": None, "note": f"target {target.name.value} has no readback()"}
+    readback = target.readback(stage, quant.plan).to_json()
     artifact.report["readback"] = readback
     if quant.mixed_precision is not None and quant.config.max_size_bytes is not None:
         size = sum((stage / f).stat().st_size for f in artifact.files if (stage / f).is_file())
@@ -326,12 +324,12 @@ def finish(target, stage: Path, quant: QuantResult, artifact) -> dict:
     }
 
 
-def eval_reference(quant: QuantResult, artifact) -> ReferenceModel:
+def eval_reference(quant: QuantResult, blocks: dict[str, int]) -> ReferenceModel:
     """The fake-quant reference for test vectors and the ladder: plan weights, plus activation
-    fake-quant as the target's runtime applies it (hooks installed after lowering, never traced)."""
+    fake-quant as the target declares its runtime applies it (``target.activation_blocks``: per
+    (token, block) where listed, else per token; hooks installed after lowering, never traced)."""
     from slmpack.exporter.fake_quant import install_activation_fake_quant
 
-    blocks = (artifact.report.get("quantization") or {}).get("dynamic_activation_blocks", {})
     install_activation_fake_quant(quant.reference, quant.plan, blocks)
     return quant.reference
 

@@ -9,7 +9,7 @@ import dataclasses
 from slmpack.config import ExportConfig
 from slmpack.exporter import pipeline
 from slmpack.exporter.pipeline import Package
-from slmpack.package import read_manifest, verify as _verify
+from slmpack.package import verify as _verify
 from slmpack.progress import QUIET, Progress
 from slmpack.quantize_config import QuantConfig
 from slmpack.targets import registry
@@ -35,36 +35,30 @@ def verify(package: str | Path) -> dict:
 
 
 def validate(package: str | Path) -> dict:
-    """Re-run the ladder steps that need no source model: structure, test vectors, greedy tokens."""
-    from safetensors.numpy import load_file
+    """Re-run the ladder steps that need no source model (``PACKAGE_ONLY``: structure, test
+    vectors, greedy tokens) through the runtime kit, with the target's declared tolerance."""
+    from slmpack.runtime import ladder, safetensors, tolerance
+    from slmpack.runtime.loaded import load
 
-    from slmpack.exporter.reference_runner import greedy
-    from slmpack.validation import check_vectors
+    loaded = load(package)        # integrity first: nothing of a tampered package is run
+    m, pkg = loaded.manifest, loaded.path
+    target = registry.get(m.target.value)
+    manifest = m.to_json()
 
-    pkg = Path(package)
-    _verify(pkg)
-    manifest = read_manifest(pkg)
-    target = registry.get(manifest["target"])
-    vectors = load_file(str(pkg / manifest["test_vectors"]["file"]))
-    structural = target.check(pkg, manifest)
-    if (manifest.get("quantization") or {}).get("plan") and hasattr(target, "readback"):
-        from slmpack.calibration.plan import QuantPlan
+    def structural() -> list[str]:
+        problems = list(target.check(pkg, manifest))
+        if m.quantization.plan is not None:
+            from slmpack.calibration.plan import QuantPlan
 
-        rb = target.readback(pkg, QuantPlan.load(pkg))  # the stored integers are still the plan's
-        structural = structural + [f"read-back: {p}" for p in rb.get("problems", [])]
-    runner = target.runner(pkg, manifest)
-    tol = target.tolerance_for(manifest) if hasattr(target, "tolerance_for") else target.tolerance
-    vec = check_vectors(runner, vectors, tol)
-    want = [int(t) for t in vectors["greedy_ids"]]
-    eos = tuple(int(e) for e in (manifest["model"].get("eos_token_ids") or []))
-    got = greedy(runner, vectors["greedy_prompt_ids"], len(want), eos)
-    exact = manifest.get("precision") == "fp32" and not manifest.get("quantization", {}).get("plan")
-    greedy_ok = got == want or not exact
-    result = {"package": str(pkg), "target": manifest["target"],
-              "structural": {"problems": structural, "passed": not structural}, "vectors": vec,
-              "greedy": {"match": got == want, "tokens": len(want), "passed": greedy_ok}}
-    result["passed"] = bool(not structural and vec["passed"] and greedy_ok)
-    return result
+            rb = target.readback(pkg, QuantPlan.load(pkg))  # the stored integers are still the plan's
+            problems += [f"read-back: {p}" for p in rb.problems]
+        return problems
+
+    x = ladder.LadderInputs(runner=loaded.runner(), tolerance=tolerance.checked(m),
+                            vectors=safetensors.load(pkg / m.test_vectors.file), exact=m.exact,
+                            structural=structural, eos=m.model.eos_token_ids)
+    result = ladder.run(ladder.PACKAGE_ONLY, x)
+    return {"package": str(pkg), "target": m.target.value, **result}
 
 
 def inspect(model_dir: str | Path | None = None) -> dict:

@@ -6,7 +6,6 @@ Every command accepts --json (one JSON document on stdout) for build systems.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import threading
@@ -42,6 +41,9 @@ def _quant_arguments(g) -> None:
     g.add_argument("--max-ppl-increase", default=None, metavar="PCT",
                    help="mixed precision: smallest per-layer int4/int8/float plan within this perplexity "
                    "increase over fp32 on calibration text, e.g. 2%%")
+    g.add_argument("--max-ppl-loss", type=float, default=10.0, metavar="PCT",
+                   help="accuracy gate: fail (exit 1, E_ACCURACY_GATE) a quantized export whose held-out "
+                   "perplexity exceeds fp32's by more than PCT percent (default: 10)")
     g.add_argument("--max-size", default=None, metavar="SIZE",
                    help="mixed precision: most accurate per-layer plan whose artifact fits, e.g. 8MB or 6MiB")
     g.add_argument("--quant-plan", type=Path, default=None, metavar="DIR",
@@ -128,16 +130,16 @@ def _print_json(obj) -> None:
 
 
 def cmd_export(args) -> int:
-    from slmpack.config import ExportConfig, TraceConfig
+    from slmpack.config import ExportConfig, TraceConfig, ValidationConfig
+    from slmpack.exporter import pipeline
     from slmpack.exporter.pipeline import require_passed
-    from slmpack.quantize_config import QuantConfig
     from slmpack.progress import Progress
     from slmpack.summary import export_table
     from slmpack.targets import registry
     from slmpack.targets.options import options_for
-    from slmpack import api
 
     cfg = ExportConfig(trace=TraceConfig(max_context=args.max_context, max_prompt=args.max_prompt),
+                       validation=ValidationConfig(max_ppl_loss=args.max_ppl_loss),
                        quant=quant_config_from_args(args),
                        validate=not args.no_validate, allow_pickle=args.allow_pickle, force=args.force,
                        follow_symlinks=args.follow_symlinks, keep_failed=args.keep_failed)
@@ -155,17 +157,9 @@ def cmd_export(args) -> int:
         bits = {"fp32": 32, "fp16": 16, "bf16": 16}.get(cfg.precision.value, 32)
         fit_check(resolve_model_dir(args.model_dir), args.device, args.max_context, bits)
     progress = Progress(enabled=None if not args.json else False)
-    pkgs, errors = [], []
-    for t in targets:
-        try:
-            pkgs.append(api.export(args.model_dir, t, outs[t], cfg, options_for(t, args), progress, args.eval_text))
-            if cfg.quant.enabled and cfg.quant.plan_from is None and len(targets) > 1:
-                # calibrate once: every later target encodes this package's plan (the same integers)
-                cfg = dataclasses.replace(cfg, quant=QuantConfig(plan_from=pkgs[-1].path))
-        except SlmpackError as e:
-            if args.target != "all":
-                raise
-            errors.append((t, e))
+    st = pipeline.export_many(args.model_dir, [(t, outs[t], options_for(t, args)) for t in targets], cfg, progress,
+                              args.eval_text, keep_going=args.target == "all")   # calibrates once for all targets
+    pkgs, errors = st.packages, st.errors
     if args.json:
         _print_json({"packages": [{"path": str(p.path), "target": p.target, "validation": p.validation}
                                   for p in pkgs],

@@ -53,12 +53,15 @@ class ValidationConfig:
     greedy_tokens: int = 32        # ladder step (d)
     test_prompt_tokens: int = 16   # test vectors: prompt length
     test_decode_tokens: int = 8    # test vectors: single-token decode steps
+    max_ppl_loss: float = 10.0     # accuracy gate: a plan's perplexity loss vs fp32, in percent
 
     def __post_init__(self):
         if self.heldout_tokens < 1:
             raise _bad("heldout_tokens", "must be >= 1")
         if self.greedy_tokens < 1:
             raise _bad("greedy_tokens", "must be >= 1")
+        if not (isinstance(self.max_ppl_loss, (int, float)) and 0 <= self.max_ppl_loss < float("inf")):
+            raise _bad("max_ppl_loss", f"must be a finite percentage >= 0, got {self.max_ppl_loss!r}")
 
 
 @dataclass(frozen=True)

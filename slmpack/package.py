@@ -172,18 +172,20 @@ def read_manifest(pkg: Path) -> dict:
 
 
 def verify(pkg: Path) -> dict:
-    """Re-hash every file; name changed, missing and extra files. Raises PackageIntegrityError."""
+    """Re-hash every file (the runtime kit's integrity check: regular files only, no symlinks,
+    file-naming manifest fields inside ``files``); name changed, missing, extra and unsafe files.
+    Raises PackageIntegrityError (or BadInputError for an unreadable or invalid manifest)."""
+    from slmpack.runtime import integrity
+
     pkg = Path(pkg)
-    manifest = read_manifest(pkg)
-    want: dict[str, str] = manifest.get("files", {})
-    got = hash_tree(pkg)
-    changed = sorted(k for k in want if k in got and got[k] != want[k])
-    missing = sorted(k for k in want if k not in got)
-    extra = sorted(k for k in got if k not in want)
-    result = {"package": str(pkg), "files": len(want), "changed": changed, "missing": missing, "extra": extra,
-              "ok": not (changed or missing or extra)}
-    if not result["ok"]:
-        parts = [f"{name}: {', '.join(v)}" for name, v in (("changed", changed), ("missing", missing),
-                                                            ("extra", extra)) if v]
+    manifest = integrity.read_manifest(pkg)
+    bad = integrity.check_files(pkg, manifest)
+    by = {"sha256 mismatch": "changed", "missing": "missing", "not in manifest": "extra"}
+    groups: dict[str, list[str]] = {"changed": [], "missing": [], "extra": [], "unsafe": []}
+    for b in bad:
+        groups[by.get(b.reason, "unsafe")].append(b.path if b.reason in by else f"{b.path} ({b.reason})")
+    result = {"package": str(pkg), "files": len(manifest.files), **groups, "ok": not bad}
+    if bad:
+        parts = [f"{name}: {', '.join(v)}" for name, v in groups.items() if v]
         raise PackageIntegrityError(f"{pkg}: " + "; ".join(parts), "E_PACKAGE_INTEGRITY", details=result)
     return result

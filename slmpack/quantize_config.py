@@ -14,11 +14,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from slmpack.calibration.schemes import Algorithm, TextFormat
 from slmpack.errors import BadInputError
 
-PRESET_NAMES = ("int8", "int4", "8da4w", "w8a8")
-ALGORITHMS = ("rtn", "gptq", "awq")
-CALIB_FORMATS = ("text", "jsonl", "directory")
+
+PRESET_NAMES = ("int8", "int4", "8da4w", "8da8w", "w8a8")
+ALGORITHMS = tuple(a.value for a in Algorithm)
+CALIB_FORMATS = tuple(f.value for f in TextFormat)
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3,
           "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3}
 
@@ -51,14 +53,14 @@ def parse_size(text: str | int, field_name: str = "max_size") -> int:
 class QuantConfig:
     """Quantization of one export. ``recipe=None`` and no budget: a float export (the default)."""
 
-    recipe: str | None = None            # preset name (int8, int4, 8da4w, w8a8) or a .toml/.json path
+    recipe: str | None = None            # preset name (int8, int4, 8da4w, 8da8w, w8a8) or a .toml/.json path
     calib_data: Path | None = None       # file, directory or .jsonl; None: bundled calibration.txt
-    calib_format: str | None = None      # text | jsonl | directory; None: from calib_data
+    calib_format: TextFormat | None = None   # None: from calib_data
     calib_text_field: str = "text"       # jsonl field holding the document
     calib_windows: int = 32              # windows drawn (seeded) from the calibration text
     calib_window_tokens: int = 256       # tokens per window (<= the export's max context)
     calib_seed: int = 0
-    algorithm: str | None = None         # overrides every linear rule's algorithm (rtn|gptq|awq)
+    algorithm: Algorithm | None = None   # overrides every linear rule's algorithm
     max_ppl_increase_pct: float | None = None   # mixed-precision budget (percent over fp32)
     max_size_bytes: int | None = None            # mixed-precision budget (artifact bytes, estimated)
     plan_from: Path | None = None        # reuse a calibrated plan (a package or a quant_plan.json folder)
@@ -81,14 +83,18 @@ class QuantConfig:
                                 ".toml/.json recipe file")
         if self.calib_data is not None:
             object.__setattr__(self, "calib_data", Path(self.calib_data))
-        if self.calib_format is not None and self.calib_format not in CALIB_FORMATS:
-            raise _bad("calib_format", f"must be one of {', '.join(CALIB_FORMATS)}, got {self.calib_format!r}")
+        if self.calib_format is not None:
+            if self.calib_format not in CALIB_FORMATS:
+                raise _bad("calib_format", f"must be one of {', '.join(CALIB_FORMATS)}, got {self.calib_format!r}")
+            object.__setattr__(self, "calib_format", TextFormat(self.calib_format))
         for name, lo in (("calib_windows", 1), ("calib_window_tokens", 2), ("calib_seed", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise _bad(name, f"must be an integer >= {lo}, got {v!r}")
-        if self.algorithm is not None and self.algorithm not in ALGORITHMS:
-            raise _bad("algorithm", f"must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
+        if self.algorithm is not None:
+            if self.algorithm not in ALGORITHMS:
+                raise _bad("algorithm", f"must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
+            object.__setattr__(self, "algorithm", Algorithm(self.algorithm))
         if self.max_ppl_increase_pct is not None:
             object.__setattr__(self, "max_ppl_increase_pct", parse_percent(self.max_ppl_increase_pct))
             if not 0.0 < self.max_ppl_increase_pct <= 1000.0:
@@ -113,19 +119,20 @@ class QuantConfig:
         """The recipe to start from (a budget alone starts from int4)."""
         return self.recipe or "int4"
 
-    def resolved_format(self) -> str:
+    def resolved_format(self) -> TextFormat:
         if self.calib_format is not None:
             return self.calib_format
         if self.calib_data is None:
-            return "text"
+            return TextFormat.TEXT
         if self.calib_data.is_dir():
-            return "directory"
-        return "jsonl" if self.calib_data.suffix == ".jsonl" else "text"
+            return TextFormat.DIRECTORY
+        return TextFormat.JSONL if self.calib_data.suffix == ".jsonl" else TextFormat.TEXT
 
     def to_json(self) -> dict:
         return {"recipe": self.recipe, "calib_data": None if self.calib_data is None else self.calib_data.name,
-                "calib_format": self.resolved_format(), "calib_text_field": self.calib_text_field,
+                "calib_format": self.resolved_format().value, "calib_text_field": self.calib_text_field,
                 "calib_windows": self.calib_windows, "calib_window_tokens": self.calib_window_tokens,
-                "calib_seed": self.calib_seed, "algorithm": self.algorithm,
+                "calib_seed": self.calib_seed,
+                "algorithm": None if self.algorithm is None else self.algorithm.value,
                 "max_ppl_increase_pct": self.max_ppl_increase_pct, "max_size_bytes": self.max_size_bytes,
                 "plan_from": None if self.plan_from is None else self.plan_from.name}

@@ -1,91 +1,62 @@
-"""The validation ladder, target-independent, over the Runner protocol.
+"""The export-time ladders, as step lists of the one ladder in ``slmpack.runtime.ladder``.
 
-  (a) structural   the target's own check of the artifact (``target.check``)
-  (b) vectors      logits on the package's test vectors vs eager, within the target's tolerance
-  (c) held-out     >= N held-out tokens: top-1 agreement, mean KL(ref || artifact), perplexity
-  (d) greedy       greedy continuation equals the reference (required for fp32 exports)
+``run_ladder`` (float packages) runs ``HOST_FP32`` against the eager reference;
+``run_quant_ladder`` (QuantPlan packages) runs ``HOST_QUANT``: pass/fail against the plan's
+fake-quant reference (what the artifact should compute: a disagreement is an encoding bug), the
+cost of quantization itself vs fp32 reported in ``heldout_fp32`` and held to the accuracy gate
+(``ValidationConfig.max_ppl_loss``, ``--max-ppl-loss``), greedy tokens reported.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from slmpack.metrics import LogitComparison
-from slmpack.exporter.reference_runner import greedy
+from slmpack.runtime import ladder
+from slmpack.runtime.ladder import LadderInputs
+from slmpack.runtime.records import Tolerance
 
 
-def check_vectors(runner, vectors: dict[str, np.ndarray], tol) -> dict:
-    runner.reset()
-    pre = runner.prefill(vectors["prompt_ids"])
-    diff_pre = float(np.abs(pre - vectors["prefill_logits"]).max())
-    pos = len(vectors["prompt_ids"])
-    diffs = []
-    for i, tok in enumerate(vectors["decode_ids"]):
-        out = runner.decode(int(tok), pos + i)
-        diffs.append(float(np.abs(out - vectors["decode_logits"][i]).max()))
-    diff_dec = max(diffs) if diffs else 0.0
-    bound = tol.atol + tol.rtol * float(np.abs(vectors["prefill_logits"]).max())
-    return {"prefill_max_abs_diff": diff_pre, "decode_max_abs_diff": diff_dec, "bound": bound,
-            "passed": diff_pre <= bound and diff_dec <= bound}
+def _tolerance(manifest: dict) -> Tolerance:
+    return Tolerance.from_json(manifest["tolerance"])   # declared by the target at export time
 
 
-def compare_windows(runners: dict, pairs: dict, tokens: np.ndarray, window: int) -> tuple[dict, int]:
-    """Prefill windows of held-out text through every runner once and accumulate each comparison
-    ``pairs = {name: (reference runner, test runner)}`` window by window (one window of logits in
-    memory). Returns ({name: metrics}, tokens compared)."""
-    accs = {k: LogitComparison() for k in pairs}
-    for start in range(0, len(tokens) - 1, window):
-        chunk = tokens[start:start + window + 1]
-        if len(chunk) < 2:
-            break
-        logits = {}
-        for name, r in runners.items():
-            r.reset()
-            logits[name] = r.prefill(chunk[:-1])
-        for k, (a, b) in pairs.items():
-            accs[k].add(logits[a], logits[b], chunk[1:])
-    n = next(iter(accs.values())).n if accs else 0
-    return {k: a.result() for k, a in accs.items()}, n
+def _structural(target, pkg_dir, manifest: dict, readback: bool):
+    def check() -> list[str]:
+        problems = list(target.check(pkg_dir, manifest))
+        rb = manifest.get("report", {}).get("readback") or {}
+        if readback and rb.get("passed") is False:
+            problems += [f"read-back: {p}" for p in rb.get("problems", [])[:20]]
+        return problems
+    return check
 
 
-def check_heldout(runner, reference, tokens: np.ndarray, window: int) -> dict:
-    """Prefill windows of held-out text through both runners and compare next-token distributions."""
-    m, n = compare_windows({"reference": reference, "artifact": runner}, {"h": ("reference", "artifact")},
-                           tokens, window)
-    return {"tokens": n, **m["h"]}
+def _extra(target, pkg_dir, manifest):
+    def check(runner):   # e.g. one per LiteRT prefill signature; None: the target has none
+        return target.extra_vectors(pkg_dir, manifest, runner, _tolerance(manifest))
+    return check
 
 
 def run_ladder(target, pkg_dir, manifest: dict, runner, reference, vectors: dict, heldout: np.ndarray,
                greedy_prompt: np.ndarray, greedy_n: int, eos: tuple[int, ...], exact_greedy: bool) -> dict:
-    tol = target.tolerance_for(manifest) if hasattr(target, "tolerance_for") else target.tolerance
-    structural = target.check(pkg_dir, manifest)
-    result: dict = {"structural": {"problems": structural, "passed": not structural}}
-    result["vectors"] = check_vectors(runner, vectors, tol)
-    if hasattr(target, "check_extra_vectors"):  # target-specific vectors (e.g. one per TFLite signature)
-        extra = target.check_extra_vectors(pkg_dir, manifest, runner)
-        result["vectors"]["extra"] = extra
-        result["vectors"]["passed"] = result["vectors"]["passed"] and extra["passed"]
-    window = min(runner.max_prompt, 128)
-    result["heldout"] = check_heldout(runner, reference, heldout, window)
-    # a tolerance that waives greedy exactness was declared for a lossy precision (e.g. Core ML fp16
-    # compute): its min_top1 is then the requirement even though the export is not exact
-    required = tol.min_top1 if (exact_greedy or not tol.greedy_exact) else 0.0
-    result["heldout"]["passed"] = result["heldout"]["top1_agreement"] >= required
-    ref_ids = greedy(reference, greedy_prompt, greedy_n, eos)
-    art_ids = greedy(runner, greedy_prompt, greedy_n, eos)
-    match = ref_ids == art_ids
-    first_diff = next((i for i, (a, b) in enumerate(zip(ref_ids, art_ids)) if a != b), None)
-    result["greedy"] = {"tokens": len(ref_ids), "match": match, "first_mismatch": first_diff,
-                        "reference_ids": ref_ids, "artifact_ids": art_ids,
-                        "passed": match or not (exact_greedy and tol.greedy_exact)}
-    result["passed"] = all(result[k]["passed"] for k in ("structural", "vectors", "heldout", "greedy"))
-    return _round(result)
+    x = LadderInputs(runner=runner, tolerance=_tolerance(manifest), vectors=vectors, exact=exact_greedy,
+                     structural=_structural(target, pkg_dir, manifest, readback=False),
+                     extra_vectors=_extra(target, pkg_dir, manifest), reference=reference, heldout=heldout,
+                     greedy_prompt=greedy_prompt, greedy_n=greedy_n, eos=eos)
+    return ladder.run(ladder.HOST_FP32, x)
 
 
-def _round(x):
-    if isinstance(x, float):
-        return float(f"{x:.6g}")
-    if isinstance(x, dict):
-        return {k: _round(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_round(v) for v in x]
-    return x
+def run_quant_ladder(target, pkg_dir, manifest: dict, runner, fp32_ref, fq_ref, vectors: dict,
+                     heldout: np.ndarray, greedy_prompt: np.ndarray, greedy_n: int, eos: tuple[int, ...],
+                     fake_quant_note: str = "", max_ppl_loss: float | None = None) -> dict:
+    x = LadderInputs(runner=runner, tolerance=_tolerance(manifest), vectors=vectors, exact=False,
+                     structural=_structural(target, pkg_dir, manifest, readback=True),
+                     extra_vectors=_extra(target, pkg_dir, manifest), reference=fq_ref, fp32_reference=fp32_ref,
+                     heldout=heldout, greedy_prompt=greedy_prompt, greedy_n=greedy_n, eos=eos,
+                     max_ppl_loss_pct=max_ppl_loss)
+    result = ladder.run(ladder.HOST_QUANT, x)
+    result["mode"] = "quantized"
+    result["vectors"]["reference"] = result["heldout"]["reference"] = result["greedy"]["reference"] = "fake_quant"
+    rb = manifest.get("report", {}).get("readback") or {}
+    result["structural"]["readback_passed"] = rb.get("passed")
+    if fake_quant_note:
+        result["heldout"]["note"] = fake_quant_note
+    return result

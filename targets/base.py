@@ -12,24 +12,26 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from slmpack.exporter.kv_cache import CacheLayout
+from slmpack.exporter.kv_cache import CacheLayout, CacheUpdate
+from slmpack.runtime.records import Readback, TargetName, Tolerance
 
 
-class TargetName(str, enum.Enum):
-    ONNX = "onnx"
-    EXECUTORCH = "executorch"
-    TFLITE = "tflite"
-    COREML = "coreml"
+class Consumes(str, enum.Enum):
+    """What ``lower`` takes from the tracing stage."""
+
+    EXPORTED_PROGRAM = "exported_program"   # the traced {prefill, decode} programs (ONNX, Core ML)
+    MODULE = "module"                       # the wrapped reference module; the target exports it itself
 
 
 @dataclass(frozen=True)
-class Tolerance:
-    """Declared numerical tolerance of a target vs eager PyTorch, for logits."""
+class Capabilities:
+    """What a target can express for given options, declared up front (the test matrix reads it).
 
-    atol: float
-    rtol: float = 0.0
-    min_top1: float = 1.0        # ladder (c): fp32 exports must agree on every held-out token
-    greedy_exact: bool = True    # ladder (d)
+    ``precisions``: the float precisions its options accept; ``quant``: what a QuantPlan may ask
+    (``None``: no plan that quantizes a tensor). Finer limits are the reasons ``preflight`` names."""
+
+    precisions: tuple[str, ...]
+    quant: "TargetQuantCapabilities | None"  # noqa: F821
 
 
 @dataclass(frozen=True)
@@ -70,22 +72,31 @@ class Runner(Protocol):
 
 
 class Target(Protocol):
-    name: TargetName
-    cache_layout: CacheLayout
-    tolerance: Tolerance
-    options_type: type
+    """Every member is required (no ``hasattr`` probes anywhere). The pipeline calls, in order:
+    ``capabilities`` and ``preflight`` (before any slow work), ``layout``/``consumes``/``cache_update``
+    (tracing), ``lower``, ``readback`` (quantized packages), ``tolerance`` (written into the manifest;
+    the ladder reads it from there), then ``check``, ``runner`` and ``extra_vectors`` in the ladder."""
 
-    def supports(self, spec, options, plan=None) -> list[Unsupported]: ...
+    name: TargetName
+    options_type: type
+    consumes: Consumes
+    cache_update: CacheUpdate
+
+    def layout(self, options) -> CacheLayout: ...
+    def capabilities(self, options) -> Capabilities: ...
+    def preflight(self, spec, options, plan=None) -> list[Unsupported]: ...
     def lower(self, programs, spec, options, out_dir: Path, gen: dict, plan=None) -> Artifact: ...
+    def readback(self, pkg_dir: Path, plan) -> Readback: ...
+    def tolerance(self, options, plan=None) -> Tolerance: ...
+    # {linear: block} where the runtime quantizes dynamic int8 activations per (token, block)
+    # instead of per token; the pipeline fake-quantizes the reference the same way
+    def activation_blocks(self, options, plan) -> dict[str, int]: ...
     def check(self, pkg_dir: Path, manifest: dict) -> list[str]: ...
     def runner(self, pkg_dir: Path, manifest: dict) -> Runner: ...
+    # target-specific reference checks beyond the package's test vectors (e.g. one per LiteRT
+    # prefill signature); ``None`` when the target has none
+    def extra_vectors(self, pkg_dir: Path, manifest: dict, runner: Runner, tol: Tolerance) -> dict | None: ...
 
-    # Quantization (optional; the pipeline uses ``hasattr``). A target without
-    # ``quant_capabilities`` is refused any plan that quantizes a tensor (E_QUANT_TARGET_UNSUPPORTED),
-    # before calibration. ``lower(..., plan=plan)`` receives programs traced from the plan's fake-quant
-    # reference and swaps each float weight for its native encoding of the plan's integers
-    # (``targets/<t>/quantize.py``); ``readback`` decodes the written artifact and compares with the
-    # plan: ``{"passed": bool, "problems": [str], "bit_identical": bool,
-    # "max_abs_dequant_deviation": float | None, "tensors": {name: {...}}}``.
-    def quant_capabilities(self, options) -> "TargetQuantCapabilities": ...  # noqa: F821
-    def readback(self, pkg_dir: Path, plan) -> dict: ...
+
+__all__ = ["Artifact", "Capabilities", "Consumes", "Readback", "Runner", "Target", "TargetName", "Tolerance",
+           "Unsupported"]

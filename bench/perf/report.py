@@ -7,6 +7,8 @@ import platform
 MB = 1 << 20
 EAGER, OURS = "pytorch-eager", "slmpack-onnx"
 
+PEER_OF = {"8da8w": "llama.cpp Q8_0", "int8": "llama.cpp Q8_0", "8da4w": "llama.cpp Q4_0", "int4": "llama.cpp Q4_0"}
+
 
 def machine() -> dict:
     cpu = ""
@@ -114,7 +116,6 @@ def summarize(res: dict) -> dict:
 
 def _quant_targets(name: str, t: int, variants: dict) -> list[dict]:
     """int8 decode >= 2.5x eager; quantized decode >= 65% of bandwidth; >= llama.cpp at the same bits."""
-    from bench.perf.run import PEER_OF
 
     rows = []
     for v, row in variants.items():

@@ -30,7 +30,6 @@ RECIPES = Path(__file__).resolve().parent / "recipes"
 # weight-only (int8, int4: float activations) vs dynamic int8 activations (8da8w ~ llama.cpp Q8_0,
 # 8da4w ~ Q4_0: both quantize activations to int8 at run time).
 QUANTS = {"int8": "int8", "int4": "int4", "8da8w": str(RECIPES / "8da8w.toml"), "8da4w": "8da4w"}
-PEER_OF = {"8da8w": "llama.cpp Q8_0", "int8": "llama.cpp Q8_0", "8da4w": "llama.cpp Q4_0", "int4": "llama.cpp Q4_0"}
 
 
 def export_package(model_dir: Path, target: str, out: Path, validate: bool, force: bool,

@@ -52,7 +52,8 @@ CONFIGS: dict[str, dict | None] = {
 def quant_targets() -> list[str]:
     from slmpack.targets import registry
 
-    return [t for t in registry.available() if hasattr(registry.get(t), "quant_capabilities")]
+    return [t for t in registry.available()
+            if registry.get(t).capabilities(registry.get(t).options_type()).quant is not None]
 
 
 def bench_options(target: str):

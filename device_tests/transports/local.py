@@ -9,10 +9,16 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from slmpack.errors import BadInputError
+
 from .base import DEFAULT_TIMEOUT, RunResult, Transport, check_remote_name, timeout_error
 
 
 def copy_path(src: Path, dst: Path) -> None:
+    """Copy a file or a tree of regular files; a symlink anywhere is refused, never followed."""
+    links = [src] if src.is_symlink() else [p for p in src.rglob("*") if p.is_symlink()] if src.is_dir() else []
+    if links:
+        raise BadInputError(f"{links[0]}: symlinks are never copied to a device", "E_PACKAGE_INTEGRITY")
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists():
         shutil.rmtree(dst) if dst.is_dir() and not dst.is_symlink() else dst.unlink()

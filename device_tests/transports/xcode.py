@@ -7,7 +7,8 @@ project runs the same device runner (its Core ML adapter calls
 
 Project layout (``generate_project``)::
 
-    <out>/device_runner.py        the standalone runner (Core ML adapter: MLModel.predict)
+    <out>/device_runner.py        the thin runner CLI
+    <out>/slmpack_runtime/        the runtime kit (Core ML adapter: MLModel.predict)
     <out>/<package>/              the package, verified by sha256 before running
     <out>/requirements.txt        coremltools + numpy, pinned
     <out>/run_validation.sh       venv + run -> result.json (one JSON document)
@@ -27,9 +28,10 @@ from typing import Sequence
 from slmpack.errors import BadInputError, UnsupportedError
 
 from .base import DEFAULT_TIMEOUT, RunResult, Transport, check_remote_name, timeout_error
+from .. import device_runner
 from .local import copy_path
 
-RUNNER = Path(__file__).resolve().parent.parent / "device_runner.py"
+RUNNER = Path(device_runner.__file__)
 REQUIREMENTS = "coremltools==9.0\nnumpy==2.4.6\n"
 SCRIPT = """#!/bin/bash
 # Validate {pkg} with Core ML on this Mac: sha256 check, test vectors, greedy tokens, timings.
@@ -73,6 +75,8 @@ def generate_project(package_dir: str | Path, out_dir: str | Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     copy_path(package_dir, out_dir / package_dir.name)
     shutil.copy2(RUNNER, out_dir / "device_runner.py")
+    shutil.rmtree(out_dir / device_runner.KIT, ignore_errors=True)
+    device_runner.stage_kit(out_dir)           # the runtime kit the runner imports
     write_support_files(out_dir, package_dir.name, manifest.get("artifact", "?"))
     return out_dir
 

@@ -32,8 +32,8 @@ def _registry_level(op_type: str) -> int | None:
 
 
 def check_package(pkg_dir: Path, manifest: dict) -> list[str]:
-    from slmpack.targets.coreml.mil_interpreter import Interpreter, load_mlpackage
-    from slmpack.targets.coreml.mil_interpreter.program import load_model_spec
+    from slmpack.runtime.mil import Interpreter, load_mlpackage
+    from slmpack.runtime.mil.program import load_model_spec
 
     package = Path(pkg_dir) / manifest["artifact"]
     runtime = manifest.get("runtime", {})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from slmpack.exporter.kv_cache import CacheLayout
 from slmpack.targets.coreml import names
-from slmpack.targets.coreml.mil_interpreter.program import load_model_spec
+from slmpack.runtime.mil.program import load_model_spec
 
 _DTYPES = {65552: "float16", 65568: "float32", 65600: "float64", 131104: "int32", 131080: "int8"}
 

@@ -26,7 +26,7 @@ def _np(t) -> np.ndarray:
 
 
 def _op_args(fn, consts: dict, op) -> dict:
-    from slmpack.targets.coreml.mil_interpreter.program import Literal
+    from slmpack.runtime.mil.program import Literal
 
     args = {k: v for k, v in op.attributes.items() if k != "name"}
     for param, bindings in op.inputs.items():
@@ -69,8 +69,8 @@ def _compare(enc: dict, args: dict, qw) -> list[str]:
 
 
 def readback(pkg_dir: Path, plan) -> dict:
-    from slmpack.targets.coreml.mil_interpreter import load_mlpackage
-    from slmpack.targets.coreml.mil_interpreter.registry import lookup
+    from slmpack.runtime.mil import load_mlpackage
+    from slmpack.runtime.mil.registry import lookup
 
     try:
         program = load_mlpackage(Path(pkg_dir) / "model.mlpackage")

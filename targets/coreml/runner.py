@@ -86,7 +86,7 @@ class InterpreterRunner(_CacheRunner):
     kind = "mil-interpreter"
 
     def __init__(self, package: Path, manifest: dict):
-        from slmpack.targets.coreml.mil_interpreter import Interpreter, load_mlpackage
+        from slmpack.runtime.mil import Interpreter, load_mlpackage
 
         super().__init__(manifest)
         self.interpreter = Interpreter(load_mlpackage(Path(package)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from slmpack.exporter.kv_cache import CacheLayout, CacheUpdate
-from slmpack.targets.base import Artifact, TargetName, Tolerance, Unsupported
+from slmpack.targets.base import Artifact, Capabilities, Consumes, Readback, TargetName, Tolerance, Unsupported
 from slmpack.targets.coreml.ops import unsupported_features
 from slmpack.targets.coreml.options import ComputePrecision, CoreMLOptions
 
@@ -23,45 +23,40 @@ FP32_QUANT_TOLERANCE = Tolerance(atol=2e-2, rtol=2e-3, min_top1=0.99, greedy_exa
 
 class CoreMLTarget:
     name = TargetName.COREML
-    cache_layout = CacheLayout.BUFFER
-    cache_update = CacheUpdate.SLICE        # coremltools 9 cannot convert index_copy
-    tolerance = FP16_TOLERANCE              # of the default options; see tolerance_for
     options_type = CoreMLOptions
-    artifact_suffix = ".mlpackage"
+    consumes = Consumes.EXPORTED_PROGRAM
+    cache_update = CacheUpdate.SLICE        # coremltools 9 cannot convert index_copy
 
     def layout(self, options: CoreMLOptions) -> CacheLayout:
         return CacheLayout.BUFFER if options.uses_state else CacheLayout.IO_STATIC
 
-    def tolerance_for(self, manifest_or_options) -> Tolerance:
-        """Tolerance by compute precision, cache kind and quantization. Takes the package manifest
-        (as the ladder calls it) or CoreMLOptions (at export time, float)."""
-        quantized = False
-        if isinstance(manifest_or_options, CoreMLOptions):
-            fp16 = manifest_or_options.compute_precision is ComputePrecision.FP16
-            state = manifest_or_options.uses_state
-        else:
-            fp16 = manifest_or_options["runtime"]["compute_precision"] == ComputePrecision.FP16.value
-            state = manifest_or_options["kv_cache"]["kind"] == "state"
-            quantized = bool((manifest_or_options.get("quantization") or {}).get("plan"))
-        if fp16:
+    def tolerance(self, options: CoreMLOptions, plan=None) -> Tolerance:
+        """By compute precision, cache kind (states are fp16) and quantization."""
+        if options.compute_precision is ComputePrecision.FP16:
             return FP16_TOLERANCE
-        if quantized:
+        if plan is not None:
             return FP32_QUANT_TOLERANCE
-        return FP32_FP16_CACHE_TOLERANCE if state else FP32_TOLERANCE
+        return FP32_FP16_CACHE_TOLERANCE if options.uses_state else FP32_TOLERANCE
 
-    def quant_capabilities(self, options: CoreMLOptions):
+    def capabilities(self, options: CoreMLOptions) -> Capabilities:
         from slmpack.targets.coreml.quantize import capabilities
 
-        return capabilities(options)
+        return Capabilities(precisions=tuple(p.value for p in ComputePrecision), quant=capabilities(options))
 
-    def readback(self, pkg_dir: Path, plan) -> dict:
+    def readback(self, pkg_dir: Path, plan) -> Readback:
         """Decode the package's constexpr weight encodings and compare them with ``plan``."""
         from slmpack.targets.coreml.readback import readback
 
-        return readback(Path(pkg_dir), plan)
+        return Readback.from_json(readback(Path(pkg_dir), plan))
 
-    def supports(self, spec, options: CoreMLOptions, plan=None) -> list[Unsupported]:
+    def preflight(self, spec, options: CoreMLOptions, plan=None) -> list[Unsupported]:
         return unsupported_features(spec, options, plan)
+
+    def activation_blocks(self, options, plan) -> dict[str, int]:
+        return {}   # no dynamic activations (refused)
+
+    def extra_vectors(self, pkg_dir: Path, manifest: dict, runner, tol: Tolerance) -> None:
+        return None
 
     def lower(self, programs, spec, options: CoreMLOptions, out_dir: Path, gen: dict, plan=None) -> Artifact:
         from slmpack.targets.coreml import lower as _lower

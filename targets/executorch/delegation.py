@@ -27,8 +27,9 @@ _MOVE = ("quantize", "dequantize", "choose_qparams",  # q/dq patterns: fused int
 _MATMUL = ("linear", "addmm", "mm", "bmm", "matmul")
 
 
-def _name(target) -> str:
-    name = getattr(target, "__name__", None) or str(target)
+def _name(op) -> str:
+    """The operator name of an FX node's callable (``aten.mm.default`` -> ``mm.default``)."""
+    name = getattr(op, "__name__", None) or str(op)
     return name.split("::")[-1]
 
 

@@ -222,6 +222,22 @@ class QuantizedEmbedding(nn.Module):
         return out if self.dtype == torch.float32 else out.to(self.dtype)
 
 
+class BiasAfterLinear(nn.Module):
+    """``linear(x, W) + b`` as two nodes, for int8 weight-only linears with a bias (Qwen2's q/k/v):
+    XNNPACK's LinearVisitor (executorch 1.5.1, ``operators/op_linear.py``) quantizes a bias
+    together with a quantized weight and then requires a quantized input ("Weight and Input should
+    both be quantized"); with the bias added after the GEMM, the GEMM is the f32-qc8w kind we claim
+    (``partitioner_configs``) and the add is an ordinary fp32 add."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight) + self.bias
+
+
 def apply_plan(ref: nn.Module, plan, options: ExecuTorchOptions) -> int:
     """Write the plan into ``ref`` (a private copy): float overrides, quantized Linear weights,
     embeddings swapped for ``QuantizedEmbedding``. Returns the number of quantized Linear weights."""
@@ -245,6 +261,10 @@ def apply_plan(ref: nn.Module, plan, options: ExecuTorchOptions) -> int:
             continue
         qw = plan.weights[plan.owner(name)]
         dynamic = d.activation.mode is ActivationMode.DYNAMIC_INT8
-        module.weight = nn.Parameter(_intx_weight(qw, dynamic), requires_grad=False)
+        if module.bias is not None and not dynamic:
+            parent, _, attr = name.rsplit(".", 1)[0].rpartition(".")
+            setattr(ref.get_submodule(parent), attr, BiasAfterLinear(_intx_weight(qw, False), module.bias))
+        else:
+            module.weight = nn.Parameter(_intx_weight(qw, dynamic), requires_grad=False)
         count += 1
     return count

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slmpack.exporter.kv_cache import CacheLayout
-from slmpack.targets.base import Artifact, TargetName, Tolerance, Unsupported
+from slmpack.exporter.kv_cache import CacheLayout, CacheUpdate
+from slmpack.targets.base import Artifact, Capabilities, Consumes, Readback, TargetName, Tolerance, Unsupported
 from slmpack.targets.executorch import lower as _lower
 from slmpack.targets.executorch.ops import unsupported_features
 from slmpack.targets.executorch.options import ExecuTorchOptions
@@ -28,35 +28,43 @@ REQUIRED_METHODS = ("forward", "get_max_seq_len", "get_max_context_len", "use_kv
 
 class ExecuTorchTarget:
     name = TargetName.EXECUTORCH
-    cache_layout = CacheLayout.BUFFER
-    tolerance = TOLERANCES["fp32"]
     options_type = ExecuTorchOptions
-    artifact_suffix = ".pte"
-    needs_exported_programs = False   # lower() exports its own prepared module (one dynamic forward)
+    consumes = Consumes.MODULE        # lower() exports its own prepared module (one dynamic forward)
+    cache_update = CacheUpdate.INDEX_COPY
 
-    def tolerance_for(self, manifest: dict) -> Tolerance:
-        if (manifest.get("quantization") or {}).get("plan"):
-            from slmpack.targets.executorch.quantize import EXACT_ENCODINGS
+    def layout(self, options: ExecuTorchOptions) -> CacheLayout:
+        return CacheLayout.BUFFER
 
-            enc = ((manifest.get("report") or {}).get("quantization") or {}).get("encodings") or {}
+    def tolerance(self, options: ExecuTorchOptions, plan=None) -> Tolerance:
+        if plan is not None:
+            from slmpack.targets.executorch.quantize import EXACT_ENCODINGS, encodings
+
+            enc = encodings(plan)
             if enc and set(enc.values()) <= EXACT_ENCODINGS:
                 return TOLERANCES["fp32"]
             return QUANT_TOLERANCE
-        return TOLERANCES.get(manifest.get("precision", "fp32"), self.tolerance)
+        return TOLERANCES.get(options.precision.value, TOLERANCES["fp32"])
 
-    def readback(self, pkg_dir: Path, plan) -> dict:
+    def readback(self, pkg_dir: Path, plan) -> Readback:
         """Find the plan's integers and scales in model.pte's XNNPACK data and compare them."""
         from slmpack.targets.executorch.readback import readback
 
-        return readback(Path(pkg_dir), plan)
+        return Readback.from_json(readback(Path(pkg_dir), plan))
 
-    def quant_capabilities(self, options: ExecuTorchOptions):
+    def capabilities(self, options: ExecuTorchOptions) -> Capabilities:
+        from slmpack.targets.executorch.ops import SUPPORTED_PRECISIONS
         from slmpack.targets.executorch.quantize import capabilities
 
-        return capabilities(options)
+        return Capabilities(precisions=tuple(p.value for p in SUPPORTED_PRECISIONS), quant=capabilities(options))
 
-    def supports(self, spec, options: ExecuTorchOptions, plan=None) -> list[Unsupported]:
+    def preflight(self, spec, options: ExecuTorchOptions, plan=None) -> list[Unsupported]:
         return unsupported_features(spec, options, plan)
+
+    def activation_blocks(self, options, plan) -> dict[str, int]:
+        return {}   # XNNPACK quantizes dynamic activations per token (qd8)
+
+    def extra_vectors(self, pkg_dir: Path, manifest: dict, runner, tol: Tolerance) -> None:
+        return None
 
     def lower(self, programs, spec, options: ExecuTorchOptions, out_dir: Path, gen: dict, plan=None) -> Artifact:
         return _lower.lower(programs, spec, options, out_dir, gen, plan)

@@ -25,6 +25,7 @@ import torch
 from onnx_ir.passes import common as ir_passes
 
 from slmpack.errors import ToolchainError
+from slmpack.runtime.records import passes_to_json
 from slmpack.targets.base import Artifact
 from slmpack.targets.onnx import names, quantize
 from slmpack.targets.onnx.fusions import (fuse_group_query_attention, fuse_rms_normalization, fuse_rotary_embedding,
@@ -68,7 +69,7 @@ def fuse(model: ir.Model, spec, options: OnnxOptions) -> dict:
     return {
         "fusions": counts,
         "attention_blocks_fused": f"{counts['GroupQueryAttention']}/{spec.num_layers}",
-        "fusion_passes": {r.name: r.to_json() for r in results},
+        "fusion_passes": passes_to_json(tuple(results)),
     }
 
 
@@ -155,6 +156,9 @@ def lower(programs, spec, options: OnnxOptions, out_dir: Path, gen: dict, plan=N
         name_dims(model)
         normalize(model)
         qreport = quantize.encode(model, plan) if quantized else None  # step 4
+        if qreport is not None and qreport["dynamic_activation_blocks"] != quantize.dynamic_activation_blocks(plan):
+            raise ToolchainError("the encoded dynamic-activation blocks differ from the ones the target declares "
+                                 "(OnnxTarget.activation_blocks)", "E_ONNX_EXPORT")
         files = save(model, out_dir, options)
     check(out_dir)
     cfg = genai_config(spec, MODEL_FILE, programs.config.max_context, gen)

@@ -55,23 +55,21 @@ which ``readback.py`` uses to decode the stored numbers back.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from slmpack.errors import ToolchainError
 from slmpack.targets.base import Unsupported
 from slmpack.targets.onnx.packing import expand_groups, nbits_block, pack, to_unsigned
+from slmpack.targets.onnx.quant_sites import Graph, find_sites, node_path, prune
 
 META_KEY = "slmpack.quantization"
 MIN_ORT = "1.32.0"  # the only version these encodings were verified on (uint8 GatherBlockQuantized, MatMulNBits)
 MS_DOMAIN = "com.microsoft"
 DEQUANT = "int8_dequantized_at_load"  # report / metadata name of the weight-only 8-bit encoding
-_SIBLINGS = (("self_attn", ("q_proj", "k_proj", "v_proj")), ("mlp", ("gate_proj", "up_proj")))
 
 
 def capabilities(options=None):
@@ -104,6 +102,16 @@ def _dequantizes(d) -> bool:
         and d.activation.mode is ActivationMode.NONE
 
 
+def dynamic_activation_blocks(plan) -> dict[str, int]:
+    """{linear: block} for every linear whose activations ORT quantizes dynamically (MatMulNBits
+    accuracy_level 4 quantizes them symmetrically per (token, block)); known from the plan alone."""
+    from slmpack.calibration.schemes import ActivationMode
+
+    return {n: nbits_block(d.weight.group_size, d.shape[1]) for n, d in sorted(plan.decisions.items())
+            if d.kind == "linear" and d.weight is not None and d.activation.mode is ActivationMode.DYNAMIC_INT8
+            and not _uses_qdq(d) and not _dequantizes(d)}
+
+
 def unsupported(spec, options, plan) -> list[Unsupported]:
     """Shape-dependent limits of the encodings above (checked before any calibration)."""
     from slmpack.calibration.schemes import ActivationMode
@@ -123,117 +131,6 @@ def unsupported(spec, options, plan) -> list[Unsupported]:
     return out
 
 
-def node_path(module: str) -> str:
-    """``model.layers.0.self_attn.q_proj`` -> ``/model/layers.0/self_attn/q_proj``."""
-    return "/" + re.sub(r"\.(?!\d)", "/", module)
-
-
-def _digest(a: np.ndarray) -> tuple:
-    a = np.ascontiguousarray(a, dtype=np.float32)
-    return a.shape, hashlib.sha256(a.tobytes()).hexdigest()
-
-
-class _Graph:
-    def __init__(self, model: onnx.ModelProto):
-        self.model = model
-        self.g = model.graph
-        self.inits = {i.name: i for i in self.g.initializer}
-        self.producer = {o: n for n in self.g.node for o in n.output}
-        self._arrays: dict[str, np.ndarray] = {}
-        self.new_inits: list[onnx.TensorProto] = []
-
-    def array(self, name: str) -> np.ndarray | None:
-        if name not in self.inits:
-            return None
-        if name not in self._arrays:
-            self._arrays[name] = numpy_helper.to_array(self.inits[name])
-        return self._arrays[name]
-
-    def add(self, name: str, value: np.ndarray) -> str:
-        value = np.asarray(value)  # (np.ascontiguousarray would turn a 0-d scale into shape [1])
-        self.new_inits.append(numpy_helper.from_array(value if value.flags.c_contiguous else value.copy(), name))
-        return name
-
-    def weight_of_matmul(self, node) -> tuple[np.ndarray, str] | None:
-        """([N, K] float weight, initializer name) of ``MatMul(A, W)`` with a constant W."""
-        b = node.input[1]
-        arr = self.array(b)
-        if arr is not None and arr.ndim == 2 and arr.dtype == np.float32:
-            return arr.T, b
-        t = self.producer.get(b)
-        if t is not None and t.op_type == "Transpose" and self.array(t.input[0]) is not None:
-            perm = [a.ints for a in t.attribute if a.name == "perm"]
-            src = self.array(t.input[0])
-            if src.ndim == 2 and src.dtype == np.float32 and (not perm or list(perm[0]) == [1, 0]):
-                return src, t.input[0]
-        return None
-
-
-def _plan_lookup(plan) -> tuple[dict, dict]:
-    """({digest: [names]}, {owner: dequantized [N, K] float32}) over quantized decisions."""
-    deq, table = {}, {}
-    for name in plan.quantized_names():
-        owner = plan.owner(name)
-        if owner not in deq:
-            deq[owner] = plan.dequantized(owner).numpy()
-        table.setdefault(_digest(deq[owner]), []).append(name)
-    return table, deq
-
-
-def _pick(names, plan, kind: str) -> str | None:
-    hits = [n for n in names if plan.decisions[n].kind == kind]
-    return hits[0] if hits else None
-
-
-def _find_merged(w: np.ndarray, plan, deq) -> list[tuple[str, int, int]] | None:
-    """Rows of ``w`` [N, K] that are sibling weights side by side (e.g. a fused q|k|v)."""
-    for block, members in _SIBLINGS:
-        for layer in range(len(plan.decisions)):
-            names = [f"model.layers.{layer}.{block}.{m}.weight" for m in members]
-            if names[0] not in plan.decisions:
-                if layer > 0:
-                    break
-                continue
-            if not all(n in plan.decisions and plan.decisions[n].weight is not None for n in names):
-                continue
-            rows, r = [], 0
-            for n in names:
-                part = deq[plan.owner(n)]
-                if part.shape[1] != w.shape[1] or not np.array_equal(w[r:r + part.shape[0]], part):
-                    break
-                rows.append((n, r, r + part.shape[0]))
-                r += part.shape[0]
-            else:
-                if r == w.shape[0]:
-                    return rows
-    return None
-
-
-def find_sites(graph: _Graph, plan):
-    """[(node index, kind, [(tensor, row0, row1)])] for every quantized weight use in the graph."""
-    table, deq = _plan_lookup(plan)
-    sites = []
-    for i, node in enumerate(graph.g.node):
-        if node.op_type == "MatMul" and node.domain in ("", "ai.onnx"):
-            found = graph.weight_of_matmul(node)
-            if found is None:
-                continue
-            w, _ = found
-            name = _pick(table.get(_digest(w), []), plan, "linear")
-            rows = [(name, 0, w.shape[0])] if name else _find_merged(w, plan, deq)
-            if rows:
-                sites.append((i, "matmul", rows))
-        elif node.op_type == "Gather" and node.domain in ("", "ai.onnx"):
-            arr = graph.array(node.input[0])
-            axis = [a.i for a in node.attribute if a.name == "axis"]
-            if arr is None or arr.ndim != 2 or (axis and axis[0] != 0):
-                continue
-            name = _pick(table.get(_digest(arr), []), plan, "embedding")
-            if name:
-                sites.append((i, "gather", [(name, 0, arr.shape[0])]))
-    return sites
-
-
 def _same_scheme(plan, rows) -> None:
     ds = [plan.decisions[n] for n, _, _ in rows]
     if len({(d.weight, d.activation) for d in ds}) != 1:
@@ -242,7 +139,7 @@ def _same_scheme(plan, rows) -> None:
 
 
 class _Encoder:
-    def __init__(self, graph: _Graph, plan):
+    def __init__(self, graph: Graph, plan):
         self.graph, self.plan = graph, plan
         self.tables: dict[str, dict] = {}      # embedding owner / linear base -> its packed initializers
         self.meta: dict[str, dict] = {}
@@ -464,7 +361,7 @@ class _Encoder:
 
 def encode(model: onnx.ModelProto, plan) -> dict:
     """Rewrite ``model`` in place; returns the encoding report (per-tensor ops, counts)."""
-    graph = _Graph(model)
+    graph = Graph(model)
     sites = find_sites(graph, plan)
     covered = {n for _, _, rows in sites for n, _, _ in rows}
     missing = [n for n in plan.quantized_names() if n not in covered]
@@ -482,7 +379,7 @@ def encode(model: onnx.ModelProto, plan) -> dict:
     del graph.g.node[:]
     graph.g.node.extend(new_nodes)
     graph.g.initializer.extend(graph.new_inits)
-    _prune(graph.g)
+    prune(graph.g)
     if not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     model.metadata_props.append(onnx.StringStringEntryProto(
@@ -495,18 +392,3 @@ def encode(model: onnx.ModelProto, plan) -> dict:
             "dequantized_at_load": sorted(n for n, r in enc.report.items() if r.get("encoding") == DEQUANT),
             "dynamic_activation_blocks": dict(sorted(enc.dynamic_blocks.items())),
             "static_activation_tensors": sorted(plan.activations)}
-
-
-def _prune(g: onnx.GraphProto) -> None:
-    """Drop Transposes left without consumers and initializers nothing reads any more."""
-    while True:
-        used = {x for n in g.node for x in n.input} | {o.name for o in g.output}
-        dead = [n for n in g.node if n.op_type == "Transpose" and not any(o in used for o in n.output)]
-        if not dead:
-            break
-        for n in dead:
-            g.node.remove(n)
-    used = {x for n in g.node for x in n.input} | {o.name for o in g.output}
-    keep = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)

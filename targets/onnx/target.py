@@ -5,8 +5,8 @@ from pathlib import Path
 
 import onnx
 
-from slmpack.exporter.kv_cache import CacheLayout
-from slmpack.targets.base import Artifact, TargetName, Tolerance, Unsupported
+from slmpack.exporter.kv_cache import CacheLayout, CacheUpdate
+from slmpack.targets.base import Artifact, Capabilities, Consumes, Readback, TargetName, Tolerance, Unsupported
 from slmpack.targets.onnx import lower as _lower
 from slmpack.targets.onnx.names import input_names, output_names
 from slmpack.targets.onnx.ops import unsupported_features
@@ -14,39 +14,53 @@ from slmpack.targets.onnx.options import OnnxOptions
 from slmpack.targets.onnx.runner import OnnxRunner
 
 
+FP32_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-4)
+# quantized packages: test vectors hold the plan's fake-quant logits; the artifact computes the
+# same integers with other kernels (blockwise fp32 dequant, int8 GEMMs), so allow more rounding
+QUANT_TOLERANCE = Tolerance(atol=2e-3, rtol=2e-3, min_top1=0.99, greedy_exact=False)
+QUANT_ACT_TOLERANCE = Tolerance(atol=5e-2, rtol=1e-2, min_top1=0.98, greedy_exact=False)
+
+
+def quantizes_activations(plan) -> bool:
+    return bool(set(plan.summary().get("by_activation", {})) - {"none"})
+
+
 class OnnxTarget:
     name = TargetName.ONNX
-    cache_layout = CacheLayout.IO_CONCAT
-    tolerance = Tolerance(atol=1e-4, rtol=1e-4)
     options_type = OnnxOptions
-    artifact_suffix = ".onnx"
+    consumes = Consumes.EXPORTED_PROGRAM
+    cache_update = CacheUpdate.INDEX_COPY
 
-    # quantized packages: test vectors hold the plan's fake-quant logits; the artifact computes the
-    # same integers with other kernels (blockwise fp32 dequant, int8 GEMMs), so allow more rounding
-    quant_tolerance = Tolerance(atol=2e-3, rtol=2e-3, min_top1=0.99, greedy_exact=False)
-    quant_act_tolerance = Tolerance(atol=5e-2, rtol=1e-2, min_top1=0.98, greedy_exact=False)
+    def layout(self, options: OnnxOptions) -> CacheLayout:
+        return CacheLayout.IO_CONCAT
 
-    def supports(self, spec, options: OnnxOptions, plan=None) -> list[Unsupported]:
-        return unsupported_features(spec, options, plan)
-
-    def quant_capabilities(self, options: OnnxOptions):
+    def capabilities(self, options: OnnxOptions) -> Capabilities:
         """What a QuantPlan may ask of this target (checked before any calibration)."""
         from slmpack.targets.onnx.quantize import capabilities
 
-        return capabilities(options)
+        return Capabilities(precisions=("fp32",), quant=capabilities(options))
 
-    def readback(self, pkg_dir: Path, plan) -> dict:
+    def preflight(self, spec, options: OnnxOptions, plan=None) -> list[Unsupported]:
+        return unsupported_features(spec, options, plan)
+
+    def readback(self, pkg_dir: Path, plan) -> Readback:
         """Decode the artifact's stored integers/scales and compare them with ``plan``."""
         from slmpack.targets.onnx.readback import readback
 
-        return readback(Path(pkg_dir), plan)
+        return Readback.from_json(readback(Path(pkg_dir), plan))
 
-    def tolerance_for(self, manifest: dict) -> Tolerance:
-        q = (manifest.get("quantization") or {})
-        if not q.get("plan"):
-            return self.tolerance
-        acts = (q.get("summary") or {}).get("by_activation", {})
-        return self.quant_act_tolerance if set(acts) - {"none"} else self.quant_tolerance
+    def tolerance(self, options: OnnxOptions, plan=None) -> Tolerance:
+        if plan is None:
+            return FP32_TOLERANCE
+        return QUANT_ACT_TOLERANCE if quantizes_activations(plan) else QUANT_TOLERANCE
+
+    def activation_blocks(self, options: OnnxOptions, plan) -> dict[str, int]:
+        from slmpack.targets.onnx.quantize import dynamic_activation_blocks
+
+        return dynamic_activation_blocks(plan)
+
+    def extra_vectors(self, pkg_dir: Path, manifest: dict, runner, tol: Tolerance) -> None:
+        return None
 
     def lower(self, programs, spec, options: OnnxOptions, out_dir: Path, gen: dict, plan=None) -> Artifact:
         return _lower.lower(programs, spec, options, out_dir, gen, plan)

@@ -28,7 +28,7 @@ from slmpack.targets.tflite.litertlm import build_bundle
 from slmpack.targets.tflite.module import LiteRTDecoder, sample_inputs
 from slmpack.targets.tflite.options import TFLiteOptions
 from slmpack.targets.tflite.runner import load_interpreter
-from slmpack.targets.tflite.verify import ModelSummary, verify_bytes
+from slmpack.runtime.tflite_verify import ModelSummary, verify_bytes
 
 MODEL_FILE = names.MODEL_FILE
 

@@ -9,7 +9,7 @@ from slmpack.exporter.spec import ModelSpec
 from slmpack.targets.base import Unsupported
 from slmpack.targets.tflite import quantize
 from slmpack.targets.tflite.options import TFLiteOptions
-from slmpack.targets.tflite.verify import CUSTOM, ModelSummary, OpInfo
+from slmpack.runtime.tflite_verify import CUSTOM, ModelSummary, OpInfo
 
 FLEX_PREFIX = "Flex"        # TensorFlow ops run through the Flex delegate carry custom codes "Flex<Op>"
 KNOWN_CUSTOM_OPS: frozenset[str] = frozenset()   # custom ops with kernels in stock LiteRT we accept

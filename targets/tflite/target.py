@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from slmpack.errors import SlmpackError
-from slmpack.exporter.kv_cache import CacheLayout
-from slmpack.targets.base import Artifact, TargetName, Tolerance, Unsupported
+from slmpack.exporter.kv_cache import CacheLayout, CacheUpdate
+from slmpack.targets.base import Artifact, Capabilities, Consumes, Readback, TargetName, Tolerance, Unsupported
 from slmpack.targets.tflite import lower as _lower
 from slmpack.targets.tflite import litertlm, names, ops, quantize, vectors
 from slmpack.targets.tflite.options import TFLiteOptions, TFLitePrecision
 from slmpack.targets.tflite.runner import TFLiteRunner, load_interpreter
-from slmpack.targets.tflite.verify import ArtifactInvalid, verify_bytes
+from slmpack.runtime.tflite_verify import ArtifactInvalid, verify_bytes
 
 # Logit tolerance per weight precision. fp32 is exact up to float reassociation (~1e-6 seen);
 # the others are judged by the ladder's LLM metrics (top-1, KL, perplexity, reported), the
@@ -35,36 +35,30 @@ PLAN_ACT_TOLERANCE = Tolerance(atol=5e-2, rtol=1e-2, min_top1=0.98, greedy_exact
 
 class TFLiteTarget:
     name = TargetName.TFLITE
-    cache_layout = CacheLayout.IO_STATIC
-    tolerance = TOLERANCES[TFLitePrecision.FP32]
     options_type = TFLiteOptions
-    artifact_suffix = ".tflite"
-    needs_exported_programs = False   # litert-torch traces the wrapper module itself
+    consumes = Consumes.MODULE        # litert-torch traces the wrapper module itself
+    cache_update = CacheUpdate.INDEX_COPY
 
     def layout(self, options: TFLiteOptions) -> CacheLayout:
         return CacheLayout.IO_STATIC
 
-    def tolerance_for(self, manifest: dict) -> Tolerance:
-        q = manifest.get("quantization") or {}
-        if q.get("plan"):
-            acts = (q.get("summary") or {}).get("by_activation", {})
-            return PLAN_ACT_TOLERANCE if set(acts) - {"none"} else PLAN_TOLERANCE
-        try:
-            precision = TFLitePrecision(manifest.get("report", {}).get("precision", "fp32"))
-        except ValueError:
-            return _QUANTIZED
-        return TOLERANCES.get(precision, _QUANTIZED)
+    def tolerance(self, options: TFLiteOptions, plan=None) -> Tolerance:
+        if plan is not None:
+            from slmpack.targets.onnx.target import quantizes_activations
 
-    def supports(self, spec, options: TFLiteOptions, plan=None) -> list[Unsupported]:
+            return PLAN_ACT_TOLERANCE if quantizes_activations(plan) else PLAN_TOLERANCE
+        return TOLERANCES.get(options.precision, _QUANTIZED)
+
+    def capabilities(self, options: TFLiteOptions) -> Capabilities:
+        """What a QuantPlan may ask of this target (checked before any calibration)."""
+        return Capabilities(precisions=tuple(p.value for p in TFLitePrecision), quant=quantize.capabilities(options))
+
+    def preflight(self, spec, options: TFLiteOptions, plan=None) -> list[Unsupported]:
         return ops.unsupported_features(spec, options, plan)
 
-    def quant_capabilities(self, options: TFLiteOptions):
-        """What a QuantPlan may ask of this target (checked before any calibration)."""
-        return quantize.capabilities(options)
-
-    def readback(self, pkg_dir: Path, plan) -> dict:
+    def readback(self, pkg_dir: Path, plan) -> Readback:
         """Decode the stored INT8 weights/scales of model.tflite and compare them with ``plan``."""
-        return quantize.readback(Path(pkg_dir) / names.MODEL_FILE, plan)
+        return Readback.from_json(quantize.readback(Path(pkg_dir) / names.MODEL_FILE, plan))
 
     def lower(self, programs, spec, options: TFLiteOptions, out_dir: Path, gen: dict, plan=None) -> Artifact:
         return _lower.lower(programs, spec, options, out_dir, gen, plan)
@@ -97,9 +91,12 @@ class TFLiteTarget:
     def runner(self, pkg_dir: Path, manifest: dict, threads: int = 0) -> TFLiteRunner:
         return TFLiteRunner(Path(pkg_dir) / manifest["artifact"], threads=threads)
 
-    def check_extra_vectors(self, pkg_dir: Path, manifest: dict, runner) -> dict:
-        """Ladder hook: the per-signature vectors (vectors.py) through every prefill signature."""
-        return vectors.check(runner, Path(pkg_dir) / vectors.FILE, self.tolerance_for(manifest))
+    def activation_blocks(self, options, plan) -> dict[str, int]:
+        return {}   # per row (plans with dynamic activations are refused)
+
+    def extra_vectors(self, pkg_dir: Path, manifest: dict, runner, tol: Tolerance) -> dict:
+        """The per-signature vectors (vectors.py) through every prefill signature."""
+        return vectors.check(runner, Path(pkg_dir) / vectors.FILE, tol)
 
 
 class _SpecView:

@@ -8,14 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+from tests.tiny_models import one_torch_thread
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster and immune to other jobs on a 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
+_one_thread = pytest.fixture(autouse=True, name="_one_thread")(one_torch_thread)
 
 
 class LlamaAdapter(nn.Module):

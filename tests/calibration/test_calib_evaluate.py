@@ -54,9 +54,9 @@ def test_shape_errors():
 
 
 def test_ladder_metrics_are_the_same_math_and_survive_masked_logits():
-    """slmpack.metrics (the ladder's numpy API) and calibration.evaluate (torch) agree, and a
+    """slmpack.runtime.metrics (the ladder's numpy API) and calibration.evaluate (torch) agree, and a
     reference with -inf (masked) logits gives finite KL instead of NaN."""
-    from slmpack import metrics
+    from slmpack.runtime import metrics
 
     g = torch.Generator().manual_seed(3)
     ref, test = torch.randn(9, 13, generator=g) * 2, torch.randn(9, 13, generator=g) * 2
@@ -74,7 +74,7 @@ def test_ladder_metrics_are_the_same_math_and_survive_masked_logits():
 def test_windowed_accumulation_equals_one_pass():
     """The ladder accumulates per window (bounded memory); the result must equal the metrics of
     all positions at once."""
-    from slmpack import metrics
+    from slmpack.runtime import metrics
 
     rng = np.random.default_rng(5)
     ref, test = rng.normal(size=(300, 40)) * 3, rng.normal(size=(300, 40)) * 3

@@ -12,14 +12,16 @@ from slmpack.errors import BadInputError, UnsupportedError
 def test_generate_project(tiny_package, tmp_path):
     out = generate_project(tiny_package, tmp_path / "proj")
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["README.md", "device_runner.py", "requirements.txt", "run_validation.sh", tiny_package.name]
+    assert names == ["README.md", "device_runner.py", "requirements.txt", "run_validation.sh", "slmpack_runtime",
+                     tiny_package.name]
     script = (out / "run_validation.sh").read_text()
     assert "device_runner.py tiny-onnx --out result.json" in script and "Darwin" in script
     assert subprocess.run(["bash", "-n", str(out / "run_validation.sh")]).returncode == 0
     assert (out / "run_validation.sh").stat().st_mode & 0o111
     assert "coremltools==" in (out / "requirements.txt").read_text()
-    runner = (out / "device_runner.py").read_text()
+    runner = (out / "slmpack_runtime" / "adapters" / "coreml.py").read_text()   # the shipped kit's adapter
     assert "ct.models.MLModel(" in runner and ".predict(" in runner
+    assert "slmpack_runtime" in (out / "device_runner.py").read_text()
     manifest = json.loads((out / tiny_package.name / "manifest.json").read_text())
     assert manifest["artifact"] in (out / "README.md").read_text()
     with pytest.raises(BadInputError):

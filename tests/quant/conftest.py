@@ -10,13 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.tiny_models import one_torch_thread
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
+_one_thread = pytest.fixture(autouse=True, name="_one_thread")(one_torch_thread)
 
 
 def write_char_tokenizer(d: Path) -> int:

@@ -41,7 +41,7 @@ def test_int4_package_passes_quantized_ladder(int4_pkg):
 
 def test_int4_readback_is_bit_identical(int4_pkg):
     plan = QuantPlan.load(int4_pkg.path)
-    rb = registry.get("onnx").readback(int4_pkg.path, plan)
+    rb = registry.get("onnx").readback(int4_pkg.path, plan).to_json()
     assert rb["passed"] and rb["bit_identical"] and rb["max_abs_dequant_deviation"] == 0.0
     assert rb["tensors_checked"] == 16
     assert rb["tensors"]["lm_head.weight"]["op"] == "MatMul"  # tied int8: dequantizes the embedding's table at load

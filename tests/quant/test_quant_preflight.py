@@ -21,7 +21,7 @@ def no_slow_work(monkeypatch):
         return f
 
     import slmpack.calibration.build_plan as bp
-    import slmpack.exporter.pipeline as pl
+    import slmpack.exporter.stages as pl
     import slmpack.exporter.quantize_stage as qs
 
     monkeypatch.setattr(pl, "load_state_dict", boom("checkpoint load"))
@@ -47,9 +47,10 @@ def test_invalid_group_size_fails_before_calibration_naming_tensors(quant_model,
 
 
 def test_target_without_quant_capabilities_is_refused_up_front(quant_model, tmp_path, no_slow_work, monkeypatch):
+    from slmpack.targets.base import Capabilities
     from slmpack.targets.onnx.target import OnnxTarget
 
-    monkeypatch.delattr(OnnxTarget, "quant_capabilities")
+    monkeypatch.setattr(OnnxTarget, "capabilities", lambda self, o: Capabilities(precisions=("fp32",), quant=None))
     with pytest.raises(UnsupportedError) as e:
         api.export(quant_model, "onnx", tmp_path / "out", quant="int8")
     assert e.value.code == "E_QUANT_TARGET_UNSUPPORTED" and "lm_head.weight" in e.value.details["tensors"]
@@ -58,10 +59,11 @@ def test_target_without_quant_capabilities_is_refused_up_front(quant_model, tmp_
 
 def test_target_capabilities_are_enforced(quant_model, tmp_path, no_slow_work, monkeypatch):
     from slmpack.calibration.plan import TargetQuantCapabilities
+    from slmpack.targets.base import Capabilities
     from slmpack.targets.onnx.target import OnnxTarget
 
-    monkeypatch.setattr(OnnxTarget, "quant_capabilities",
-                        lambda self, o: TargetQuantCapabilities(name="onnx", weight_bits=frozenset({8})))
+    monkeypatch.setattr(OnnxTarget, "capabilities", lambda self, o: Capabilities(
+        precisions=("fp32",), quant=TargetQuantCapabilities(name="onnx", weight_bits=frozenset({8}))))
     with pytest.raises(UnsupportedError) as e:
         api.export(quant_model, "onnx", tmp_path / "out", quant="int4")
     assert e.value.code == "E_QUANT_PLAN_INVALID"

@@ -14,10 +14,10 @@ ct = pytest.importorskip("coremltools")
 from coremltools.converters.mil import Builder as mb  # noqa: E402
 from coremltools.converters.mil.mil import types  # noqa: E402
 
-from slmpack.targets.coreml.mil_interpreter import (Interpreter, MILRuntimeError, UnsupportedOpError,  # noqa: E402
+from slmpack.runtime.mil import (Interpreter, MILRuntimeError, UnsupportedOpError,  # noqa: E402
                                                     load_mlpackage)
-from slmpack.targets.coreml.mil_interpreter.blob import BlobFile  # noqa: E402
-from slmpack.targets.coreml.mil_interpreter.dtypes import from_name  # noqa: E402
+from slmpack.runtime.mil.blob import BlobFile  # noqa: E402
+from slmpack.runtime.mil.dtypes import from_name  # noqa: E402
 
 RNG = np.random.default_rng(0)
 IOS17, IOS18 = ct.target.iOS17, ct.target.iOS18

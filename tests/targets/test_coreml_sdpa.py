@@ -11,7 +11,7 @@ ct = pytest.importorskip("coremltools")
 from coremltools.converters.mil import Builder as mb  # noqa: E402
 from coremltools.converters.mil.mil import types  # noqa: E402
 
-from slmpack.targets.coreml.mil_interpreter import Interpreter, load_mlpackage  # noqa: E402
+from slmpack.runtime.mil import Interpreter, load_mlpackage  # noqa: E402
 from slmpack.targets.coreml.passes import run_pass  # noqa: E402
 from slmpack.targets.coreml.passes.fuse_sdpa import fuse_sdpa  # noqa: E402
 

@@ -200,4 +200,4 @@ def test_capabilities_accept_the_encoded_presets(model64):
     spec = load_spec(model64)
     for name, ok in (("int8", True), ("int4", True), ("8da4w", False), ("w8a8", False)):
         plan = resolve_plan(preset(name), weight_shapes(spec))
-        assert (TFLiteTarget().supports(spec, OPTS, plan) == []) is ok, name
+        assert (TFLiteTarget().preflight(spec, OPTS, plan) == []) is ok, name

@@ -8,7 +8,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from slmpack.exporter.passes.base import PassResult
+from slmpack.runtime.records import Decline, PassResult
 
 MS_DOMAIN = "com.microsoft"
 
@@ -18,11 +18,11 @@ class OrtFusion(pattern.RewriteRuleClassBase):
 
     def __init__(self, name: str | None = None):
         super().__init__(name or type(self).__name__)
-        self.declined: dict[str, None] = {}   # ordered set of "where: why"
+        self.declined: dict[Decline, None] = {}   # ordered set of (where, why)
 
     def decline(self, where: ir.Value | None, why: str) -> pattern.MatchResult:
         label = where.name if where is not None and where.name else "?"
-        self.declined[f"{label}: {why}"] = None
+        self.declined[Decline(label, why)] = None
         return pattern.MatchResult().fail(why)
 
 
@@ -30,7 +30,7 @@ def apply(fusion: OrtFusion, model: ir.Model, *, commute: bool = True) -> PassRe
     rule = pattern.RewriteRule(fusion.pattern, fusion.rewrite, fusion.check, name=fusion.name,
                                graph_pre_visitor=fusion.setup, graph_post_visitor=fusion.cleanup)
     count = pattern.RewriteRuleSet([rule], commute=commute).apply_to_model(model)
-    return PassResult(fusion.name, count, list(fusion.declined))
+    return PassResult(fusion.name, count, tuple(fusion.declined))
 
 
 # ---- value helpers -----------------------------------------------------------------------

@@ -12,7 +12,7 @@ from onnx_ir.passes import common as ir_passes
 
 from slmpack.config import TraceConfig
 from slmpack.exporter.kv_cache import CacheLayout
-from slmpack.exporter.passes._testing import LAYERS, tiny_reference, tiny_spec
+from tests.tiny_models import LAYERS, tiny_reference, tiny_spec
 from slmpack.exporter.trace import trace_programs
 from slmpack.targets.onnx import lower
 from slmpack.targets.onnx.options import OnnxOptions

@@ -10,7 +10,7 @@ from slmpack.targets.onnx.fusions._testing import LAYERS, count, exported, feeds
 
 def _fuse(model) -> int:
     apply(fuse_rotary_embedding.rule(), model)
-    n = sum(apply(r, model).count for r in fuse_group_query_attention.rules())
+    n = sum(apply(r, model).applied for r in fuse_group_query_attention.rules())
     ir_passes.RemoveUnusedNodesPass()(model)
     return n
 
@@ -32,5 +32,5 @@ def test_declines_when_the_mask_is_not_causal_and_attention_mask():
     model.graph.inputs[1].name = "key_padding"  # the mask no longer comes from attention_mask
     apply(fuse_rotary_embedding.rule(), model)
     rule = fuse_group_query_attention.rules()[0]
-    assert apply(rule, model).count == 0
-    assert rule.declined and "mask" in next(iter(rule.declined))
+    assert apply(rule, model).applied == 0
+    assert rule.declined and "mask" in next(iter(rule.declined)).reason

@@ -9,7 +9,7 @@ def test_queries_and_keys_of_every_layer_fused_same_numbers():
     model, inputs = exported(), feeds()
     before = run(model, inputs)
     res = apply(fuse_rotary_embedding.rule(), model)
-    assert res.count == 2 * LAYERS and not res.declined
+    assert res.applied == 2 * LAYERS and not res.declined
     assert count(model, "RotaryEmbedding") == 2 * LAYERS and count(model, "Neg") == 0
     # one pair of half tables shared by every layer
     assert sorted(n for n in model.graph.initializers if n.startswith("rotary.")) == ["rotary.cos_cache",

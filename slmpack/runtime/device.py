@@ -1,0 +1,143 @@
+"""Validate and time one package on the machine this runs on (the device runner's job).
+
+``validate(pkg)`` returns the JSON document the device harness judges: integrity (every file a
+regular file listed with its sha256, nothing extra, no symlink; every file-naming manifest field
+an entry of ``files``), then the ladder's ``PACKAGE_ONLY`` steps with the tolerance the target
+declares for this package (``tolerance.checked``: a manifest whose ``tolerance`` differs is
+refused), greedy tokens vs the package's reference, timings and peak RSS. A package that fails
+integrity is never run. Errors are ``SlmpackError``s; ``main`` maps them to exit codes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from . import ladder, safetensors, tolerance
+from .adapters import open_runner
+from .errors import ErrorCode, SlmpackError
+from .greedy import prefill_all
+from .integrity import check_files, read_manifest
+
+RUNNER_VERSION = 2
+
+
+def machine_info() -> dict:
+    info = {"machine": platform.machine(), "system": platform.system(), "release": platform.release(),
+            "python": platform.python_version(), "cpu_count": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("CPU implementer", "CPU part", "Features", "model name") and key not in info:
+                info[key] = value.strip()
+    except OSError:
+        pass
+    return info
+
+
+def peak_rss_mb():
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1), "VmHWM"
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(rss / (2**20 if sys.platform == "darwin" else 1024), 1), "ru_maxrss"
+    except (ImportError, OSError):
+        return None, None
+
+
+def _version_tuple(v: str):
+    return tuple(int(p) if p.isdigit() else 0 for p in str(v).replace("-", ".").split(".")[:3])
+
+
+def validate(pkg: Path, threads: int = 0, max_new_tokens: int = 32) -> dict:
+    pkg = Path(pkg)
+    result = {"ok": False, "runner_version": RUNNER_VERSION, "package": pkg.name, "target": None,
+              "runtime": None, "machine": machine_info(), "hashes_ok": None, "bad_files": [], "tolerance": None,
+              "prefill_max_abs_diff": None, "decode_max_abs_diff": None,
+              "prefill_within_tolerance": None, "decode_within_tolerance": None,
+              "prefill_top1_agreement": None, "decode_top1_agreement": None, "greedy_ids": None,
+              "greedy_match": None, "load_ms": None, "ttft_ms": None, "prefill_tok_s": None,
+              "decode_tok_s": None, "peak_rss_mb": None, "rss_source": None, "error": None}
+    manifest = read_manifest(pkg)               # typed: file fields inside `files`, target known
+    result["target"] = manifest.target.value
+    bad = check_files(pkg, manifest)
+    result["hashes_ok"], result["bad_files"] = not bad, [b.to_json() for b in bad]
+    if bad:  # never execute an artifact that is not the one the manifest describes
+        result["error"] = {"code": ErrorCode.E_PACKAGE_INTEGRITY.value,
+                           "message": f"{len(bad)} file(s) do not match the manifest"}
+        return result
+    tol = tolerance.checked(manifest)
+    result["tolerance"] = {"atol": tol.atol, "rtol": tol.rtol}
+    vectors = safetensors.load(pkg / manifest.test_vectors.file)
+    t0 = time.perf_counter()
+    runner = open_runner(pkg, manifest, threads)
+    result["load_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
+    want = manifest.runtime.min_version
+    result["runtime"] = {"name": runner.runtime_name, "version": runner.runtime_version, "min_version": want,
+                         "version_ok": not want or _version_tuple(runner.runtime_version) >= _version_tuple(want)}
+    vec = ladder.check_vectors(runner, vectors, tol)
+    for key in ("prefill_max_abs_diff", "decode_max_abs_diff", "prefill_within_tolerance",
+                "decode_within_tolerance", "prefill_top1_agreement", "decode_top1_agreement"):
+        result[key] = vec.get(key)
+    eos = manifest.model.eos_token_ids
+    prompt = vectors["greedy_prompt_ids"]
+    n = min(max_new_tokens, len(vectors["greedy_ids"]), manifest.model.max_context - len(prompt))
+    t0 = time.perf_counter()
+    token = int(prefill_all(runner, prompt)[-1].argmax())
+    t1 = time.perf_counter()
+    generated = [token]
+    while len(generated) < n and token not in eos:
+        token = int(runner.decode(token, len(prompt) + len(generated) - 1).argmax())
+        generated.append(token)
+    t2 = time.perf_counter()
+    ref = [int(t) for t in vectors["greedy_ids"]]
+    result.update({"greedy_ids": generated, "greedy_match": generated == ref,
+                   "ttft_ms": round((t1 - t0) * 1e3, 3),
+                   "prefill_tok_s": round(len(prompt) / max(t1 - t0, 1e-9), 2),
+                   "decode_tok_s": round((len(generated) - 1) / (t2 - t1), 2) if len(generated) > 1 else None})
+    result["peak_rss_mb"], result["rss_source"] = peak_rss_mb()
+    result["ok"] = bool(vec["passed"] and result["greedy_match"] and result["runtime"]["version_ok"])
+    if not result["ok"]:
+        result["error"] = {"code": ErrorCode.E_VALIDATION.value, "message": "device outputs differ from the test vectors"}
+    return ladder.rounded(result)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="validate and time one slmpack package on this machine")
+    ap.add_argument("package")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--out", help="also write the JSON document to this file")
+    args = ap.parse_args(argv)
+    stdout_fd = os.dup(1)
+    os.dup2(2, 1)  # whatever the runtimes print goes to stderr; stdout carries only our JSON
+    try:
+        result = validate(Path(args.package), args.threads, args.max_new_tokens)
+        code = 0 if result["ok"] else 1
+    except SlmpackError as exc:
+        result = {"ok": False, "error": {"code": exc.code.value, "message": exc.message}, "machine": machine_info()}
+        code = exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - report any runtime failure as JSON
+        result = {"ok": False, "error": {"code": ErrorCode.E_RUNTIME.value,
+                                         "message": f"{type(exc).__name__}: {exc}"}, "machine": machine_info()}
+        code = 3
+    text = json.dumps(result, sort_keys=True)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    sys.stdout.flush()
+    os.dup2(stdout_fd, 1)
+    os.write(1, (text + "\n").encode())
+    return code
+
+
+__all__ = ["validate", "main", "machine_info", "RUNNER_VERSION"]
