@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from slmpack.package import MANIFEST, hash_tree, staged_directory, verify, write_json
+from tests.test_manifest_record import _manifest as valid_manifest
 
 
 def write_package(out: Path, force: bool, seed: int) -> None:
@@ -23,7 +24,10 @@ def write_package(out: Path, force: bool, seed: int) -> None:
         for i in range(20):
             (stage / f"part{i:02d}.bin").write_bytes(os.urandom(4096 + seed % 97))
             time.sleep(0.0005)
-        write_json(stage / MANIFEST, {"schema_version": 1, "target": "onnx", "files": hash_tree(stage)})
+        manifest = valid_manifest()  # a complete typed manifest (verify checks the schema too)
+        for name in manifest["files"]:
+            (stage / name).write_bytes(os.urandom(64))
+        write_json(stage / MANIFEST, {**manifest, "files": hash_tree(stage)})
 
 
 def child(out: Path, force: bool, seed: int) -> None:

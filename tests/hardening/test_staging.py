@@ -15,7 +15,7 @@ import pytest
 from slmpack.errors import BadInputError
 from slmpack.package import MANIFEST, hash_tree, staged_directory, verify, write_json
 from slmpack.staging import process_start
-from tests.hardening.kill_trials import write_package
+from tests.hardening.kill_trials import valid_manifest, write_package
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,7 +106,10 @@ def test_second_writer_of_the_same_output_is_refused(tmp_path):
             with staged_directory(out, False):
                 pass
         assert e.value.code == "E_OUTPUT_BUSY"
-        write_json(stage / MANIFEST, {"schema_version": 1, "files": hash_tree(stage)})
+        m = valid_manifest()
+        for name in m["files"]:
+            (stage / name).write_bytes(b"x")
+        write_json(stage / MANIFEST, {**m, "files": hash_tree(stage)})
     assert verify(out)["ok"]
 
 
