@@ -22,6 +22,7 @@ import torch
 from tokenizers import Tokenizer
 
 from slmpack.errors import BadInputError
+from slmpack.exporter.checkpoint import as_root
 
 from .schemes import TextFormat
 
@@ -117,36 +118,38 @@ def read_documents(config: CalibrationConfig) -> list[str]:
     return docs
 
 
-def _eos_from_configs(model_dir: Path, tokenizer: Tokenizer) -> int | None:
+def _eos_from_configs(model_dir, tokenizer: Tokenizer) -> int | None:
+    from slmpack.exporter import confine
+
+    root = as_root(model_dir)
     for fname in ("generation_config.json", "config.json"):
-        p = model_dir / fname
-        if p.is_file():
-            eos = json.loads(p.read_text("utf-8")).get("eos_token_id")
+        if confine.exists(root, fname):
+            cfg = confine.read_json(root, fname)
+            eos = cfg.get("eos_token_id") if isinstance(cfg, dict) else None
             if isinstance(eos, list) and eos:
                 eos = eos[0]
             if isinstance(eos, int) and not isinstance(eos, bool):
                 return eos
-    p = model_dir / "tokenizer_config.json"
-    if p.is_file():
-        tok = json.loads(p.read_text("utf-8")).get("eos_token")
+    if confine.exists(root, "tokenizer_config.json"):
+        cfg = confine.read_json(root, "tokenizer_config.json")
+        tok = cfg.get("eos_token") if isinstance(cfg, dict) else None
         tok = tok.get("content") if isinstance(tok, dict) else tok
         if isinstance(tok, str):
             return tokenizer.token_to_id(tok)
     return None
 
 
-def load_tokenizer(model_dir: str | Path) -> tuple[Tokenizer, int]:
+def load_tokenizer(model_dir) -> tuple[Tokenizer, int]:
     """``tokenizer.json`` of a model directory and its EOS id (from generation_config.json,
     config.json, then tokenizer_config.json)."""
-    model_dir = Path(model_dir)
-    path = model_dir / "tokenizer.json"
-    if not path.is_file():
-        raise BadInputError(f"no tokenizer.json in {model_dir}", "E_CALIB_TOKENIZER",
+    from slmpack.exporter.inputs import load_tokenizer as load_confined
+
+    root = as_root(model_dir)
+    path = root.path / "tokenizer.json"
+    tokenizer = load_confined(root)  # read through the confined reader (no symlinks out, no FIFOs)
+    if tokenizer is None:
+        raise BadInputError(f"no tokenizer.json in {root.path}", "E_CALIB_TOKENIZER",
                             details={"path": str(path)})
-    try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as exc:  # the tokenizers library raises a bare Exception
-        raise BadInputError(f"cannot read {path}: {exc}", "E_CALIB_TOKENIZER") from None
     eos = _eos_from_configs(model_dir, tokenizer)
     if eos is None:
         raise BadInputError(f"cannot determine the EOS token id of {model_dir}", "E_CALIB_EOS")

@@ -18,6 +18,7 @@ from slmpack.config import ExportConfig
 from slmpack.errors import SlmpackError, ValidationFailed
 from slmpack.exporter import stages
 from slmpack.exporter.encoder.spec import is_encoder_dir
+from slmpack.exporter.confine import ModelRoot
 from slmpack.exporter.stages import resolve_model_dir
 from slmpack.package import staged_directory
 from slmpack.progress import QUIET, Progress
@@ -78,7 +79,7 @@ class TargetJob:
 
 @dataclass
 class ExportState:
-    model_dir: Path
+    model_dir: ModelRoot
     cfg: ExportConfig
     jobs: list[TargetJob]
     eval_text: Path | None = None
@@ -113,7 +114,7 @@ def run(st: ExportState, progress: Progress = QUIET) -> ExportState:
     for job in st.jobs:
         if job.failed:
             continue
-        with st.per_target(job), staged_directory(job.out, st.cfg.force) as job.stage:
+        with st.per_target(job), staged_directory(job.out, st.cfg.force, st.model_dir.path) as job.stage:
             for label, stage, applies in TARGET_STAGES:
                 if applies(st, job):
                     with progress.stage(f"{label} ({job.target.name.value})"):
@@ -134,7 +135,7 @@ def export_many(model_dir: Path | None, requests: list[tuple[str, Path, Any]], c
     for name, out, options in requests:
         target = registry.get(name)
         jobs.append(TargetJob(target, options if options is not None else target.options_type(), Path(out)))
-    st = ExportState(resolve_model_dir(model_dir), cfg, jobs, eval_text, keep_going)
+    st = ExportState(ModelRoot(resolve_model_dir(model_dir), cfg.follow_symlinks), cfg, jobs, eval_text, keep_going)
     return run(st, progress)
 
 

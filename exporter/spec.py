@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -346,15 +345,17 @@ def _family_rope(cfg: dict) -> RopeSpec:
     return _rope_from_config({**cfg, "rope_parameters": params})
 
 
-def load_spec(model_dir: Path) -> ModelSpec:
-    path = Path(model_dir) / "config.json"
-    if not path.is_file():
-        raise BadInputError(f"{model_dir}: no config.json (not a Hugging Face model directory)",
+def load_spec(model_dir) -> ModelSpec:
+    from slmpack.exporter import confine
+    from slmpack.exporter.checkpoint import as_root
+    from slmpack.exporter.config_checks import check_config
+
+    root = as_root(model_dir)
+    if not confine.exists(root, "config.json"):
+        raise BadInputError(f"{root.path}: no config.json (not a Hugging Face model directory)",
                             "E_MODEL_DIR_INVALID")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadInputError(f"{path}: not valid JSON ({e})", "E_CONFIG_INVALID") from None
+    cfg = confine.read_json(root, "config.json")
     if not isinstance(cfg, dict):
-        raise BadInputError(f"{path}: expected a JSON object", "E_CONFIG_INVALID")
+        raise BadInputError(f"{root.path / 'config.json'}: expected a JSON object", "E_CONFIG_INVALID")
+    check_config(cfg, str(root.path / "config.json"))
     return spec_from_config(cfg)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import platform
-import shutil
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -15,14 +14,14 @@ import numpy as np
 import torch
 from safetensors.numpy import save_file
 
-from slmpack.errors import BadInputError, UnsupportedError
+from slmpack.errors import BadInputError, UnsupportedError, ValidationFailed
 from slmpack.exporter import chat_template, inputs, quantize_stage
-from slmpack.exporter.checkpoint import checkpoint_digest, load_state_dict, weight_files
+from slmpack.exporter.checkpoint import check_headers, checkpoint_digest, load_state_dict, weight_files
 from slmpack.exporter.reference import build_reference
 from slmpack.exporter.reference_runner import ReferenceRunner, greedy
 from slmpack.exporter.spec import load_spec
 from slmpack.exporter.trace import trace_programs
-from slmpack.package import MANIFEST, check_output_path, hash_tree, write_json
+from slmpack.package import MANIFEST, check_keep_failed, check_output_path, discard_failed, hash_tree, write_json
 from slmpack.quantize_config import QuantConfig
 from slmpack.runtime.manifest import Manifest
 from slmpack.targets.base import Consumes
@@ -51,13 +50,26 @@ def load(st) -> None:
     if st.cfg.trace.max_context > st.spec.max_position_embeddings:
         raise BadInputError(f"--max-context {st.cfg.trace.max_context} exceeds the model's max_position_embeddings "
                             f"({st.spec.max_position_embeddings})", "E_CONFIG", details={"field": "max_context"})
+    check_inputs(st)
+
+
+def check_inputs(st) -> None:
+    """Every cheap check of the model's other files and the user's paths, before any slow work."""
+    check_keep_failed(st.cfg.keep_failed)
+    check_headers(st.model_dir, st.cfg.allow_pickle)
+    inputs.check_tokenizer_files(st.model_dir)
+    inputs.generation_config(st.model_dir, st.spec)
+    if st.eval_text is not None:
+        inputs.read_eval_text(st.eval_text)
+    if st.cfg.quant.enabled and st.cfg.quant.calib_data is not None:
+        inputs.check_readable(st.cfg.quant.calib_data, "--calib-data", "E_CALIB_PATH_MISSING")
 
 
 def preflight(st) -> None:
     """Every requested target, before any slow work: output path, quant plan, target support."""
     for job in st.jobs:
         with st.per_target(job):
-            check_output_path(job.out, st.cfg.force)
+            check_output_path(job.out, st.cfg.force, st.model_dir.path)
             job.qpre = quantize_stage.preflight(st.spec, job.target, job.options, st.cfg.quant)
             problems = job.target.preflight(st.spec, job.options, job.qpre.plan if job.qpre else None)
             if problems:
@@ -95,9 +107,7 @@ def trace(st, job) -> None:
 
 
 def lower(st, job) -> None:
-    for name in inputs.TOKENIZER_FILES:  # before lowering: a target may bundle the tokenizer
-        if (st.model_dir / name).is_file() and not (job.stage / name).exists():
-            shutil.copyfile(st.model_dir / name, job.stage / name)
+    inputs.copy_tokenizer_files(st.model_dir, job.stage)  # before lowering: a target may bundle the tokenizer
     if st.chat.template is not None:
         (job.stage / chat_template.TEMPLATE_FILE).write_text(st.chat.template, encoding="utf-8")
     if inputs.eos_ids(st.gen) != inputs.eos_ids(st.source_gen):
@@ -152,7 +162,7 @@ def package(st, job) -> None:
     data = {
         "schema_version": 1, "target": job.target.name.value, "artifact": a.primary,
         "source": {"checkpoint_sha256": st.digest, "architecture": spec.architecture,
-                   "model_dir_name": st.model_dir.name},
+                   "model_dir_name": st.model_dir.path.name},
         "model": {**spec.to_json(), "max_context": cfg.trace.max_context, "max_prompt": cfg.trace.max_prompt,
                   "num_parameters": spec.num_parameters},
         "precision": (quantize_stage.precision_label(quant.plan) if quant else
@@ -191,6 +201,12 @@ def ladder(st, job) -> None:
                             job.gprompt, cfg.validation.greedy_tokens, st.eos, exact)
     job.manifest = Manifest.from_json({**m, "validation": result}).to_json()
     write_json(job.stage / MANIFEST, job.manifest)
+    if not result["passed"]:  # nothing stays at --out: removed, or moved to --keep-failed
+        kept = discard_failed(job.stage, st.cfg.keep_failed)
+        failed = [k for k in ("structural", "vectors", "heldout", "greedy") if not result[k]["passed"]]
+        where = f"package moved to {kept}" if kept else "package removed; --keep-failed DIR keeps it"
+        raise ValidationFailed(f"{job.out}: validation failed at {', '.join(failed)} ({where})", "E_VALIDATION",
+                               details=result)
 
 
 def resolve_model_dir(model_dir: Path | None) -> Path:

@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh --system-tools
+bash scripts/bootstrap-sign.sh   # OpenSSF model-signing in its own venv (tests/hardening/test_signing.py)
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import threading
 from pathlib import Path
 
 from slmpack import quiet
@@ -93,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true",
                    help="accept *.bin/*.pt checkpoints (read with torch.load(weights_only=True))")
     p.add_argument("--no-validate", action="store_true", help="skip the validation ladder")
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="follow symlinks inside MODEL_DIR (the resolved path must still be inside it)")
+    p.add_argument("--keep-failed", type=Path, default=None, metavar="DIR",
+                   help="move a package that fails validation to DIR (default: remove it; nothing stays at --out)")
     p.add_argument("--device", default=None,
                    help="refuse up front (exit 2, with the numbers) if the package cannot fit this device profile")
     _quant_arguments(p.add_argument_group("quantization (calibrated QuantPlan, encoded natively by the target)"))
@@ -107,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="re-hash a package; name changed, missing or extra files")
     p.add_argument("package", type=Path)
+    p.add_argument("--signature", nargs="?", const="", default=None, metavar="SIG",
+                   help="also check the package's signature (default file: PKG.sig beside it)")
+    p.add_argument("--public-key", type=Path, default=None, help="PEM public key for --signature")
+    _common(p)
+
+    p = sub.add_parser("sign", help="sign every file of a package (manifest included) with a local key")
+    p.add_argument("package", type=Path)
+    p.add_argument("--private-key", type=Path, required=True, help="PEM private key (EC P-256/P-384)")
+    p.add_argument("--signature", type=Path, default=None, help="signature file (default: PKG.sig beside it)")
     _common(p)
 
     p = sub.add_parser("inspect", help="show what was understood from a checkpoint")
@@ -138,7 +152,8 @@ def cmd_export(args) -> int:
     cfg = ExportConfig(trace=TraceConfig(max_context=args.max_context, max_prompt=args.max_prompt),
                        validation=ValidationConfig(max_ppl_loss=args.max_ppl_loss),
                        quant=quant_config_from_args(args),
-                       validate=not args.no_validate, allow_pickle=args.allow_pickle, force=args.force)
+                       validate=not args.no_validate, allow_pickle=args.allow_pickle, force=args.force,
+                       follow_symlinks=args.follow_symlinks, keep_failed=args.keep_failed)
     targets = registry.available() if args.target == "all" else [args.target]
     base = _export_base(args)
     outs = {t: (base / t if args.target == "all" or args.out is None else base) for t in targets}
@@ -200,10 +215,28 @@ def cmd_verify(args) -> int:
     from slmpack import api
 
     res = api.verify(args.package)
+    if args.signature is not None:
+        from slmpack.signing import verify_signature
+
+        if args.public_key is None:
+            raise BadInputError("verify --signature needs --public-key", "E_SIGNATURE_KEY")
+        res.update(verify_signature(args.package, args.public_key, Path(args.signature) if args.signature else None))
     if args.json:
         _print_json(res)
     else:
-        print(f"{res['package']}: {res['files']} files verified, all hashes match", file=quiet.stdout())
+        sig = ", signature verified" if res.get("signature_ok") else ""
+        print(f"{res['package']}: {res['files']} files verified, all hashes match{sig}", file=quiet.stdout())
+    return 0
+
+
+def cmd_sign(args) -> int:
+    from slmpack.signing import sign
+
+    res = sign(args.package, args.private_key, args.signature)
+    if args.json:
+        _print_json(res)
+    else:
+        print(f"{res['package']}: signed -> {res['signature']}", file=quiet.stdout())
     return 0
 
 
@@ -224,7 +257,7 @@ def _commands() -> dict:
     from slmpack import cli_devices
     from slmpack.build.command import cmd_build
 
-    return {"build": cmd_build, "export": cmd_export, "validate": cmd_validate, "verify": cmd_verify, "inspect": cmd_inspect,
+    return {"build": cmd_build, "export": cmd_export, "validate": cmd_validate, "verify": cmd_verify, "sign": cmd_sign, "inspect": cmd_inspect,
             **cli_devices.COMMANDS}
 
 
@@ -264,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     log, temporary = log_path(args)
     if not verbose:
         quiet.quiet_env()
+    from slmpack.staging import install_signal_handlers, interrupted_error
+
+    if threading.current_thread() is threading.main_thread():
+        install_signal_handlers()  # SIGTERM/SIGINT unwind (staging removed), exit 143/130
     ok = False
     try:
         with quiet.captured(log, verbose):
@@ -274,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         return rc
     except SlmpackError as e:
         return _fail(args, e, None if verbose else log)
-    except KeyboardInterrupt:
-        return _fail(args, BadInputError("interrupted", "E_INTERRUPTED"), None if verbose else log)
+    except KeyboardInterrupt as e:
+        return _fail(args, interrupted_error(e), None if verbose else log)
     except Exception as e:  # a converter/runtime bug we did not classify: one line, exit 3
         if args.debug:
             raise

@@ -6,6 +6,7 @@ names the offending field (raised as ``BadInputError`` with code ``E_CONFIG``).
 from __future__ import annotations
 
 import enum
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from slmpack.errors import BadInputError
@@ -74,3 +75,5 @@ class ExportConfig:
     validate: bool = True
     allow_pickle: bool = False
     force: bool = False
+    follow_symlinks: bool = False  # follow symlinks in the model dir (still confined to it)
+    keep_failed: Path | None = None  # a package that fails validation is moved here (else removed)

@@ -10,10 +10,9 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from slmpack.errors import BadInputError, PackageIntegrityError
+from slmpack.errors import BadInputError, PackageIntegrityError, SlmpackError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -42,40 +41,111 @@ def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def check_output_path(out: Path, force: bool) -> None:
-    """Fail fast (before any slow work) on an output we must not or cannot write."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise BadInputError(f"{out} already exists (use --force to replace it)", "E_OUTPUT_EXISTS")
-    if out.exists() and not out.is_dir():
-        raise BadInputError(f"{out} exists and is not a directory", "E_OUTPUT_EXISTS")
-    parent = out.absolute().parent
+NAME_MAX = 255
+STAMP_ROOM = 48  # ".NAME.staging-<pid>-<start>-<hex>" beyond NAME itself
+
+
+def absolute_output(out: Path) -> Path:
+    """``out`` as an absolute, normalised path (``.`` and ``..`` resolved lexically)."""
+    return Path(os.path.abspath(out))
+
+
+def _related(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+def check_output_path(out: Path, force: bool, model_dir: Path | None = None) -> None:
+    """Fail fast (before any slow work) on an output we must not or cannot write.
+
+    ``--force`` replaces only a directory that verifies as an slmpack package, and never the model
+    directory, one of its ancestors or one of its descendants."""
+    out = absolute_output(out)
+    if not out.name or len(out.name.encode("utf-8", "surrogateescape")) + STAMP_ROOM > NAME_MAX:
+        raise BadInputError(f"{str(out)[:200]}: unusable output name (empty or longer than "
+                            f"{NAME_MAX - STAMP_ROOM} bytes)", "E_OUTPUT_UNWRITABLE")
+    if os.path.islink(out):
+        kind = "a dangling symlink" if not os.path.exists(out) else "a symlink"
+        raise BadInputError(f"{out} is {kind}; refused (give a real directory path)", "E_OUTPUT_UNWRITABLE")
+    parent = out.parent
     if not parent.is_dir():
         raise BadInputError(f"{parent} does not exist", "E_OUTPUT_UNWRITABLE")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise BadInputError(f"{parent} is not writable", "E_OUTPUT_UNWRITABLE")
+    if out.exists():
+        if not force:
+            raise BadInputError(f"{out} already exists (use --force to replace it)", "E_OUTPUT_EXISTS")
+        if not out.is_dir():
+            raise BadInputError(f"{out} exists and is not a directory", "E_OUTPUT_EXISTS")
+        if model_dir is not None and _related(Path(os.path.realpath(out)), Path(os.path.realpath(model_dir))):
+            raise BadInputError(f"{out} is the model directory, inside it or one of its parents; --force never "
+                                "replaces it", "E_OUTPUT_EXISTS")
+        try:
+            verify(out)
+        except SlmpackError as e:
+            raise BadInputError(f"{out} is not an slmpack package that verifies ({e.code}); --force only "
+                                "replaces packages", "E_OUTPUT_EXISTS") from None
+    from slmpack.staging import new_entry
+
+    try:  # a real write probe: read-only file systems, /proc, ENAMETOOLONG, permissions
+        os.rmdir(new_entry(out, "probe"))
+    except OSError as e:
+        raise BadInputError(f"{parent}: cannot create the package here ({e.strerror})",
+                            "E_OUTPUT_UNWRITABLE") from None
+
+
+def check_keep_failed(keep: Path | None) -> None:
+    if keep is None:
+        return
+    keep = absolute_output(keep)
+    if os.path.lexists(keep):
+        raise BadInputError(f"--keep-failed {keep} already exists", "E_OUTPUT_EXISTS")
+    if not keep.parent.is_dir() or not os.access(keep.parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"--keep-failed: {keep.parent} is not a writable directory", "E_OUTPUT_UNWRITABLE")
+
+
+def _fix_modes(root: Path) -> None:
+    for path in [root, *root.rglob("*")]:  # fixed modes: packages are byte- and mode-stable
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+
+
+def discard_failed(stage: Path, keep: Path | None) -> Path | None:
+    """A package that failed validation: move it to ``keep`` (if given), else remove it."""
+    if keep is None:
+        shutil.rmtree(stage, ignore_errors=True)
+        return None
+    keep = absolute_output(keep)
+    _fix_modes(stage)
+    shutil.move(str(stage), str(keep))
+    return keep
 
 
 @contextlib.contextmanager
-def staged_directory(out: Path, force: bool):
-    """Yield a staging dir; on success rename it to ``out`` (replacing it if ``force``)."""
-    out = Path(out)
-    check_output_path(out, force)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.absolute().parent))
-    try:
-        yield staging
-        for path in [staging, *staging.rglob("*")]:  # fixed modes: packages are byte- and mode-stable
-            os.chmod(path, 0o755 if path.is_dir() else 0o644)
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.absolute().parent))
-            os.rename(out, trash / "old")
-            os.rename(staging, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+def staged_directory(out: Path, force: bool, model_dir: Path | None = None):
+    """Yield a staging dir; on success rename it to ``out`` (replacing it if ``force``).
+
+    Runs under the per-output lock; stale staging from dead processes is removed first. Any
+    exception (SIGTERM/SIGINT included) removes the staging dir; nothing appears at ``out``."""
+    from slmpack.staging import new_entry, output_lock, remove_stale
+
+    out = absolute_output(out)
+    check_output_path(out, force, model_dir)
+    with output_lock(out):
+        remove_stale(out)
+        staging = new_entry(out, "staging")
+        try:
+            yield staging
+            if not staging.exists():  # the caller moved a failed package away
+                return
+            _fix_modes(staging)
+            if out.exists():
+                check_output_path(out, force, model_dir)  # still a package (we hold the lock)
+                trash = new_entry(out, "old")
+                os.rename(out, trash / "old")
+                os.rename(staging, out)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.rename(staging, out)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
 
 def read_manifest(pkg: Path) -> dict:
@@ -85,10 +155,16 @@ def read_manifest(pkg: Path) -> dict:
         raise BadInputError(f"{pkg}: not a directory", "E_PACKAGE_MISSING")
     if not path.is_file():
         raise BadInputError(f"{pkg}: no {MANIFEST} (not an slmpack package)", "E_PACKAGE_INVALID")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadInputError(f"{path}: invalid JSON ({e})", "E_PACKAGE_INVALID") from None
+    from slmpack.exporter.confine import parse_json
+
+    if path.is_symlink() or not path.is_file():
+        raise BadInputError(f"{path}: not a regular file", "E_PACKAGE_INVALID")
+    manifest = parse_json(path.read_bytes(), str(path), "E_PACKAGE_INVALID")
+    if not isinstance(manifest, dict):
+        raise BadInputError(f"{path}: expected a JSON object", "E_PACKAGE_INVALID")
+    files = manifest.get("files", {})
+    if not (isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
+        raise BadInputError(f"{path}: 'files' must map file names to sha256 strings", "E_PACKAGE_INVALID")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise BadInputError(f"{path}: schema_version {manifest.get('schema_version')!r} is not supported "
                             f"(this slmpack reads {SCHEMA_VERSION})", "E_PACKAGE_SCHEMA")
