@@ -11,14 +11,15 @@ message's content (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>``, ...).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from slmpack.errors import BadInputError
+from slmpack.exporter import confine
+from slmpack.exporter.checkpoint import as_root
 from slmpack.runtime.chat import TEMPLATE_FILE, render_chat
 
 _PROBE = "SLMPACK_REPLY_PROBE"
+MAX_TEMPLATE_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,11 @@ class ChatInfo:
                 "end_of_turn": self.end_of_turn, "stop_token_ids": list(self.stop_token_ids)}
 
 
-def _json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadInputError(f"{path}: invalid JSON ({e})", "E_CONFIG_INVALID") from None
+def _json(root, name: str) -> dict:
+    """A JSON object read through the confined reader (regular file inside the model dir)."""
+    if not confine.exists(root, name):
+        return {}
+    data = confine.read_json(root, name)
     return data if isinstance(data, dict) else {}
 
 
@@ -50,23 +51,20 @@ def _pick(value) -> str | None:
     return None
 
 
-def find_template(model_dir: Path) -> tuple[str | None, str | None]:
-    jinja = model_dir / TEMPLATE_FILE
-    if jinja.is_file() and not jinja.is_symlink():
-        return jinja.read_text(encoding="utf-8"), TEMPLATE_FILE
+def find_template(model_dir) -> tuple[str | None, str | None]:
+    root = as_root(model_dir)
+    if confine.exists(root, TEMPLATE_FILE):
+        return confine.read_bytes(root, TEMPLATE_FILE, MAX_TEMPLATE_BYTES).decode("utf-8", "replace"), TEMPLATE_FILE
     for name in ("tokenizer_config.json", "chat_template.json"):
-        path = model_dir / name
-        if path.is_file() and not path.is_symlink():
-            tmpl = _pick(_json(path).get("chat_template"))
-            if tmpl:
-                return tmpl, name
+        tmpl = _pick(_json(root, name).get("chat_template"))
+        if tmpl:
+            return tmpl, name
     return None, None
 
 
-def special_tokens(model_dir: Path) -> dict[str, str]:
+def special_tokens(model_dir) -> dict[str, str]:
     """bos_token / eos_token / ... strings from tokenizer_config.json, as templates expect them."""
-    path = model_dir / "tokenizer_config.json"
-    cfg = _json(path) if path.is_file() else {}
+    cfg = _json(as_root(model_dir), "tokenizer_config.json")
     out = {}
     for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
         v = cfg.get(key)
@@ -99,7 +97,7 @@ def _ids(value) -> list[int]:
     return [int(value)] if isinstance(value, int) else [int(v) for v in value]
 
 
-def chat_info(model_dir: Path, tokenizer, gen: dict) -> ChatInfo:
+def chat_info(model_dir, tokenizer, gen: dict) -> ChatInfo:
     template, source = find_template(model_dir)
     eot_text, eot_id = end_of_turn(template, tokenizer, special_tokens(model_dir)) if template else (None, None)
     stops: list[int] = []

@@ -54,6 +54,7 @@ class ErrorCode(str, enum.Enum):
     E_WEIGHTS_NONFINITE = "E_WEIGHTS_NONFINITE", "a weight tensor holds NaN or Inf"
     E_WEIGHTS_DTYPE = "E_WEIGHTS_DTYPE", "a weight's dtype is not what the config implies (e.g. int-labelled floats)"
     E_TOKENIZER = "E_TOKENIZER", "the tokenizer cannot be loaded"
+    E_CHAT_TEMPLATE = "E_CHAT_TEMPLATE", "the chat template cannot render a user/assistant exchange"
     E_EVAL_TEXT = "E_EVAL_TEXT", "the evaluation text is missing or unusable"
     E_TRACE = "E_TRACE", "tracing the reference module failed"
     # output and packages
