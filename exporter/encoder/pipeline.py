@@ -2,7 +2,6 @@
 artifact -> package (tokenizer, test vectors, manifest) -> encoder ladder. Atomic like decoders."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,10 @@ from safetensors.numpy import save_file
 
 from slmpack.config import ExportConfig
 from slmpack.errors import UnsupportedError
-from slmpack.exporter.checkpoint import checkpoint_digest, load_state_dict, weight_files
+from slmpack.exporter import confine
+from slmpack.exporter.checkpoint import as_root, checkpoint_digest, load_state_dict, weight_files
+from slmpack.exporter.confine import ModelRoot
+from slmpack.exporter.inputs import MAX_TOKENIZER_BYTES
 from slmpack.exporter.encoder.ladder import run_encoder_ladder
 from slmpack.exporter.encoder.program import trace_encoder
 from slmpack.exporter.encoder.reference import EncoderReference, build_encoder
@@ -57,14 +59,25 @@ def test_vectors(ref: EncoderReference, tok, sentences: list[str]) -> dict:
     return out
 
 
-def copy_inputs(model_dir: Path, stage: Path) -> list[str]:
+def copy_inputs(model_dir, stage: Path) -> list[str]:
+    """Copy tokenizer and sentence-transformers files through the confined reader: every component a
+    real directory / regular file inside the model dir, never a symlink out."""
+    root = as_root(model_dir)
     copied = []
     for name in (*TOKENIZER_FILES, *ST_FILES):
-        src = model_dir / name
-        if src.is_file() and not src.is_symlink():
-            (stage / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, stage / name)
-            copied.append(name)
+        *dirs, leaf = name.split("/")
+        sub = root
+        for d in dirs:
+            p = sub.path / d
+            if p.is_symlink() or not p.is_dir():
+                sub = None
+                break
+            sub = ModelRoot(p, root.follow_symlinks)
+        if sub is None or not confine.exists(sub, leaf):
+            continue
+        (stage / name).parent.mkdir(parents=True, exist_ok=True)
+        (stage / name).write_bytes(confine.read_bytes(sub, leaf, MAX_TOKENIZER_BYTES))
+        copied.append(name)
     return copied
 
 
