@@ -281,27 +281,43 @@ def log_path(args) -> tuple[Path, bool]:
         from slmpack.build.command import output_root
 
         return output_root(args) / "build.log", False
+    return _temp_log(), True
+
+
+def _temp_log() -> Path:
+    import os
     import tempfile
 
     fd, name = tempfile.mkstemp(prefix="slmpack-", suffix=".log")
-    import os
-
     os.close(fd)
-    return Path(name), True
+    return Path(name)
+
+
+def _settle_log(log: Path, final: Path) -> None:
+    """Move the run's log beside its output once the run produced one; a bad input leaves no trace
+    there (the log stays in the temp dir, and the failure message names it)."""
+    import shutil
+
+    try:
+        if final.parent.is_dir() and not final.is_symlink():
+            shutil.move(str(log), str(final))
+    except OSError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     verbose = args.verbose or args.debug
-    log, temporary = log_path(args)
+    final, temporary = log_path(args)
+    log = final if temporary else _temp_log()  # written beside the output only when there is one
     if not verbose:
         quiet.quiet_env()
     from slmpack.staging import install_signal_handlers, interrupted_error
 
     if threading.current_thread() is threading.main_thread():
         install_signal_handlers()  # SIGTERM/SIGINT unwind (staging removed), exit 143/130
-    ok = False
+    ok = produced = False
     try:
         with quiet.captured(log, verbose):
             if not verbose and args.command != "build":  # build: only its workers import the toolchain
@@ -310,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = True
         return rc
     except SlmpackError as e:
+        produced = e.exit_code == 1  # a package that failed validation (kept or removed): its log matters
         return _fail(args, e, None if verbose else log)
     except KeyboardInterrupt as e:
         return _fail(args, interrupted_error(e), None if verbose else log)
@@ -322,13 +339,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if temporary and (ok or verbose):
             log.unlink(missing_ok=True)
+        elif not temporary and (ok or produced):
+            _settle_log(log, final)
+        elif verbose:
+            log.unlink(missing_ok=True)
 
 
 def _fail(args, e: SlmpackError, log: Path | None = None) -> int:
     if getattr(args, "json", False):
         _print_json(e.to_json())
     print(f"error[{e.code}]: {e}", file=sys.stderr)
-    lines = quiet.tail(log) if log is not None else []
+    # a bad input (exit 2) is ours alone: the third-party log's tail only helps for failed validation
+    # or a toolchain failure
+    lines = quiet.tail(log) if log is not None and e.exit_code != 2 else []
     if lines:
         print(f"last {len(lines)} lines of {log}:", file=sys.stderr)
         for line in lines:

@@ -94,7 +94,7 @@ def captured(log: Path | None, verbose: bool = False) -> Iterator[Terminal]:
     os.close(fd)
     logging.captureWarnings(True)
     root = logging.getLogger()
-    handler = logging.StreamHandler(sys.stderr)  # fd 2: the log
+    handler = logging.FileHandler(log, encoding="utf-8")  # the log itself (sys.stderr may be a capture)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     term = Terminal(out, err, log)
@@ -104,6 +104,7 @@ def captured(log: Path | None, verbose: bool = False) -> Iterator[Terminal]:
     finally:
         _active.pop()
         root.removeHandler(handler)
+        handler.close()
         logging.captureWarnings(False)
         sys.stdout.flush()
         sys.stderr.flush()

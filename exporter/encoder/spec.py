@@ -6,7 +6,6 @@ Never imports or executes anything named in the config (``auto_map`` is ignored 
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,10 +140,10 @@ class EncoderSpec:
 
 
 def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadInputError(f"{path}: not valid JSON ({e})", "E_CONFIG_INVALID") from None
+    """Through the confined reader: a regular file (no symlink, FIFO or device), bounded depth."""
+    from slmpack.exporter import confine
+
+    return confine.read_json(confine.ModelRoot(path.parent), path.name)
 
 
 def _inside(model_dir: Path, rel: str) -> Path:
