@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from slmpack.config import ExportConfig
-from slmpack.errors import SlmpackError, ValidationFailed
+from slmpack.errors import SlmpackError
 from slmpack.exporter import stages
 from slmpack.exporter.encoder.spec import is_encoder_dir
 from slmpack.exporter.confine import ModelRoot
@@ -162,14 +162,7 @@ def export(model_dir: Path | None, target_name: str, out: Path, cfg: ExportConfi
 
 def require_passed(pkg: Package) -> None:
     if pkg.validation is not None and not pkg.passed:
-        v = pkg.validation
-        gate = (v.get("heldout_fp32") or {}).get("gate")
-        if gate:  # the accuracy gate: the plan itself loses too much, whatever the encoding
-            raise ValidationFailed(f"{pkg.path}: {gate}", "E_ACCURACY_GATE", details=v)
-        failed = [k for k in ("structural", "vectors", "heldout", "greedy", "long_context", "tokenizer_parity")
-                  if k in v and not v[k]["passed"]]
-        raise ValidationFailed(f"{pkg.path}: validation failed at {', '.join(failed)} "
-                               f"(package kept for inspection)", "E_VALIDATION", details=v)
+        raise stages.validation_failure(pkg.path, pkg.validation, "package kept for inspection")
 
 
 __all__ = ["export", "export_many", "Package", "ExportState", "SlmpackError", "require_passed", "resolve_model_dir"]

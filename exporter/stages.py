@@ -203,10 +203,22 @@ def ladder(st, job) -> None:
     write_json(job.stage / MANIFEST, job.manifest)
     if not result["passed"]:  # nothing stays at --out: removed, or moved to --keep-failed
         kept = discard_failed(job.stage, st.cfg.keep_failed)
-        failed = [k for k in ("structural", "vectors", "heldout", "greedy") if not result[k]["passed"]]
         where = f"package moved to {kept}" if kept else "package removed; --keep-failed DIR keeps it"
-        raise ValidationFailed(f"{job.out}: validation failed at {', '.join(failed)} ({where})", "E_VALIDATION",
-                               details=result)
+        raise validation_failure(job.out, result, where)
+
+
+LADDER_STEPS = ("structural", "vectors", "heldout", "greedy", "long_context", "tokenizer_parity")
+
+
+def validation_failure(path, v: dict, where: str) -> ValidationFailed:
+    """The one error for a failed ladder: the accuracy gate when the plan itself loses too much
+    (whatever the encoding), else the failed steps."""
+    gate = (v.get("heldout_fp32") or {}).get("gate")
+    if gate:
+        return ValidationFailed(f"{path}: {gate} ({where})", "E_ACCURACY_GATE", details=v)
+    failed = [k for k in LADDER_STEPS if k in v and not v[k]["passed"]]
+    return ValidationFailed(f"{path}: validation failed at {', '.join(failed)} ({where})", "E_VALIDATION",
+                            details=v)
 
 
 def resolve_model_dir(model_dir: Path | None) -> Path:

@@ -12,7 +12,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from slmpack.errors import BadInputError
+from .errors import BadInputError
 
 
 class EncoderBackend(Protocol):
