@@ -78,8 +78,12 @@ def run_ladder(target, pkg_dir, manifest: dict, runner, reference, vectors: dict
                      greedy_prompt=greedy_prompt, greedy_n=greedy_n, eos=eos)
     result = ladder.run(ladder.HOST_FP32, x)
     tol = _tolerance(manifest)
+    # enforced where the cache keeps fp32 K/V; a 16-bit cache (Core ML states) drifts with position
+    # beyond the short-vector bound by its own rounding, so there the step is reported, not enforced
+    full_cache = "16" not in str((manifest.get("kv_cache") or {}).get("dtype", "float32"))
     result["long_context"] = ladder.rounded(check_long_context(
-        runner, reference, heldout, int(manifest["model"]["max_context"]), tol, exact_greedy and tol.greedy_exact))
+        runner, reference, heldout, int(manifest["model"]["max_context"]), tol,
+        exact_greedy and tol.greedy_exact and full_cache))
     result["tokenizer_parity"] = check_tokenizer_parity(manifest["target"], pkg_dir, manifest)
     result["passed"] = bool(result["passed"] and result["long_context"]["passed"]
                             and result["tokenizer_parity"]["passed"])
