@@ -18,3 +18,12 @@ def demo_onnx_package(tmp_path_factory):
     from slmpack import api
 
     return api.export(None, "onnx", tmp_path_factory.mktemp("demo") / "onnx")
+
+
+def pytest_collection_modifyitems(config, items):
+    from tests.known_failures import KNOWN
+
+    for item in items:
+        reason = KNOWN.get(item.nodeid)
+        if reason:
+            item.add_marker(pytest.mark.xfail(reason=f"known failure (2026-12-02): {reason}", strict=False))
