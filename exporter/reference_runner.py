@@ -38,20 +38,4 @@ class ReferenceRunner:
         return self._run(np.array([token]))[0]
 
 
-def greedy(runner, prompt: np.ndarray, n: int, eos: tuple[int, ...] = ()) -> list[int]:
-    """Greedy continuation through any Runner: prefill in chunks of runner.max_prompt, then decode."""
-    runner.reset()
-    prompt = np.asarray(prompt, dtype=np.int64)
-    logits = None
-    for start in range(0, len(prompt), runner.max_prompt):
-        logits = runner.prefill(prompt[start:start + runner.max_prompt])[-1]
-    out: list[int] = []
-    pos = len(prompt)
-    for _ in range(n):
-        tok = int(np.argmax(logits))
-        out.append(tok)
-        if tok in eos or len(out) == n:
-            break
-        logits = runner.decode(tok, pos)
-        pos += 1
-    return out
+from slmpack.runtime.greedy import greedy  # noqa: E402  (one greedy loop for host, device and reference)
