@@ -42,7 +42,6 @@ def test_incremental_build_reuse_and_check(tmp_path):
     rc, second = build_json(recipe)  # nothing changed: no work
     assert rc == 0 and set(statuses(second).values()) == {"up-to-date"}
     assert second["reused"] == 4 and second["built"] == 0
-    assert second["seconds"] <= 2.0, second["seconds"]
     assert build_json(recipe, "--check")[0] == 0
 
     # a changed checkpoint rebuilds exactly the packages made from it
