@@ -13,18 +13,9 @@ from pathlib import Path
 import pytest
 
 from slmpack.device_tests import device_runner
+from tests.device_tests.test_device_runner import BLOCKED  # the runner with torch/slmpack unimportable
 
 RUNNER = Path(device_runner.__file__)
-BLOCKED = """
-import sys, runpy
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "safetensors", "slmpack", "transformers"):
-            raise ImportError(f"device runner must not import {name}")
-sys.meta_path.insert(0, Block())
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
 
 
 def device(pkg) -> tuple[int, dict]:
