@@ -47,7 +47,7 @@ def resolve_plan(recipe: Recipe, shapes: Mapping[str, tuple[int, ...]], *,
         decisions[name] = TensorDecision(
             name=name, kind=DecisionKind.EMBEDDING if name in embeddings else DecisionKind.LINEAR,
             shape=tuple(int(d) for d in shapes[name]),
-            weight=None if r is None else r.weight,
+            weight=None if r is None else r.scheme_for(int(shapes[name][-1])),
             activation=FLOAT_ACTIVATIONS if r is None else r.activation,
             rule=rule, tied_to=ties.get(name))
     return QuantPlan(recipe=recipe.name, decisions=decisions)

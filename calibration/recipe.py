@@ -15,8 +15,11 @@ Recipe files (JSON or TOML, chosen by suffix)::
     pattern = "model.layers.*"
     weight = { bits = 4, group_size = 32, symmetric = true, algorithm = "gptq" }
     activation = { mode = "dynamic_int8" } # optional, default float activations
+    fallback = { bits = 8 }                # optional: for a tensor the group size does not fit
 
-``group_size`` may be omitted or 0 for per-channel (TOML has no null).
+``group_size`` may be omitted or 0 for per-channel (TOML has no null). ``fallback`` is the scheme
+for a matched tensor whose input width the rule's group size does not divide (llama.cpp's rule for
+rows that are not a multiple of the block); without one such a tensor makes the plan invalid.
 """
 from __future__ import annotations
 
@@ -37,16 +40,30 @@ class Rule:
     pattern: str
     weight: WeightScheme | None
     activation: ActivationScheme = FLOAT_ACTIVATIONS
+    fallback: WeightScheme | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.pattern, str) or not self.pattern:
             raise BadInputError("Rule.pattern must be a non-empty string", "E_RECIPE_RULE",
                                 details={"field": "pattern"})
+        if self.fallback is not None and self.fallback.group_size is not None:
+            raise BadInputError("Rule.fallback must be per-channel (it is used where a group size "
+                                "does not fit)", "E_RECIPE_RULE", details={"field": "fallback"})
+
+    def scheme_for(self, in_features: int) -> WeightScheme | None:
+        """The weight scheme for a matched tensor of ``in_features`` input columns."""
+        w = self.weight
+        if w is not None and w.group_size and in_features % w.group_size and self.fallback:
+            return self.fallback
+        return w
 
     def to_dict(self) -> dict:
-        return {"pattern": self.pattern,
-                "weight": None if self.weight is None else self.weight.to_dict(),
-                "activation": self.activation.to_dict()}
+        out = {"pattern": self.pattern,
+               "weight": None if self.weight is None else self.weight.to_dict(),
+               "activation": self.activation.to_dict()}
+        if self.fallback is not None:
+            out["fallback"] = self.fallback.to_dict()
+        return out
 
 
 @dataclass(frozen=True)
@@ -81,12 +98,13 @@ PRESETS: dict[str, Recipe] = {
     # every Linear and Embedding weight: int8 per-channel symmetric RTN
     "int8": Recipe("int8", (Rule("*", W8_PC),)),
     # decoder layers int4 g32; embeddings and lm_head int8 per-channel
+    # (a layer whose input width 32 does not divide keeps int8 per-channel, as llama.cpp does)
     "int4": Recipe("int4", (Rule(_EMBED, W8_PC), Rule(_HEAD, W8_PC),
-                            Rule("model.layers.*", W4_G32))),
+                            Rule("model.layers.*", W4_G32, fallback=W8_PC))),
     # decoder linears: dynamic per-token int8 activations x int4 g32 weights; lm_head int8
     # weights (same as the embedding it is often tied to) with dynamic int8 activations
     "8da4w": Recipe("8da4w", (Rule(_EMBED, W8_PC), Rule(_HEAD, W8_PC, A8_DYNAMIC),
-                              Rule("model.layers.*", W4_G32, A8_DYNAMIC))),
+                              Rule("model.layers.*", W4_G32, A8_DYNAMIC, W8_PC))),
     # decoder linears and lm_head: dynamic per-token int8 activations x int8 per-channel weights
     "8da8w": Recipe("8da8w", (Rule(_EMBED, W8_PC), Rule(_HEAD, W8_PC, A8_DYNAMIC),
                               Rule("model.layers.*", W8_PC, A8_DYNAMIC))),
@@ -108,7 +126,7 @@ def preset(name: str) -> Recipe:
                             f"{', '.join(sorted(PRESETS))})", "E_RECIPE_PRESET") from None
 
 
-_RULE_KEYS = {"pattern", "weight", "activation"}
+_RULE_KEYS = {"pattern", "weight", "activation", "fallback"}
 _WEIGHT_KEYS = {"bits", "group_size", "symmetric", "algorithm"}
 _ACT_KEYS = {"mode", "observer", "percentile", "symmetric", "smoothquant_alpha"}
 
@@ -141,8 +159,10 @@ def _parse_rule(raw, where: str) -> Rule:
             if w.get("group_size") == 0:
                 w["group_size"] = None
             ws = WeightScheme(**w)
+        fb = rule.get("fallback")
+        fallback = None if fb is None else WeightScheme(**_table(fb, _WEIGHT_KEYS, where, "fallback"))
         act = _table(rule.get("activation", {}), _ACT_KEYS, where, "activation")
-        return Rule(rule["pattern"], ws, ActivationScheme(**act))
+        return Rule(rule["pattern"], ws, ActivationScheme(**act), fallback)
     except TypeError as exc:  # missing required WeightScheme field
         raise _rule_error(where, str(exc)) from None
     except BadInputError as exc:

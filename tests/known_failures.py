@@ -4,10 +4,6 @@ gates CI while each is fixed; the session note lists them. Remove an entry when 
 KNOWN = {
     "tests/targets/test_executorch_quant.py::test_int8_preset_package_passes_and_reads_back":
         "manifest tolerance record differs from the test's expected dict after the typed-tolerance merge",
-    "tests/test_family_quant.py::test_quantized_family_package_passes_the_ladder[olmo2-int4]":
-        "E_QUANT plan invalid for 3 down_proj tensors on ONNX (group size vs width) after merge",
-    "tests/test_family_quant.py::test_quantized_family_package_passes_the_ladder[phi3-8da4w]":
-        "E_QUANT plan invalid for 3 down_proj tensors on ONNX (group size vs width) after merge",
     "tests/test_family_targets.py::test_family_on_executorch[phi3]": "greedy tokens diverge from generate",
     "tests/test_family_targets.py::test_family_on_executorch[gpt2]": "ladder vectors step fails",
     "tests/test_family_targets.py::test_family_on_coreml[gemma2]": "coremltools: Unsupported fx node and_1 (__and__)",

@@ -3,6 +3,8 @@ norms, every norm and the learned position table float; a quantized ONNX package
 families passes the quantized ladder (slow)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -31,9 +33,15 @@ def test_presets_keep_norms_and_positions_float(tmp_path, family):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family,quant", [("gpt2", "int8"), ("olmo2", "int4"), ("phi3", "8da4w"),
-                                          ("gemma3", "int8")])
-def test_quantized_family_package_passes_the_ladder(tmp_path, family, quant):
-    src = family_model_with_tokenizer(tmp_path / "src", family)
-    pkg = api.export(src, "onnx", tmp_path / "pkg", config=CFG, quant=quant)
+@pytest.mark.parametrize("family,quant,variant", [("gpt2", "int8", 0), ("olmo2", "int4", 0),
+                                                  ("phi3", "8da4w", 1), ("gemma3", "int8", 0)])
+def test_quantized_family_package_passes_the_ladder(tmp_path, family, quant, variant):
+    """olmo2 variant 0's down_proj reads 40 columns (32 does not divide: the preset's int8 fallback,
+    weight-only); phi3 variant 1's reads 48 (int8 per-channel x dynamic activations, MatMulNBits
+    block 16). A 40-column dynamic row has no MatMulNBits block (a typed refusal, test_matrix)."""
+    src = family_model_with_tokenizer(tmp_path / "src", family, variant)
+    # random weights: int4's perplexity loss on them says nothing about a trained model, so the
+    # accuracy gate (tests/quant/test_accuracy_gate.py) is opened; the ladder's numerics still gate
+    cfg = replace(CFG, validation=replace(CFG.validation, max_ppl_loss=1000.0))
+    pkg = api.export(src, "onnx", tmp_path / "pkg", config=cfg, quant=quant)
     assert pkg.passed, pkg.manifest["validation"]

@@ -114,3 +114,24 @@ def test_missing_and_bad_suffix(tmp_path):
     with pytest.raises(BadInputError) as e:
         load_recipe(tmp_path / "r.yaml")
     assert e.value.code == "E_RECIPE_PARSE"
+
+
+def test_fallback_applies_only_where_the_group_does_not_divide(tmp_path):
+    """The int4 presets keep a 40-column weight int8 per-channel (llama.cpp's rule); a 64-column
+    one gets g32; a rule without a fallback leaves the misfit for plan validation to refuse."""
+    from slmpack.calibration.plan import resolve_plan
+
+    shapes = {"model.layers.0.mlp.down_proj.weight": (32, 40), "model.layers.0.mlp.up_proj.weight": (40, 64)}
+    for name in ("int4", "8da4w"):
+        d = resolve_plan(preset(name), shapes).decisions
+        assert d["model.layers.0.mlp.down_proj.weight"].weight == WeightScheme(8), name
+        assert d["model.layers.0.mlp.up_proj.weight"].weight == WeightScheme(4, 32), name
+    bare = resolve_plan(Recipe("r", (Rule("*", WeightScheme(4, 32)),)), shapes).decisions
+    assert bare["model.layers.0.mlp.down_proj.weight"].weight == WeightScheme(4, 32)
+    p = tmp_path / "r.toml"
+    p.write_text('[[rules]]\npattern = "*"\nweight = { bits = 4, group_size = 32 }\nfallback = { bits = 8 }\n')
+    assert load_recipe(p).rules[0].fallback == WeightScheme(8)
+    assert load_recipe(p).rules[0].to_dict()["fallback"]["bits"] == 8
+    with pytest.raises(BadInputError) as e:
+        Rule("*", WeightScheme(4, 32), fallback=WeightScheme(4, 16))
+    assert e.value.details["field"] == "fallback"
