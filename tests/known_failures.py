@@ -8,8 +8,6 @@ KNOWN = {
     "tests/test_family_targets.py::test_family_on_executorch[gpt2]": "ladder vectors step fails",
     "tests/test_family_targets.py::test_family_on_coreml[gemma2]": "coremltools: Unsupported fx node and_1 (__and__)",
     "tests/test_family_targets.py::test_family_on_coreml[phi3]": "coremltools: Symbol `seq` is used already",
-    "tests/test_matrix.py::test_a_supported_cell_passes_the_ladder[onnx-w8a8]":
-        "matrix fixture model has no tokenizer.json (calibration needs one) after merge",
     "tests/test_matrix.py::test_a_supported_cell_passes_the_ladder[executorch-fp16]": "ladder vectors step fails",
     "tests/test_matrix.py::test_a_supported_cell_passes_the_ladder[executorch-8da4w]": "ladder vectors step fails",
     "tests/test_matrix.py::test_a_supported_cell_passes_the_ladder[executorch-8da8w]":

@@ -32,8 +32,10 @@ VARIANTS = {
     "llama-mqa-tied": dict(family="llama", heads=4, kv_heads=1, tied=True),
     "mistral-mha-untied": dict(family="mistral", heads=4, kv_heads=4, tied=False),
 }
+# random weights: a quant mode's perplexity loss on them says nothing about a trained model, so the
+# accuracy gate (tests/quant/test_accuracy_gate.py) is opened; the ladder's numerics still gate
 CFG = ExportConfig(trace=TraceConfig(max_context=32, max_prompt=16),
-                   validation=ValidationConfig(heldout_tokens=64, greedy_tokens=8))
+                   validation=ValidationConfig(heldout_tokens=64, greedy_tokens=8, max_ppl_loss=1000.0))
 REFUSAL_CODES = {"E_TARGET_UNSUPPORTED", "E_QUANT_PLAN_INVALID", "E_QUANT_TARGET_UNSUPPORTED"}
 
 
@@ -76,8 +78,10 @@ FLOAT_SUPPORT = {("fp32", t): True for t in TARGETS} | {("fp16", "onnx"): False,
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("matrix")
-    return {name: write_tiny_model(root / name, kw["family"], seed=1, vocab=96, hidden=64, inter=128, layers=1,
-                                   heads=kw["heads"], kv_heads=kw["kv_heads"], tied=kw["tied"], varied=True)
+    # the demo tokenizer (vocab 4096): w8a8 calibrates on text, as a user's export does
+    return {name: write_tiny_model(root / name, kw["family"], seed=1, vocab=4096, hidden=64, inter=128, layers=1,
+                                   heads=kw["heads"], kv_heads=kw["kv_heads"], tied=kw["tied"], varied=True,
+                                   demo_tokenizer=True)
             for name, kw in VARIANTS.items()}
 
 
