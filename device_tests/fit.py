@@ -4,19 +4,20 @@ Peak memory = weights at the plan's precision + KV cache at context N + activati
 overhead. Decode speed is memory-bound on these devices, so an upper bound is
 ``bandwidth / bytes read per generated token`` (every weight once, plus the whole KV cache).
 
-The input is either a Hugging Face model directory (``config.json``, Llama-family fields) with a
+The input is either a Hugging Face model directory (its ModelSpec, every family) with a
 bits-per-weight figure, or an exported package (``manifest.json``), whose weight bytes are the
 artifact's file sizes: a package's precision is already decided.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from slmpack.config import TraceConfig
 from slmpack.errors import BadInputError
-from slmpack.exporter.spec import count_parameters  # one formula, shared with ModelSpec
+from slmpack.exporter.spec import load_spec
+from slmpack.runtime.integrity import read_manifest
+from slmpack.runtime.manifest import ModelSummary
 
 from .profiles import DeviceProfile, get_profile
 
@@ -31,105 +32,49 @@ KV_BITS = {"float32": 32, "float16": 16, "bfloat16": 16, "int8": 8}
 
 @dataclass(frozen=True)
 class ModelFacts:
-    """Architecture numbers the estimate needs (from config.json or a package manifest)."""
+    """What the estimate needs: the numbers of the manifest's typed ``model`` record (a package's
+    own, or built from the model dir's ModelSpec), plus the package's weight bytes and KV dtype."""
 
     source: str  # "config" or "package"
     path: str
-    vocab_size: int
-    hidden_size: int
+    model: ModelSummary
     intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
     tie_word_embeddings: bool
-    max_context: int
-    num_parameters: int
     weight_bytes: int | None = None  # known for packages
     kv_bits: int = 32
     format: str | None = None
     notes: tuple[str, ...] = ()
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BadInputError(f"cannot read {path}: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise BadInputError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-
-
-def _int_field(cfg: dict, key: str, where: Path) -> int:
-    value = cfg.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise BadInputError(f"{where}: field {key!r} must be a positive integer, got {value!r}")
-    return value
-
-
 def facts_from_config(model_dir: Path) -> ModelFacts:
-    path = model_dir / "config.json"
-    cfg = _read_json(path)
-    cfg = cfg.get("text_config", cfg) if isinstance(cfg.get("text_config"), dict) else cfg
-    vocab, hidden = _int_field(cfg, "vocab_size", path), _int_field(cfg, "hidden_size", path)
-    inter = _int_field(cfg, "intermediate_size", path)
-    layers = _int_field(cfg, "num_hidden_layers", path)
-    heads = _int_field(cfg, "num_attention_heads", path)
-    kv_heads = _int_field(cfg, "num_key_value_heads", path) if "num_key_value_heads" in cfg else heads
-    head_dim = _int_field(cfg, "head_dim", path) if cfg.get("head_dim") else hidden // heads
-    if heads % kv_heads:
-        raise BadInputError(f"{path}: num_attention_heads={heads} is not a multiple of "
-                            f"num_key_value_heads={kv_heads}")
-    tied = bool(cfg.get("tie_word_embeddings", False))
-    max_ctx = cfg.get("max_position_embeddings") or 0
-    params = count_parameters(vocab, hidden, inter, layers, heads, kv_heads, head_dim, tied,
-                              bool(cfg.get("attention_bias", False)))
-    return ModelFacts("config", str(model_dir), vocab, hidden, inter, layers, heads, kv_heads,
-                      head_dim, tied, int(max_ctx), params)
-
-
-def _artifact_bytes(pkg: Path, manifest: dict) -> int:
-    artifact = manifest.get("artifact")
-    if not isinstance(artifact, str) or not artifact:
-        raise BadInputError(f"{pkg / 'manifest.json'}: missing 'artifact'")
-    names = [n for n in manifest.get("files", {}) if n == artifact or n.startswith(artifact + ".")
-             or n.startswith(artifact + "/")]
-    total = 0
-    for name in names or [artifact]:
-        f = pkg / name
-        if not f.is_file():
-            raise BadInputError(f"package {pkg}: artifact file {name} is missing",
-                                code="E_PACKAGE_INTEGRITY")
-        total += f.stat().st_size
-    return total
+    """The model dir's ModelSpec (config.json read confined and checked, every family)."""
+    spec = load_spec(model_dir)
+    summary = ModelSummary.from_json({**spec.to_json(), "max_context": spec.max_position_embeddings,
+                                      "max_prompt": spec.max_position_embeddings})
+    return ModelFacts("config", str(model_dir), summary, spec.intermediate_size, spec.tie_word_embeddings)
 
 
 def facts_from_package(pkg: Path) -> ModelFacts:
-    path = pkg / "manifest.json"
-    manifest = _read_json(path)
-    model = manifest.get("model")
-    if not isinstance(model, dict):
-        raise BadInputError(f"{path}: missing the 'model' section")
-    vocab, hidden = _int_field(model, "vocab_size", path), _int_field(model, "hidden_size", path)
-    layers, kv_heads = _int_field(model, "num_layers", path), _int_field(model, "num_kv_heads", path)
-    head_dim = _int_field(model, "head_dim", path)
-    notes = []
-    heads = model.get("num_heads") or model.get("num_attention_heads") or max(hidden // head_dim, kv_heads)
-    inter = model.get("intermediate_size")
-    if not inter:
-        inter = 4 * hidden
+    """The package's typed manifest; its weight bytes are its artifact files' sizes."""
+    manifest = read_manifest(pkg)
+    notes, details = [], manifest.model.details
+    inter = details.get("intermediate_size")
+    if not isinstance(inter, int) or inter < 1:
+        inter = 4 * manifest.model.hidden_size
         notes.append("intermediate_size not in manifest: activations assume 4 x hidden_size")
-    tied = model.get("tie_word_embeddings")
-    if tied is None:
+    tied = details.get("tie_word_embeddings")
+    if not isinstance(tied, bool):
         tied = True
         notes.append("tie_word_embeddings not in manifest: bytes/token counts the embedding table once")
-    params = model.get("num_parameters") or count_parameters(vocab, hidden, inter, layers, heads,
-                                                             kv_heads, head_dim, bool(tied))
-    kv_dtype = (manifest.get("kv_cache") or {}).get("dtype", "float32")
-    return ModelFacts("package", str(pkg), vocab, hidden, int(inter), layers, int(heads), kv_heads,
-                      head_dim, bool(tied), int(model.get("max_context") or 0), int(params),
-                      weight_bytes=_artifact_bytes(pkg, manifest), kv_bits=KV_BITS.get(kv_dtype, 32),
-                      format=manifest.get("target"), notes=tuple(notes))
+    total = 0
+    for name in manifest.artifact_files() or [manifest.artifact]:
+        f = pkg / name
+        if f.is_symlink() or not f.is_file():
+            raise BadInputError(f"package {pkg}: artifact file {name} is missing", code="E_PACKAGE_INTEGRITY")
+        total += f.stat().st_size
+    return ModelFacts("package", str(pkg), manifest.model, inter, tied, weight_bytes=total,
+                      kv_bits=KV_BITS.get(manifest.kv_cache.dtype, 32), format=manifest.target.value,
+                      notes=tuple(notes))
 
 
 def load_facts(path: str | Path) -> ModelFacts:
@@ -184,33 +129,33 @@ def estimate(facts: ModelFacts, profile: DeviceProfile, context: int | None = No
              prefill_tokens: int | None = None, fmt: str | None = None) -> FitReport:
     notes = list(facts.notes)
     if not context:  # a package: its own context; a model: what `slmpack export` would use by default
-        context = (facts.max_context if facts.source == "package" and facts.max_context
-                   else TraceConfig().resolved(facts.max_context or TraceConfig.DEFAULT_CONTEXT).max_context)
+        context = (facts.model.max_context if facts.source == "package" and facts.model.max_context
+                   else TraceConfig().resolved(facts.model.max_context or TraceConfig.DEFAULT_CONTEXT).max_context)
     if not isinstance(context, int) or context < 1:
         raise BadInputError(f"context must be a positive integer, got {context!r}", code="E_FIT_CONTEXT")
-    if facts.max_context and context > facts.max_context:
-        raise BadInputError(f"context {context} exceeds the model's max context {facts.max_context}",
+    if facts.model.max_context and context > facts.model.max_context:
+        raise BadInputError(f"context {context} exceeds the model's max context {facts.model.max_context}",
                             code="E_FIT_CONTEXT")
     if facts.weight_bytes is not None:
         if bits is not None:
             notes.append(f"bits={bits:g} ignored: a package's weight bytes are its artifact's size")
         weight_bytes = facts.weight_bytes
-        bits = weight_bytes * 8 / facts.num_parameters
+        bits = weight_bytes * 8 / facts.model.num_parameters
     else:
         bits = 16.0 if bits is None else float(bits)
         if not 1 <= bits <= 32:
             raise BadInputError(f"bits per weight must be in [1, 32], got {bits:g}", code="E_FIT_BITS")
-        weight_bytes = int(facts.num_parameters * bits / 8)
+        weight_bytes = int(facts.model.num_parameters * bits / 8)
     kv_bits = kv_bits or facts.kv_bits
-    kv_bytes = 2 * facts.num_layers * facts.num_kv_heads * facts.head_dim * context * kv_bits // 8
+    kv_bytes = 2 * facts.model.num_layers * facts.model.num_kv_heads * facts.model.head_dim * context * kv_bits // 8
     s = min(context, prefill_tokens or DEFAULT_PREFILL_CHUNK)
-    q_kv = (facts.num_heads + 2 * facts.num_kv_heads) * facts.head_dim
-    per_token = 2 * facts.hidden_size + max(3 * facts.intermediate_size, facts.num_heads * context + q_kv)
-    act_bytes = F32 * s * (per_token + facts.vocab_size)  # logits for every prompt position
+    q_kv = (facts.model.num_heads + 2 * facts.model.num_kv_heads) * facts.model.head_dim
+    per_token = 2 * facts.model.hidden_size + max(3 * facts.intermediate_size, facts.model.num_heads * context + q_kv)
+    act_bytes = F32 * s * (per_token + facts.model.vocab_size)  # logits for every prompt position
     fmt = fmt or facts.format
     overhead = RUNTIME_OVERHEAD_MB.get(fmt or "onnx", 100) + ALLOCATOR_SLACK * weight_bytes / MB
     needed = (weight_bytes + kv_bytes + act_bytes) / MB + overhead
-    embed_bytes = facts.vocab_size * facts.hidden_size * bits / 8
+    embed_bytes = facts.model.vocab_size * facts.model.hidden_size * bits / 8
     read_per_token = int(weight_bytes - (0 if facts.tie_word_embeddings else embed_bytes) + kv_bytes)
     available = profile.memory.app_available_mb
     supported = None if fmt is None else profile.supports(fmt) is not None
@@ -218,7 +163,7 @@ def estimate(facts: ModelFacts, profile: DeviceProfile, context: int | None = No
         notes.append(f"{profile.name} lists no runtime for format {fmt!r}")
     return FitReport(
         device=profile.name, model=facts.path, context=context, bits_per_weight=round(bits, 3),
-        num_parameters=facts.num_parameters, weights_mb=round(weight_bytes / MB, 1),
+        num_parameters=facts.model.num_parameters, weights_mb=round(weight_bytes / MB, 1),
         kv_cache_mb=round(kv_bytes / MB, 1), activations_mb=round(act_bytes / MB, 1),
         overhead_mb=round(overhead, 1), needed_mb=round(needed, 1), available_mb=available,
         fits=needed <= available, bytes_per_token=read_per_token,
@@ -240,7 +185,7 @@ def device_context(path: str | Path, device: str | DeviceProfile, bits: float | 
     ``device`` (never below 256 or the default itself if smaller). If even that does not fit, the
     default is returned and ``fit_check`` reports why."""
     facts, profile = load_facts(path), get_profile(device, profile_dirs)
-    context = TraceConfig().resolved(facts.max_context or TraceConfig.DEFAULT_CONTEXT).max_context
+    context = TraceConfig().resolved(facts.model.max_context or TraceConfig.DEFAULT_CONTEXT).max_context
     floor = min(256, context)
     while context > floor and not estimate(facts, profile, context, bits).fits:
         context = max(floor, context // 2)

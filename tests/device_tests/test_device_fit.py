@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from slmpack.device_tests.fit import MB, count_parameters, fit_check, load_facts
+from slmpack.device_tests.fit import MB, fit_check, load_facts
+from slmpack.exporter.spec import count_parameters
 from slmpack.errors import BadInputError
 
 # TinyLlama-1.1B's config.json (architecture numbers only).
@@ -22,7 +23,7 @@ def test_parameter_count_matches_torch(tiny_llama):
     import transformers
 
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama)
-    assert load_facts(tiny_llama).num_parameters == sum(p.numel() for p in model.parameters())
+    assert load_facts(tiny_llama).model.num_parameters == sum(p.numel() for p in model.parameters())
 
 
 def test_tinyllama_numbers(tinyllama):
