@@ -7,15 +7,11 @@ KNOWN = {
     "tests/test_family_targets.py::test_family_on_executorch[phi3]": "greedy tokens diverge from generate",
     "tests/test_family_targets.py::test_family_on_executorch[gpt2]": "ladder vectors step fails",
     "tests/test_family_targets.py::test_family_on_coreml[gemma2]": "coremltools: Unsupported fx node and_1 (__and__)",
-    "tests/test_family_targets.py::test_family_on_coreml[phi3]": "coremltools: Symbol `seq` is used already",
+    "tests/test_family_targets.py::test_family_on_coreml[phi3]":
+        "decode/chunked prefill max|dlogit| 0.22 vs bound 0.067: the fp16 Core ML state rounds K/V (|K| ~25 on "
+        "this model; an fp16-cache reference agrees to 3e-5); was hidden behind `Symbol seq is used already`",
     "tests/test_matrix.py::test_a_supported_cell_passes_the_ladder[executorch-fp16]": "ladder vectors step fails",
     "tests/test_matrix.py::test_a_supported_cell_passes_the_ladder[executorch-8da4w]": "ladder vectors step fails",
     "tests/test_matrix.py::test_a_supported_cell_passes_the_ladder[executorch-8da8w]":
         "prefill Δ 1.10 vs bound ~0.1 on the large-weight matrix model (XNNPACK per-token activation quant)",
-    "tests/test_matrix.py::test_a_supported_cell_passes_the_ladder[coreml-fp16]":
-        "coremltools: Symbol `seq` is used already (a second conversion in one process)",
-    "tests/test_matrix.py::test_a_supported_cell_passes_the_ladder[coreml-int8]":
-        "coremltools: Symbol `seq` is used already (a second conversion in one process)",
-    "tests/test_matrix.py::test_a_supported_cell_passes_the_ladder[coreml-int4]":
-        "coremltools: Symbol `seq` is used already (a second conversion in one process)",
 }
