@@ -3,6 +3,7 @@
 The steps, in order (each a small function below):
   0. refuse      option / plan combinations Core ML cannot run (typed error, before any work)
   1. program     the traced prefill program (prompt length 1..max_prompt; decode is S = 1), core ATen
+                 (ops coremltools cannot translate rewritten as ones it can: decompositions)
   2. convert     ct.convert -> pymil program: named I/O, KV cache as fp16 states (iOS 18) or as
                  inputs/outputs (iOS 17), flexible prompt length (RangeDim), compute precision (fp16
                  keeps the RMSNorm statistics in fp32, see runs_in_fp16)
@@ -46,7 +47,18 @@ def refuse(spec, options: CoreMLOptions, plan) -> None:
 def program(programs):
     if programs.prefill is None:
         raise ToolchainError("the Core ML target needs the traced prefill program", "E_COREML_CONVERT")
-    return programs.prefill.run_decompositions({})
+    return programs.prefill.run_decompositions(decompositions())
+
+
+def decompositions() -> dict:
+    """ATen ops coremltools' torch frontend has no translation for, as the ones it has (same values).
+
+    ``a & b`` on tensors exports as ``aten.__and__.Tensor`` (the sliding-window mask: causal and
+    within the window); it is ``bitwise_and`` by definition, which coremltools lowers to
+    ``logical_and`` for bool inputs."""
+    import torch
+
+    return {torch.ops.aten.__and__.Tensor: torch.ops.aten.bitwise_and.Tensor}
 
 
 def cache_dtype(options: CoreMLOptions, layout: CacheLayout):
