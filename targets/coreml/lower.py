@@ -3,6 +3,7 @@
 The steps, in order (each a small function below):
   0. refuse      option / plan combinations Core ML cannot run (typed error, before any work)
   1. program     the traced prefill program (prompt length 1..max_prompt; decode is S = 1), core ATen
+                 (ops coremltools cannot translate rewritten as ones it can: decompositions)
   2. convert     ct.convert -> pymil program: named I/O, KV cache as fp16 states (iOS 18) or as
                  inputs/outputs (iOS 17), flexible prompt length (RangeDim), compute precision (fp16
                  keeps the RMSNorm statistics in fp32, see runs_in_fp16)
@@ -16,6 +17,7 @@ The steps, in order (each a small function below):
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +47,18 @@ def refuse(spec, options: CoreMLOptions, plan) -> None:
 def program(programs):
     if programs.prefill is None:
         raise ToolchainError("the Core ML target needs the traced prefill program", "E_COREML_CONVERT")
-    return programs.prefill.run_decompositions({})
+    return programs.prefill.run_decompositions(decompositions())
+
+
+def decompositions() -> dict:
+    """ATen ops coremltools' torch frontend has no translation for, as the ones it has (same values).
+
+    ``a & b`` on tensors exports as ``aten.__and__.Tensor`` (the sliding-window mask: causal and
+    within the window); it is ``bitwise_and`` by definition, which coremltools lowers to
+    ``logical_and`` for bool inputs."""
+    import torch
+
+    return {torch.ops.aten.__and__.Tensor: torch.ops.aten.bitwise_and.Tensor}
 
 
 def cache_dtype(options: CoreMLOptions, layout: CacheLayout):
@@ -69,10 +82,35 @@ def runs_in_fp16(op) -> bool:
     return True
 
 
+@contextmanager
+def conversion_state():
+    """A clean coremltools conversion state, before and after (also after a failed conversion).
+
+    pymil keeps process-wide registries: the symbol table (``k_used_symbols``: a named symbol such as
+    our ``RangeDim(symbol="seq")`` may exist once) and the op-name counter (``Builder.name_count``:
+    a second conversion would name its ops differently). coremltools resets both only after a
+    *successful* conversion, so one failed conversion made every later one in the process fail with
+    "Symbol `seq` is used already". Its own reset is used on entry (whoever failed before us) and on
+    exit (our failure must not poison the next caller)."""
+    from coremltools.converters.mil.converter import _reset_conversion_state
+
+    _reset_conversion_state()
+    try:
+        yield
+    finally:
+        _reset_conversion_state()
+
+
 def convert(ep, spec, options: CoreMLOptions, layout: CacheLayout, max_prompt: int, max_context: int):
+    with conversion_state():
+        return _convert(ep, spec, options, layout, max_prompt, max_context)
+
+
+def _convert(ep, spec, options: CoreMLOptions, layout: CacheLayout, max_prompt: int, max_context: int):
     import coremltools as ct
 
-    seq = ct.RangeDim(lower_bound=1, upper_bound=max_prompt, default=1, symbol="seq") if max_prompt > 1 else 1
+    seq = (ct.RangeDim(lower_bound=1, upper_bound=max_prompt, default=1, symbol=names.SEQ_DIM)
+           if max_prompt > 1 else 1)
     cache_shape = (1, spec.num_kv_heads, max_context, spec.head_dim)
     cdt = cache_dtype(options, layout)
     caches = names.cache_names(spec.num_layers)
@@ -88,11 +126,6 @@ def convert(ep, spec, options: CoreMLOptions, layout: CacheLayout, max_prompt: i
                   for n in caches]
     precision = (ct.transform.FP16ComputePrecision(op_selector=runs_in_fp16)
                  if options.compute_precision is ComputePrecision.FP16 else ct.precision.FLOAT32)
-    # pymil names new ops from a process-wide counter (Builder.name_count): a second conversion in the
-    # same process would get different names (and, through name-keyed passes, different graphs)
-    from coremltools.converters.mil.mil.builder import Builder
-
-    Builder.name_count.clear()
     try:
         return ct.convert(ep, source="pytorch", convert_to="milinternal", inputs=inputs, outputs=outputs,
                           states=states, compute_precision=precision,

@@ -24,6 +24,8 @@ EMITTED_OPS: dict[str, int] = {
     "linear": IOS15, "matmul": IOS15, "reshape": IOS15, "transpose": IOS15, "expand_dims": IOS15,
     "squeeze": IOS15, "slice_by_index": IOS15, "concat": IOS15, "tile": IOS15, "range_1d": IOS15,
     "scatter": IOS15,
+    # family deltas: Gemma 2 (gelu-tanh MLP, tanh soft-caps, sliding-window mask), Phi-3 (LongRoPE switch)
+    "gelu": IOS15, "tanh": IOS15, "greater": IOS15, "logical_and": IOS15, "reduce_max": IOS15,
     # attention fused by passes/fuse_sdpa.py (iOS18)
     "scaled_dot_product_attention": IOS18,
     # KV cache as state (iOS18): coremltools' coreml_update_state is serialized as write + read

@@ -139,6 +139,24 @@ def test_structural_check_catches_a_manifest_that_lies(state_pkg):
     assert "'read_state' needs specification version 9" in problems
 
 
+class _BoolAnd(torch.nn.Module):
+    def forward(self, tokens, positions):
+        return ((tokens > 0) & (positions > 0)).int()   # aten bitwise_and on bools: coremltools 9 has none
+
+
+def test_a_failed_conversion_does_not_break_the_next_one(tiny, tmp_path):
+    """coremltools resets its process-wide symbol table only after a successful conversion: one
+    failed export used to make every later Core ML export fail ("Symbol `seq` is used already")."""
+    from slmpack.errors import ToolchainError
+
+    ep = torch.export.export(_BoolAnd(), (torch.ones(1, 4, dtype=torch.int32), torch.arange(4, dtype=torch.int32)))
+    with pytest.raises(ToolchainError) as e:
+        coreml_lower.convert(ep, load_spec(tiny), FP32_IOS18, CacheLayout.BUFFER, PROMPT, CTX)
+    assert e.value.code == "E_COREML_CONVERT"
+    pkg = api.export(tiny, "coreml", tmp_path / "after", CFG, FP32_IOS18)
+    assert pkg.passed, pkg.validation
+
+
 # ---- the slice-assignment KV cache (exporter/kv_cache.py) -------------------------------------
 
 @pytest.mark.parametrize("layout", [CacheLayout.BUFFER, CacheLayout.IO_STATIC])

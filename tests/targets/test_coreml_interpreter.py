@@ -72,6 +72,20 @@ def test_rmsnorm_ops_silu_pow_rsqrt_reduce(tmp_path):
     assert int(prod) == 48
 
 
+def test_gelu_modes_and_tanh_against_torch(tmp_path):
+    x = f32(2, 3, 8) * 2
+    (exact, approx, sig, th), _ = run(tmp_path, lambda x: (
+        mb.gelu(x=x), mb.gelu(x=x, mode="TANH_APPROXIMATION"), mb.gelu(x=x, mode="SIGMOID_APPROXIMATION"),
+        mb.tanh(x=x)), {"x": x})
+    t = torch.from_numpy(x)
+    # fp32 math on |x| < ~8: a few ulps apart from torch's kernels (vectorized exp / tanh / erf differ by CPU)
+    np.testing.assert_allclose(exact, torch.nn.functional.gelu(t).numpy(), rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(approx, torch.nn.functional.gelu(t, approximate="tanh").numpy(), rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(sig, (t * torch.sigmoid(1.702 * t)).numpy(), rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(th, torch.tanh(t).numpy(), rtol=1e-6, atol=1e-6)
+    assert exact.dtype == np.float32
+
+
 def test_gather_select_compare_minimum_real_div(tmp_path):
     table = f32(10, 4)
     idx = np.array([[3, 0, 9]], dtype=np.int32)

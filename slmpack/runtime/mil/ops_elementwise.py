@@ -1,6 +1,8 @@
 """Element-wise MIL ops (iOS15 ``elementwise_binary`` / ``elementwise_unary`` / ``activation``)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import dtypes
@@ -45,6 +47,23 @@ _UNARY = {
 }
 for _name, _fn in _UNARY.items():
     register(_name)(_unary(_fn))
+
+
+_GELU = {
+    "EXACT": lambda x: 0.5 * x * (1.0 + _erf(x / np.sqrt(np.float32(2.0)))),
+    "TANH_APPROXIMATION": lambda x: 0.5 * x * (1.0 + np.tanh(np.sqrt(np.float32(2.0 / np.pi))
+                                                             * (x + np.float32(0.044715) * x ** 3))),
+    "SIGMOID_APPROXIMATION": lambda x: x / (1.0 + np.exp(np.float32(-1.702) * x)),
+}
+_erf = np.vectorize(math.erf, otypes=[np.float64])   # numpy has no erf; the runtime kit is numpy-only
+
+
+@register("gelu")
+def gelu(args, op):
+    mode = str(scalar(args["mode"])) if "mode" in args else "EXACT"
+    need(op, mode in _GELU, f"gelu mode {mode!r}")
+    x = f32(args["x"])
+    return _GELU[mode](x).astype(x.dtype)
 
 
 @register("rsqrt")
