@@ -7,6 +7,11 @@ runtime), which the harness ships beside this script as the package directory
 imports slmpack, torch or safetensors (ExecuTorch's own pybindings import torch).
 
     python3 device_runner.py PKG_DIR [--threads N] [--max-new-tokens 32] [--out result.json]
+                             [--require-signature --public-key KEY.pub [--signature PKG.sig]]
+
+``--require-signature`` refuses (exit 1, ``E_SIGNATURE_INVALID``) a package whose ``slmpack sign``
+signature is missing or does not verify, before anything of it is loaded; it needs the
+``cryptography`` package on the device (``E_RUNTIME_MISSING``, exit 2, names it otherwise).
 
 Exactly one JSON document is printed to stdout; exit codes 0 ok, 1 validation failed, 2 bad
 input, 3 runtime failure. See ``slmpack/runtime/device.py`` for the steps.

@@ -5,6 +5,10 @@ pair: the device must list a runtime for the package's format and the package mu
 context the test uses); then the transport pushes both, runs ``device_runner.py``, fetches its
 JSON, and the host compares it with the package's own test vectors and tolerance: every file's
 sha256 verified on the device, logits within tolerance, greedy tokens equal to the reference.
+With ``signature_key`` (a PEM public key) the package's signature (``PKG.sig`` beside it, pushed
+when present) and the key go too, and the runner runs with ``--require-signature``: the device
+itself refuses a package whose signature is missing or does not verify, and the host requires
+its ``signature_ok``.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from slmpack.errors import SlmpackError, UnsupportedError
+from slmpack.errors import BadInputError, SlmpackError, UnsupportedError
 from slmpack.runtime import integrity, safetensors
 
 from . import device_runner
@@ -60,11 +64,12 @@ def read_package(pkg: Path) -> tuple[dict, dict]:
     return manifest.to_json(), safetensors.load(pkg / manifest.test_vectors.file)
 
 
-def compare_on_host(vectors: dict, result: dict) -> dict:
+def compare_on_host(vectors: dict, result: dict, signature_required: bool = False) -> dict:
     """Host verdicts on the device's JSON; the greedy comparison is done here, not trusted."""
     ref = [int(t) for t in vectors["greedy_ids"]]
     got = result.get("greedy_ids")
-    return {
+    signed = {"signature_ok": result.get("signature_ok") is True} if signature_required else {}
+    return {**signed,
         "hashes_ok": result.get("hashes_ok") is True,
         "runtime_version_ok": bool((result.get("runtime") or {}).get("version_ok")),
         "prefill_within_tolerance": result.get("prefill_within_tolerance") is True,
@@ -102,7 +107,8 @@ def context_needed(manifest: dict, vectors: dict, max_new: int = 32) -> int:
 
 
 def run_one(pkg: Path, profile: DeviceProfile, transport: Transport, *, index: int = 0,
-            timeout: float = 1800, raw_dir: Path | None = None, runner_pushed: bool = False) -> DeviceResult:
+            timeout: float = 1800, raw_dir: Path | None = None, runner_pushed: bool = False,
+            signature_key: Path | None = None) -> DeviceResult:
     """One package on one device through an open transport."""
     start = time.monotonic()
     base = dict(package=pkg.name, device=profile.name, transport=transport.name)
@@ -122,11 +128,18 @@ def run_one(pkg: Path, profile: DeviceProfile, transport: Transport, *, index: i
         # a fresh result name per run: a stale file from an earlier run must never be read back
         remote_pkg, out_name = f"pkg-{index}-{pkg.name}", f"result-{index}-{uuid.uuid4().hex[:8]}.json"
         transport.push(pkg, remote_pkg)
+        signed = []
+        if signature_key is not None:
+            sig = pkg.with_name(pkg.name + ".sig")
+            if sig.is_file():  # a missing one is for the device to refuse
+                transport.push(sig, remote_pkg + ".sig")
+            transport.push(signature_key, f"signing-key-{index}.pub")
+            signed = ["--require-signature", "--public-key", f"signing-key-{index}.pub"]
         threads = profile.cpu.cores
         if transport.name == "qemu":  # emulated cores are host threads: do not oversubscribe
             threads = min(threads, os.cpu_count() or 1)
         res = transport.run([*transport.python_argv(), RUNNER_NAME, remote_pkg, "--out", out_name,
-                             "--threads", str(threads)], timeout=timeout)
+                             "--threads", str(threads), *signed], timeout=timeout)
         doc = _fetch_json(transport, out_name, raw_dir, f"{profile.name}--{pkg.name}.json") or _parse(res.stdout)
         if doc is None:
             return DeviceResult(**base, status=ERROR, fit=fit.to_json(), transport_info=info,
@@ -138,25 +151,32 @@ def run_one(pkg: Path, profile: DeviceProfile, transport: Transport, *, index: i
     except SlmpackError as exc:
         return DeviceResult(**base, status=ERROR, reason=f"{exc.code}: {exc}", fit=fit.to_json(),
                             wall_s=round(time.monotonic() - start, 2))
-    checks = compare_on_host(vectors, doc)
+    checks = compare_on_host(vectors, doc, signature_key is not None)
     failed = [k for k, v in checks.items() if not v]
     err = doc.get("error") or {}
-    if err.get("code") in ("E_RUNTIME", "E_BAD_INPUT"):  # the runner could not do its job
+    if err.get("code") in ("E_RUNTIME", "E_BAD_INPUT", "E_RUNTIME_MISSING"):  # the runner could not do its job
         status, reason = ERROR, f"{err.get('code')}: {err.get('message')}"
     else:
         status = FAILED if failed else PASSED
         reason = f"failed checks: {', '.join(failed)}" if failed else ""
+        if failed and err.get("code") == "E_SIGNATURE_INVALID":
+            reason += f" ({err['code']}: {err.get('message')})"
     return DeviceResult(**base, status=status, reason=reason, checks=checks, fit=fit.to_json(),
                         device_json=doc, transport_info=info, wall_s=round(time.monotonic() - start, 2))
 
 
 def run_device_test(packages: Sequence[str | Path], devices: Sequence[str | DeviceProfile],
                     transport: str | Transport | None = None, *, profile_dirs=(), timeout: float = 1800,
-                    out_dir: str | Path | None = None, transport_options: dict | None = None) -> Report:
+                    out_dir: str | Path | None = None, transport_options: dict | None = None,
+                    signature_key: str | Path | None = None) -> Report:
     """Every package on every device. ``transport``: an open Transport used for all devices, a
     transport name for all devices, or None for each profile's default. Writes the report to
-    ``out_dir`` when given (report.json, report.md, report.html)."""
+    ``out_dir`` when given (report.json, report.md, report.html). ``signature_key``: require every
+    package's signature to verify on the device with this PEM public key."""
     pkgs = [Path(p).absolute() for p in packages]
+    key = Path(signature_key).absolute() if signature_key is not None else None
+    if key is not None and (key.is_symlink() or not key.is_file()):
+        raise BadInputError(f"--public-key {key}: not a regular file", "E_SIGNATURE_KEY")
     for p in pkgs:  # every package is checked on the host first (no symlink is ever pushed)
         integrity.check_safe(p)
     registry = load_registry(profile_dirs) if any(isinstance(d, str) for d in devices) else None
@@ -178,7 +198,7 @@ def run_device_test(packages: Sequence[str | Path], devices: Sequence[str | Devi
             pushed = False
             for i, pkg in enumerate(pkgs):
                 result = run_one(pkg, profile, tr, index=i, timeout=timeout, raw_dir=raw_dir,
-                                 runner_pushed=pushed)
+                                 runner_pushed=pushed, signature_key=key)
                 pushed = pushed or result.device_json is not None
                 results.append(result)
         finally:

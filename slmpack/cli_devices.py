@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from slmpack.errors import ValidationFailed
+from slmpack.errors import BadInputError, ValidationFailed
 from slmpack.quiet import stdout
 
 
@@ -40,6 +40,10 @@ def add_parsers(sub, common) -> None:
     p.add_argument("--key", type=Path, default=None, help="ssh: private key file")
     p.add_argument("--serial", default=None, help="adb: device serial")
     p.add_argument("--report", type=Path, default=Path("device-report"), help="report folder (default ./device-report)")
+    p.add_argument("--require-signature", action="store_true",
+                   help="the device refuses a package unless its signature (PKG.sig beside it, from `slmpack sign`) "
+                   "verifies with --public-key (the device needs the cryptography package)")
+    p.add_argument("--public-key", type=Path, default=None, help="PEM public key for --require-signature")
     p.add_argument("--profiles", type=Path, action="append", default=[], help="extra folder of profile .toml files")
     common(p)
 
@@ -82,8 +86,11 @@ def cmd_device_test(args) -> int:
 
     opts = {k: v for k, v in (("host", args.host), ("port", args.port), ("user", args.user),
                               ("key", args.key), ("serial", args.serial)) if v is not None}
+    if args.require_signature and args.public_key is None:
+        raise BadInputError("device-test --require-signature needs --public-key", "E_SIGNATURE_KEY")
     report = run_device_test(args.packages, args.device, args.transport, out_dir=args.report,
-                             profile_dirs=tuple(args.profiles), transport_options=opts or None)
+                             profile_dirs=tuple(args.profiles), transport_options=opts or None,
+                             signature_key=args.public_key if args.require_signature else None)
     if args.json:
         stdout().write(json.dumps(report.to_json(), indent=2, default=str) + "\n")
     else:

@@ -5,7 +5,9 @@ regular file listed with its sha256, nothing extra, no symlink; every file-namin
 an entry of ``files``), then the ladder's ``PACKAGE_ONLY`` steps with the tolerance the target
 declares for this package (``tolerance.checked``: a manifest whose ``tolerance`` differs is
 refused), greedy tokens vs the package's reference, timings and peak RSS. A package that fails
-integrity is never run. Errors are ``SlmpackError``s; ``main`` maps them to exit codes.
+integrity is never run. Errors are ``SlmpackError``s; ``main`` maps them to exit codes. With
+``--require-signature``, ``main`` first checks the package's signature (``signature.check``) and
+reads nothing else of a package whose signature is missing or does not verify.
 """
 from __future__ import annotations
 
@@ -17,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import ladder, safetensors, tolerance
+from . import ladder, safetensors, signature, tolerance
 from .adapters import open_runner
-from .errors import ErrorCode, SlmpackError
+from .errors import BadInputError, ErrorCode, SlmpackError
 from .greedy import prefill_all
 from .integrity import check_files, read_manifest
 
@@ -112,17 +114,32 @@ def validate(pkg: Path, threads: int = 0, max_new_tokens: int = 32) -> dict:
     return ladder.rounded(result)
 
 
+def _check_signature(args) -> signature.SignatureCheck:
+    if not args.public_key:
+        raise BadInputError("--require-signature needs --public-key", ErrorCode.E_SIGNATURE_KEY)
+    pkg = Path(args.package)
+    sig = Path(args.signature) if args.signature else pkg.absolute().with_name(pkg.absolute().name + ".sig")
+    return signature.check(pkg, sig, Path(args.public_key))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="validate and time one slmpack package on this machine")
     ap.add_argument("package")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--out", help="also write the JSON document to this file")
+    ap.add_argument("--require-signature", action="store_true",
+                    help="refuse the package unless its model-signing signature verifies (needs cryptography)")
+    ap.add_argument("--signature", help="signature bundle (default: PKG.sig beside the package)")
+    ap.add_argument("--public-key", help="PEM public key the signature must verify with")
     args = ap.parse_args(argv)
     stdout_fd = os.dup(1)
     os.dup2(2, 1)  # whatever the runtimes print goes to stderr; stdout carries only our JSON
     try:
+        signed = _check_signature(args) if args.require_signature else None  # before anything is read
         result = validate(Path(args.package), args.threads, args.max_new_tokens)
+        if signed is not None:
+            result.update(signature=signed.to_json(), signature_ok=True)
         code = 0 if result["ok"] else 1
     except SlmpackError as exc:
         result = {"ok": False, "error": {"code": exc.code.value, "message": exc.message}, "machine": machine_info()}
