@@ -27,8 +27,13 @@ class CacheLayout(str, enum.Enum):
 
 
 class ConcatCache:
-    def __init__(self, past_k: list[torch.Tensor], past_v: list[torch.Tensor]):
-        self.past_k, self.past_v = past_k, past_v
+    """``store_dtype``: what is kept for the next call is rounded to it, as by a runtime whose cache
+    holds that dtype (Core ML's fp16 states: a call attends over the rounded past and its own exact
+    keys/values); None keeps everything exact."""
+
+    def __init__(self, past_k: list[torch.Tensor], past_v: list[torch.Tensor],
+                 store_dtype: torch.dtype | None = None):
+        self.past_k, self.past_v, self.store_dtype = past_k, past_v, store_dtype
         self.present_k: list[torch.Tensor] = [None] * len(past_k)  # type: ignore[list-item]
         self.present_v: list[torch.Tensor] = [None] * len(past_v)  # type: ignore[list-item]
 
@@ -36,9 +41,13 @@ class ConcatCache:
         return torch.arange(self.past_k[0].shape[2] + seq_len, device=device)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        self.present_k[layer] = torch.cat([self.past_k[layer], k], dim=2)
-        self.present_v[layer] = torch.cat([self.past_v[layer], v], dim=2)
-        return self.present_k[layer], self.present_v[layer]
+        keys, values = torch.cat([self.past_k[layer], k], dim=2), torch.cat([self.past_v[layer], v], dim=2)
+        if self.store_dtype is None:
+            self.present_k[layer], self.present_v[layer] = keys, values
+        else:
+            self.present_k[layer] = keys.to(self.store_dtype).to(keys.dtype)
+            self.present_v[layer] = values.to(self.store_dtype).to(values.dtype)
+        return keys, values
 
 
 class StaticBufferCache:

@@ -8,9 +8,16 @@ from slmpack.exporter.kv_cache import ConcatCache
 from slmpack.exporter.reference import ReferenceModel
 
 
+KV_STORE_DTYPES = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
 class ReferenceRunner:
-    def __init__(self, ref: ReferenceModel):
+    """``kv_dtype``: the package's cache dtype (manifest ``kv_cache.dtype``); the reference rounds
+    what it stores to it, so a package whose cache is fp16 is compared with the same math."""
+
+    def __init__(self, ref: ReferenceModel, kv_dtype: str = "float32"):
         self.ref = ref
+        self.store_dtype = KV_STORE_DTYPES.get(kv_dtype)
         self.max_prompt = ref.max_context
         self.reset()
 
@@ -24,7 +31,7 @@ class ReferenceRunner:
     @torch.no_grad()
     def _run(self, ids: np.ndarray) -> np.ndarray:
         n = len(ids)
-        cache = ConcatCache(self.k, self.v)
+        cache = ConcatCache(self.k, self.v, self.store_dtype)
         logits = self.ref.step(torch.as_tensor(np.asarray(ids, dtype=np.int64))[None],
                                torch.arange(self.pos, self.pos + n), cache)
         self.k, self.v, self.pos = cache.present_k, cache.present_v, self.pos + n

@@ -144,6 +144,11 @@ def build_vectors(ref_runner, tokens: np.ndarray, greedy_prompt: np.ndarray, cfg
     }
 
 
+def kv_dtype(job) -> str:
+    """The dtype the package's KV cache stores (the reference rounds to it)."""
+    return job.artifact.kv_cache.get("dtype", "float32")
+
+
 def reference_vectors(st, job) -> None:
     torch.manual_seed(0)
     job.eval_ref = (quantize_stage.eval_reference(job.quant, job.target.activation_blocks(job.options, job.quant.plan))
@@ -152,7 +157,7 @@ def reference_vectors(st, job) -> None:
     n_eval = max(v.heldout_tokens, v.test_prompt_tokens + v.test_decode_tokens)
     job.heldout, job.heldout_src = inputs.heldout_tokens(st.tokenizer, st.spec.vocab_size, n_eval, st.eval_text)
     job.gprompt = inputs.prompt_ids(st.tokenizer, VALIDATION_PROMPT, st.spec.vocab_size)
-    job.vectors = build_vectors(ReferenceRunner(job.eval_ref), job.heldout, job.gprompt, st.cfg, st.eos)
+    job.vectors = build_vectors(ReferenceRunner(job.eval_ref, kv_dtype(job)), job.heldout, job.gprompt, st.cfg, st.eos)
     save_file(job.vectors, str(job.stage / "test_vectors.safetensors"), metadata={"format": "slmpack-test-vectors-1"})
 
 
@@ -192,13 +197,13 @@ def ladder(st, job) -> None:
         from slmpack.validation import run_quant_ladder
 
         result = run_quant_ladder(job.target, job.stage, m, runner, ReferenceRunner(st.ref),
-                                  ReferenceRunner(job.eval_ref), job.vectors, job.heldout, job.gprompt,
-                                  cfg.validation.greedy_tokens, st.eos, quantize_stage.fake_quant_note(m),
+                                  ReferenceRunner(job.eval_ref, kv_dtype(job)), job.vectors, job.heldout,
+                                  job.gprompt, cfg.validation.greedy_tokens, st.eos, quantize_stage.fake_quant_note(m),
                                   cfg.validation.max_ppl_loss)
     else:
         exact = m["precision"] == "fp32"
-        result = run_ladder(job.target, job.stage, m, runner, ReferenceRunner(st.ref), job.vectors, job.heldout,
-                            job.gprompt, cfg.validation.greedy_tokens, st.eos, exact)
+        result = run_ladder(job.target, job.stage, m, runner, ReferenceRunner(st.ref, kv_dtype(job)), job.vectors,
+                            job.heldout, job.gprompt, cfg.validation.greedy_tokens, st.eos, exact)
     job.manifest = Manifest.from_json({**m, "validation": result}).to_json()
     write_json(job.stage / MANIFEST, job.manifest)
     if not result["passed"]:  # nothing stays at --out: removed, or moved to --keep-failed

@@ -6,12 +6,6 @@ KNOWN = {
         "manifest tolerance record differs from the test's expected dict after the typed-tolerance merge",
     "tests/test_family_targets.py::test_family_on_executorch[phi3]": "greedy tokens diverge from generate",
     "tests/test_family_targets.py::test_family_on_executorch[gpt2]": "ladder vectors step fails",
-    "tests/test_family_targets.py::test_family_on_coreml[phi3]":
-        "decode/chunked prefill max|dlogit| 0.22 vs bound 0.067: the fp16 Core ML state rounds K/V (|K| ~25 on "
-        "this model; an fp16-cache reference agrees to 3e-5); was hidden behind `Symbol seq is used already`",
-    "tests/test_matrix.py::test_a_supported_cell_passes_the_ladder[coreml-int4]":
-        "decode max|dlogit| 0.0705 vs bound 0.064 (prefill 4e-5) since the vocab-4096 fixture (a4edaa1): the fp16 "
-        "Core ML state rounds K/V, the fake-quant reference keeps them fp32 (same cause as coreml[phi3])",
     "tests/test_matrix.py::test_a_supported_cell_passes_the_ladder[executorch-fp16]": "ladder vectors step fails",
     "tests/test_matrix.py::test_a_supported_cell_passes_the_ladder[executorch-8da4w]": "ladder vectors step fails",
     "tests/test_matrix.py::test_a_supported_cell_passes_the_ladder[executorch-8da8w]":
