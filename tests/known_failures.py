@@ -2,10 +2,7 @@
 2-core Xeon), each with the symptom seen. They are marked xfail (not strict) so the rest of the suite
 gates CI while each is fixed; the session note lists them. Remove an entry when it is fixed."""
 KNOWN = {
-    "tests/targets/test_executorch_quant.py::test_int8_preset_package_passes_and_reads_back":
-        "manifest tolerance record differs from the test's expected dict after the typed-tolerance merge",
     "tests/test_family_targets.py::test_family_on_executorch[phi3]": "greedy tokens diverge from generate",
-    "tests/test_family_targets.py::test_family_on_executorch[gpt2]": "ladder vectors step fails",
     "tests/test_family_targets.py::test_family_on_coreml[phi3]":
         "decode/chunked prefill max|dlogit| 0.22 vs bound 0.067: the fp16 Core ML state rounds K/V (|K| ~25 on "
         "this model; an fp16-cache reference agrees to 3e-5); was hidden behind `Symbol seq is used already`",
