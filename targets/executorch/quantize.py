@@ -19,7 +19,8 @@ What XNNPACK (executorch 1.5.1) runs, hence what ``plan_problems`` accepts:
 * Linear, dynamic int8 per-token activations x int4 group-wise weights, group a multiple of 32
   (8da4w, qd8-f32-qb4w). XNNPACK keeps group-wise scales in bf16
   (``operators/node_visitor.py: get_quant_params``), so the executed scales are the plan's
-  float32 scales rounded to bf16 (relative change <= 2^-9); reported, not hidden.
+  float32 scales rounded to bf16 (relative change <= 2^-9): declared in ``executed_quant``, and
+  the fake-quant reference dequantizes those weights with the bf16-rounded scales.
 * Embeddings of any plan scheme (``embedding_int8``): the plan's integers (int8; int4 unpacked,
   one per byte) and fp32 scales (and zero points) are program constants; the forward gathers the
   rows of the integers and of the scales (portable ``aten.index.Tensor``), converts to fp32 and
@@ -125,6 +126,24 @@ def encodings(plan) -> dict[str, str]:
 
 
 EXACT_ENCODINGS = frozenset({"int8_weight_only", "embedding_int8"})  # fp32 math on the plan's values
+
+
+def executed_quant(plan):
+    """What XNNPACK runs where it differs from the plan: every dynamic int8 input is quantized per
+    token *asymmetrically* (qd8: ``range / 255`` and a zero point; torchao's INT8_ASYM_PER_TOKEN,
+    the pattern the partitioner fuses), whatever the plan's activation symmetry; group-wise int4
+    weights (qb4w) run with their scales in bf16 (``node_visitor.get_quant_params``)."""
+    from slmpack.calibration.schemes import ActivationMode
+    from slmpack.targets.base import DynamicActivation, ExecutedQuant
+
+    acts, bf16 = {}, set()
+    for name, enc in encodings(plan).items():
+        d = plan.decisions[name]
+        if d.activation.mode is ActivationMode.DYNAMIC_INT8:
+            acts[name] = DynamicActivation(symmetric=False)
+        if enc == "8da4w" and d.weight.group_size is not None and d.weight.group_size < d.shape[1]:
+            bf16.add(name)
+    return ExecutedQuant(acts, frozenset(bf16))
 
 
 def _intx_weight(qw, activation_dynamic: bool) -> torch.Tensor:
