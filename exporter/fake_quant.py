@@ -6,18 +6,22 @@ weights, biases) are applied. It is the module traced for quantized exports, so 
 starts from a graph that already computes the plan's weights; a target then swaps each float
 weight constant for its native integer encoding of the *same numbers*.
 
-``activation_fake_quant(model, plan, blocks)`` additionally quantizes linear inputs in eager
+``activation_fake_quant(model, plan, executed)`` additionally quantizes linear inputs in eager
 mode (forward pre-hooks), for the validation reference only (never traced):
 
 * static int8: per-tensor with the plan's scale / zero point (``observers.fake_quant_activation``);
-* dynamic int8: symmetric int8 with ``scale = absmax / 127`` per token, or per (token, block of
-  ``blocks[name]`` input columns) when the target's runtime quantizes that way (ONNX Runtime's
-  ``MatMulNBits`` with ``accuracy_level=4`` quantizes A per block of the weight's block size).
+* dynamic int8: as the target declares its runtime does it (``executed.activations``,
+  ``Target.executed_quant``), else as the plan's scheme says, per token: symmetric
+  (``absmax / 127``), per token or per (token, block of input columns) (ONNX Runtime's
+  ``MatMulNBits`` with ``accuracy_level=4`` quantizes A per block of the weight's block size), or
+  asymmetric per token (``range / 255`` and a zero point: XNNPACK's qd8).
+
+``bf16_scale_weights(model, plan, names)`` re-dequantizes the named weights with their group
+scales rounded to bf16, where the runtime stores them so (XNNPACK qb4w).
 """
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
 
 import torch
 
@@ -58,14 +62,14 @@ def _dynamic_asymmetric(x: torch.Tensor) -> torch.Tensor:
     return (q - zp) * scale
 
 
-def install_activation_fake_quant(model: torch.nn.Module, plan, blocks: Mapping[str, int | None] | None = None
-                                  ) -> list:
-    """Fake-quantize ``model``'s linear inputs as ``plan`` says (forward pre-hooks; returns the
-    handles). ``blocks``: {weight tensor name: block width for dynamic int8} (absent: per token)."""
+def install_activation_fake_quant(model: torch.nn.Module, plan, executed=None) -> list:
+    """Fake-quantize ``model``'s linear inputs as ``plan`` says, dynamic int8 as ``executed``
+    (a ``targets.base.ExecutedQuant``) declares the runtime does it (forward pre-hooks; returns the
+    handles)."""
     from slmpack.calibration.observers import fake_quant_activation
     from slmpack.calibration.schemes import ActivationMode
 
-    blocks = dict(blocks or {})
+    declared = dict(executed.activations) if executed is not None else {}
     handles = []
     for name, d in plan.decisions.items():
         mode = d.activation.mode
@@ -76,18 +80,31 @@ def install_activation_fake_quant(model: torch.nn.Module, plan, blocks: Mapping[
             a = plan.activations[name]
             hook = (lambda s, z: lambda _m, args: (fake_quant_activation(args[0], s, z), *args[1:]))(
                 a.scale, a.zero_point)
-        elif d.activation.symmetric:
-            hook = (lambda b: lambda _m, args: (_dynamic_symmetric(args[0], b), *args[1:]))(blocks.get(name))
+        elif (declared[name].symmetric if name in declared else d.activation.symmetric):
+            block = declared[name].block if name in declared else None
+            hook = (lambda b: lambda _m, args: (_dynamic_symmetric(args[0], b), *args[1:]))(block)
         else:
             hook = lambda _m, args: (_dynamic_asymmetric(args[0]), *args[1:])  # noqa: E731
         handles.append(module.register_forward_pre_hook(hook))
     return handles
 
 
+def bf16_scale_weights(model: torch.nn.Module, plan, names) -> None:
+    """Replace each named weight of ``model`` (a fake-quant reference: its own dequantized tensor)
+    with the plan's integers dequantized by bf16-rounded group scales."""
+    from slmpack.calibration.rtn import dequantize
+
+    for name in sorted(names):
+        qw = plan.weights[plan.owner(name)]
+        module = model.get_submodule(name[: -len(".weight")])
+        w = dequantize(qw.q, qw.scale.to(torch.bfloat16).to(torch.float32), qw.zero_point, qw.group_size)
+        module.weight = torch.nn.Parameter(w.to(module.weight.dtype), requires_grad=False)
+
+
 @contextlib.contextmanager
-def activation_fake_quant(model: torch.nn.Module, plan, blocks: Mapping[str, int | None] | None = None):
+def activation_fake_quant(model: torch.nn.Module, plan, executed=None):
     """``install_activation_fake_quant`` for the duration of a ``with`` block."""
-    handles = install_activation_fake_quant(model, plan, blocks)
+    handles = install_activation_fake_quant(model, plan, executed)
     try:
         yield model
     finally:

@@ -326,13 +326,14 @@ def finish(target, stage: Path, quant: QuantResult, artifact) -> dict:
     }
 
 
-def eval_reference(quant: QuantResult, blocks: dict[str, int]) -> ReferenceModel:
+def eval_reference(quant: QuantResult, executed) -> ReferenceModel:
     """The fake-quant reference for test vectors and the ladder: plan weights, plus activation
-    fake-quant as the target declares its runtime applies it (``target.activation_blocks``: per
-    (token, block) where listed, else per token; hooks installed after lowering, never traced)."""
-    from slmpack.exporter.fake_quant import install_activation_fake_quant
+    fake-quant and bf16 group scales as the target declares its runtime executes the plan
+    (``target.executed_quant``; changed after lowering, never traced)."""
+    from slmpack.exporter.fake_quant import bf16_scale_weights, install_activation_fake_quant
 
-    install_activation_fake_quant(quant.reference, quant.plan, blocks)
+    bf16_scale_weights(quant.reference, quant.plan, executed.bf16_scales)
+    install_activation_fake_quant(quant.reference, quant.plan, executed)
     return quant.reference
 
 

@@ -151,7 +151,7 @@ def kv_dtype(job) -> str:
 
 def reference_vectors(st, job) -> None:
     torch.manual_seed(0)
-    job.eval_ref = (quantize_stage.eval_reference(job.quant, job.target.activation_blocks(job.options, job.quant.plan))
+    job.eval_ref = (quantize_stage.eval_reference(job.quant, job.target.executed_quant(job.options, job.quant.plan))
                     if job.quant else st.ref)
     v = st.cfg.validation
     n_eval = max(v.heldout_tokens, v.test_prompt_tokens + v.test_decode_tokens)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
 
 import numpy as np
 
@@ -32,6 +32,32 @@ class Capabilities:
 
     precisions: tuple[str, ...]
     quant: "TargetQuantCapabilities | None"  # noqa: F821
+
+
+@dataclass(frozen=True)
+class DynamicActivation:
+    """How a runtime quantizes one linear's input to int8 at run time."""
+
+    block: int | None = None   # None: per token (the whole row); else per (token, block of input columns)
+    symmetric: bool = True     # True: scale = absmax / 127; False: scale = range / 255 and a zero point
+
+    def __post_init__(self):
+        if not self.symmetric and self.block is not None:
+            raise ValueError("asymmetric dynamic activations are per token (block must be None)")
+
+
+@dataclass(frozen=True)
+class ExecutedQuant:
+    """Where the target's runtime executes a QuantPlan with other numerics than the plan's own
+    (declared, never measured); the pipeline builds the fake-quant reference the same way, so the
+    ladder compares the artifact with what its kernels compute.
+
+    ``activations``: {linear weight name: how its dynamic int8 input is quantized} (absent: per token,
+    as the plan's scheme says); ``bf16_scales``: weight names whose group scales the runtime stores
+    in bf16 (the reference dequantizes them with the bf16-rounded scales)."""
+
+    activations: Mapping[str, DynamicActivation] = field(default_factory=dict)
+    bf16_scales: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -88,9 +114,9 @@ class Target(Protocol):
     def lower(self, programs, spec, options, out_dir: Path, gen: dict, plan=None) -> Artifact: ...
     def readback(self, pkg_dir: Path, plan) -> Readback: ...
     def tolerance(self, options, plan=None) -> Tolerance: ...
-    # {linear: block} where the runtime quantizes dynamic int8 activations per (token, block)
-    # instead of per token; the pipeline fake-quantizes the reference the same way
-    def activation_blocks(self, options, plan) -> dict[str, int]: ...
+    # how the runtime executes the plan where that differs from the plan's numerics (dynamic
+    # activation blocks / asymmetry, bf16 scales); the pipeline's fake-quant reference follows it
+    def executed_quant(self, options, plan) -> ExecutedQuant: ...
     def check(self, pkg_dir: Path, manifest: dict) -> list[str]: ...
     def runner(self, pkg_dir: Path, manifest: dict) -> Runner: ...
     # target-specific reference checks beyond the package's test vectors (e.g. one per LiteRT

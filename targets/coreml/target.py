@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from slmpack.exporter.kv_cache import CacheLayout, CacheUpdate
-from slmpack.targets.base import Artifact, Capabilities, Consumes, Readback, TargetName, Tolerance, Unsupported
+from slmpack.targets.base import (Artifact, Capabilities, Consumes, ExecutedQuant, Readback, TargetName, Tolerance,
+                                  Unsupported)
 from slmpack.targets.coreml.ops import unsupported_features
 from slmpack.targets.coreml.options import ComputePrecision, CoreMLOptions
 
@@ -52,8 +53,8 @@ class CoreMLTarget:
     def preflight(self, spec, options: CoreMLOptions, plan=None) -> list[Unsupported]:
         return unsupported_features(spec, options, plan)
 
-    def activation_blocks(self, options, plan) -> dict[str, int]:
-        return {}   # no dynamic activations (refused)
+    def executed_quant(self, options, plan) -> ExecutedQuant:
+        return ExecutedQuant()   # the plan's numbers (dynamic activations are refused)
 
     def extra_vectors(self, pkg_dir: Path, manifest: dict, runner, tol: Tolerance) -> None:
         return None

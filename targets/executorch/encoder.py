@@ -22,6 +22,7 @@ import torch
 
 from slmpack.targets.base import Artifact
 from slmpack.targets.executorch.lower import MODEL_FILE, _fail, emit
+from slmpack.targets.executorch.partition import partitioner
 from slmpack.targets.tflite.encoder import sample_kwargs, signature_lengths, signature_name
 
 
@@ -47,7 +48,6 @@ def _delegation(edge_program) -> dict:
 
 
 def lower_encoder(programs, spec, out_dir: Path) -> Artifact:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
     from torch.export import export
 
@@ -65,7 +65,7 @@ def lower_encoder(programs, spec, out_dir: Path) -> Artifact:
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            edge = to_edge_transform_and_lower(methods, partitioner=[XnnpackPartitioner()])
+            edge = to_edge_transform_and_lower(methods, partitioner=[partitioner()])
     except Exception as e:
         raise _fail("lowering", e) from e
     rep = _delegation(edge.exported_program(signature_name(lengths[-1])))

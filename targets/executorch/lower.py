@@ -6,7 +6,7 @@ The steps, in order (each a small function below):
   2. export     torch.export of forward(tokens [1,S], input_pos [S]) with S in 1..max_prompt,
                 under torch.no_grad()
   3. lower      to_edge_transform_and_lower with XnnpackPartitioner (LinearConfig extended for
-                int8 weight-only, quantize.partitioner) and the runner's constant
+                int8 weight-only, tanh GELU left out: partition.py) and the runner's constant
                 methods (get_max_seq_len, get_max_context_len, ...)
   4. report     delegated vs portable op counts and the share of FLOPs XNNPACK runs
   5. emit       to_executorch (constraint-based memory planning of the dynamic shapes)
@@ -62,7 +62,7 @@ def export_forward(module, max_prompt: int) -> ExportedProgram:
 def lower_edge(ep: ExportedProgram, methods: dict, custom_ops: bool):
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
-    from slmpack.targets.executorch.quantize import partitioner
+    from slmpack.targets.executorch.partition import partitioner
 
     try:
         with torch.no_grad(), warnings.catch_warnings():

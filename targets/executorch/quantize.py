@@ -14,12 +14,13 @@ What XNNPACK (executorch 1.5.1) runs, hence what ``plan_problems`` accepts:
   output equals ``x @ (q * scale).T`` to float rounding; measured max relative error 2e-7 on a
   64->32 linear). The int8 integers and fp32 scales are stored as-is (4x smaller than fp32), and
   the GEMM reads int8 weights directly (no dequantized copy at run time). Stock
-  ``XnnpackPartitioner`` cannot do this, see ``partitioner()``: we replace its LinearConfig.
+  ``XnnpackPartitioner`` cannot do this, see ``partition.py``: we replace its LinearConfig.
 * Linear, dynamic int8 per-token activations x int8 per-channel weights   (qd8-f32-qc8w)
 * Linear, dynamic int8 per-token activations x int4 group-wise weights, group a multiple of 32
   (8da4w, qd8-f32-qb4w). XNNPACK keeps group-wise scales in bf16
   (``operators/node_visitor.py: get_quant_params``), so the executed scales are the plan's
-  float32 scales rounded to bf16 (relative change <= 2^-9); reported, not hidden.
+  float32 scales rounded to bf16 (relative change <= 2^-9): declared in ``executed_quant``, and
+  the fake-quant reference dequantizes those weights with the bf16-rounded scales.
 * Embeddings of any plan scheme (``embedding_int8``): the plan's integers (int8; int4 unpacked,
   one per byte) and fp32 scales (and zero points) are program constants; the forward gathers the
   rows of the integers and of the scales (portable ``aten.index.Tensor``), converts to fp32 and
@@ -127,62 +128,22 @@ def encodings(plan) -> dict[str, str]:
 EXACT_ENCODINGS = frozenset({"int8_weight_only", "embedding_int8"})  # fp32 math on the plan's values
 
 
-_PARTITIONER_CONFIGS = None
+def executed_quant(plan):
+    """What XNNPACK runs where it differs from the plan: every dynamic int8 input is quantized per
+    token *asymmetrically* (qd8: ``range / 255`` and a zero point; torchao's INT8_ASYM_PER_TOKEN,
+    the pattern the partitioner fuses), whatever the plan's activation symmetry; group-wise int4
+    weights (qb4w) run with their scales in bf16 (``node_visitor.get_quant_params``)."""
+    from slmpack.calibration.schemes import ActivationMode
+    from slmpack.targets.base import DynamicActivation, ExecutedQuant
 
-
-def _weight_only_int8_dequant(node, weight_idx: int) -> bool:
-    """``dequantize_affine(q int8, block_size=[1, in_features], scale, zp, int8, qmin, 127)`` on a
-    static weight: the only weight-only pattern we let XNNPACK's fully-connected claim."""
-    dq = node.args[weight_idx] if len(node.args) > weight_idx else None
-    if not isinstance(dq, torch.fx.Node) or dq.op != "call_function":
-        return False
-    if "dequantize_affine" not in getattr(dq.target, "__name__", ""):
-        return False
-    q = dq.args[0]
-    val = q.meta.get("val") if isinstance(q, torch.fx.Node) else None
-    if val is None or val.dtype != torch.int8 or val.dim() != 2:
-        return False
-    block, qmin, qmax = list(dq.args[1]), dq.args[5], dq.args[6]
-    return block == [1, val.shape[1]] and qmin in (-128, -127) and qmax == 127
-
-
-def partitioner_configs():
-    """XnnpackPartitioner's configs with LinearConfig replaced by one that also claims an
-    int8 per-channel weight-only linear (float activation, ``dequantize_affine`` weight) as a
-    single fully-connected node. ``LinearVisitor`` then serializes the weight as qcint8 with its
-    fp32 channel scales and the activation as fp32: XNNPACK's f32-qc8w GEMM. Every other linear
-    (fp32, dynamic-quant, static-quant) is partitioned exactly as by the stock config."""
-    global _PARTITIONER_CONFIGS
-    if _PARTITIONER_CONFIGS is not None:
-        return _PARTITIONER_CONFIGS
-    from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
-    from executorch.backends.xnnpack.partition.config.gemm_configs import LinearConfig
-    from executorch.backends.xnnpack.utils.quant_utils import is_dequant
-    from executorch.backends.xnnpack.utils.utils import get_input_node
-
-    class WeightOnlyLinearConfig(LinearConfig):
-        def _weight_only(self, node) -> bool:
-            return (_weight_only_int8_dequant(node, self.weight_idx)
-                    and not is_dequant(get_input_node(node, self.act_idx)))
-
-        def _get_act_deps(self, node, ep, precision):
-            if self._weight_only(node):
-                return True, []          # float activation: nothing to fuse
-            return super()._get_act_deps(node, ep, precision)
-
-        def _get_output_deps(self, node, ep, precision):
-            if self._weight_only(node):
-                return True, []          # float output: no quantize after the GEMM
-            return super()._get_output_deps(node, ep, precision)
-
-    _PARTITIONER_CONFIGS = [WeightOnlyLinearConfig if c is LinearConfig else c for c in ALL_PARTITIONER_CONFIGS]
-    return _PARTITIONER_CONFIGS
-
-
-def partitioner():
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-
-    return XnnpackPartitioner(configs=partitioner_configs())
+    acts, bf16 = {}, set()
+    for name, enc in encodings(plan).items():
+        d = plan.decisions[name]
+        if d.activation.mode is ActivationMode.DYNAMIC_INT8:
+            acts[name] = DynamicActivation(symmetric=False)
+        if enc == "8da4w" and d.weight.group_size is not None and d.weight.group_size < d.shape[1]:
+            bf16.add(name)
+    return ExecutedQuant(acts, frozenset(bf16))
 
 
 def _intx_weight(qw, activation_dynamic: bool) -> torch.Tensor:

@@ -158,7 +158,7 @@ def lower(programs, spec, options: OnnxOptions, out_dir: Path, gen: dict, plan=N
         qreport = quantize.encode(model, plan) if quantized else None  # step 4
         if qreport is not None and qreport["dynamic_activation_blocks"] != quantize.dynamic_activation_blocks(plan):
             raise ToolchainError("the encoded dynamic-activation blocks differ from the ones the target declares "
-                                 "(OnnxTarget.activation_blocks)", "E_ONNX_EXPORT")
+                                 "(OnnxTarget.executed_quant)", "E_ONNX_EXPORT")
         files = save(model, out_dir, options)
     check(out_dir)
     cfg = genai_config(spec, MODEL_FILE, programs.config.max_context, gen)

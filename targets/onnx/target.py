@@ -6,7 +6,8 @@ from pathlib import Path
 import onnx
 
 from slmpack.exporter.kv_cache import CacheLayout, CacheUpdate
-from slmpack.targets.base import Artifact, Capabilities, Consumes, Readback, TargetName, Tolerance, Unsupported
+from slmpack.targets.base import (Artifact, Capabilities, Consumes, DynamicActivation, ExecutedQuant, Readback,
+                                  TargetName, Tolerance, Unsupported)
 from slmpack.targets.onnx import lower as _lower
 from slmpack.targets.onnx.names import input_names, output_names
 from slmpack.targets.onnx.ops import unsupported_features
@@ -54,10 +55,11 @@ class OnnxTarget:
             return FP32_TOLERANCE
         return QUANT_ACT_TOLERANCE if quantizes_activations(plan) else QUANT_TOLERANCE
 
-    def activation_blocks(self, options: OnnxOptions, plan) -> dict[str, int]:
+    def executed_quant(self, options: OnnxOptions, plan) -> ExecutedQuant:
         from slmpack.targets.onnx.quantize import dynamic_activation_blocks
 
-        return dynamic_activation_blocks(plan)
+        # MatMulNBits accuracy_level 4: A quantized symmetrically per (token, weight block)
+        return ExecutedQuant({n: DynamicActivation(block=b) for n, b in dynamic_activation_blocks(plan).items()})
 
     def extra_vectors(self, pkg_dir: Path, manifest: dict, runner, tol: Tolerance) -> None:
         return None

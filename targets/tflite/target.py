@@ -6,7 +6,8 @@ from pathlib import Path
 
 from slmpack.errors import SlmpackError
 from slmpack.exporter.kv_cache import CacheLayout, CacheUpdate
-from slmpack.targets.base import Artifact, Capabilities, Consumes, Readback, TargetName, Tolerance, Unsupported
+from slmpack.targets.base import (Artifact, Capabilities, Consumes, ExecutedQuant, Readback, TargetName, Tolerance,
+                                  Unsupported)
 from slmpack.targets.tflite import lower as _lower
 from slmpack.targets.tflite import litertlm, names, ops, quantize, vectors
 from slmpack.targets.tflite.options import TFLiteOptions, TFLitePrecision
@@ -91,8 +92,8 @@ class TFLiteTarget:
     def runner(self, pkg_dir: Path, manifest: dict, threads: int = 0) -> TFLiteRunner:
         return TFLiteRunner(Path(pkg_dir) / manifest["artifact"], threads=threads)
 
-    def activation_blocks(self, options, plan) -> dict[str, int]:
-        return {}   # per row (plans with dynamic activations are refused)
+    def executed_quant(self, options, plan) -> ExecutedQuant:
+        return ExecutedQuant()   # the plan's numbers (plans with dynamic activations are refused)
 
     def extra_vectors(self, pkg_dir: Path, manifest: dict, runner, tol: Tolerance) -> dict:
         """The per-signature vectors (vectors.py) through every prefill signature."""
