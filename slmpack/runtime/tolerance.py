@@ -10,7 +10,7 @@ writes itself; a signed package (``slmpack sign``) also covers the declarative f
 """
 from __future__ import annotations
 
-from .manifest import Manifest
+from .manifest import KvCacheInfo, Manifest
 from .records import TargetName, Tolerance, invalid
 
 FP32 = Tolerance(atol=1e-4, rtol=1e-4)
@@ -59,11 +59,12 @@ def for_manifest(m: Manifest) -> Tolerance:
         return COREML_FP16
     if plan:
         return COREML_FP32_PLAN
-    return COREML_FP32_FP16_CACHE if coreml_stateful(m) else COREML_FP32
+    return COREML_FP32_FP16_CACHE if coreml_stateful(m.kv_cache) else COREML_FP32
 
 
-def coreml_stateful(m: Manifest) -> bool:
-    return m.kv_cache.details.get("kind") == "state" or m.kv_cache.layout in ("state", "buffer")
+def coreml_stateful(kv: KvCacheInfo) -> bool:
+    """A Core ML cache held in model state (fp16) rather than passed in and out."""
+    return kv.details.get("kind") == "state" or kv.layout in ("state", "buffer")
 
 
 def checked(m: Manifest) -> Tolerance:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInputError, ErrorCode, UnsupportedError
-from ..manifest import Manifest
+from ..manifest import KvCacheInfo, Manifest
 from ..tolerance import coreml_stateful
 from .base import Positions, runtime_version
 
@@ -36,10 +36,9 @@ def coreml_runtime_available() -> tuple[bool, str]:
 class _CacheRunner(Positions):
     """Position bookkeeping and the KV cache round trip; subclasses provide ``_predict``."""
 
-    def __init__(self, manifest: Manifest):
-        super().__init__(manifest.model.max_prompt, manifest.model.max_context)
-        kv = manifest.kv_cache
-        self.stateful = coreml_stateful(manifest)
+    def __init__(self, kv: KvCacheInfo, max_prompt: int, max_context: int):
+        super().__init__(max_prompt, max_context)
+        self.stateful = coreml_stateful(kv)
         self.cache_names = list(kv.details.get("names") or ())
         self.cache_dtype = np.dtype(kv.dtype)
         self.cache_shape = tuple(int(d) for d in kv.shape)
@@ -76,10 +75,10 @@ class InterpreterRunner(_CacheRunner):
     kind = "mil-interpreter"
     runtime_name = "slmpack-mil-interpreter"
 
-    def __init__(self, package: Path, manifest: Manifest):
+    def __init__(self, package: Path, kv: KvCacheInfo, max_prompt: int, max_context: int):
         from ..mil import Interpreter, load_mlpackage
 
-        super().__init__(manifest)
+        super().__init__(kv, max_prompt, max_context)
         self.runtime_version = runtime_version("coremltools")
         self.interpreter = Interpreter(load_mlpackage(Path(package)))
         self.reset()
@@ -95,15 +94,16 @@ class CoreMLRunner(_CacheRunner):
     kind = "coreml"
     runtime_name = "coremltools"
 
-    def __init__(self, package: Path, manifest: Manifest):
+    def __init__(self, package: Path, kv: KvCacheInfo, max_prompt: int, max_context: int,
+                 compute_units: str = "all"):
         ok, why = coreml_runtime_available()
         if not ok:
             raise UnsupportedError(f"cannot run Core ML here: {why}", ErrorCode.E_COREML_RUNTIME)
         import coremltools as ct
 
-        super().__init__(manifest)
+        super().__init__(kv, max_prompt, max_context)
         self.runtime_version = ct.__version__
-        units = str(manifest.runtime.details.get("compute_units", "all")).upper()
+        units = str(compute_units).upper()
         self.model = ct.models.MLModel(str(package), compute_units=ct.ComputeUnit[units])
         self.reset()
 
@@ -118,7 +118,8 @@ def open_coreml(pkg: Path, manifest: Manifest, which: str = "auto"):
     which = (which if which != "auto" else os.environ.get(ENV) or "auto").lower()
     if which not in ("auto", "interpreter", "coreml"):
         raise BadInputError(f"{ENV}={which!r}: expected auto, interpreter or coreml", ErrorCode.E_CONFIG)
-    package = Path(pkg) / manifest.artifact
+    package, m = Path(pkg) / manifest.artifact, manifest.model
     if which == "coreml" or (which == "auto" and coreml_runtime_available()[0]):
-        return CoreMLRunner(package, manifest)
-    return InterpreterRunner(package, manifest)
+        return CoreMLRunner(package, manifest.kv_cache, m.max_prompt, m.max_context,
+                            str(manifest.runtime.details.get("compute_units", "all")))
+    return InterpreterRunner(package, manifest.kv_cache, m.max_prompt, m.max_context)
