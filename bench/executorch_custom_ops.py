@@ -2,7 +2,7 @@
 decomposed attention graph (index_copy_ + matmul/softmax over the whole cache), on the demo model.
 
 For each variant: lower the demo model to model.pte (fp32, XNNPACK), then through
-``ExecuTorchRunner`` time a full-length prefill (max_prompt tokens) and single-token decode
+``ExecuTorchAdapter`` time a full-length prefill (max_prompt tokens) and single-token decode
 steps at the start and at the end of the cache; check logits against the eager reference.
 Writes bench/results/executorch_custom_ops.json. Timings on a shared machine are noisy: the
 medians of several repetitions are reported, both variants are interleaved per repetition.
@@ -31,7 +31,7 @@ from slmpack.exporter.spec import load_spec
 from slmpack.exporter.trace import trace_programs
 from slmpack.targets.executorch import lower as et_lower
 from slmpack.targets.executorch.options import ExecuTorchOptions, Sdpa
-from slmpack.targets.executorch.runner import ExecuTorchRunner
+from slmpack.runtime.adapters.executorch import ExecuTorchAdapter
 
 RESULTS = Path(__file__).resolve().parent / "results" / "executorch_custom_ops.json"
 
@@ -71,7 +71,7 @@ def main() -> None:
         t0 = time.perf_counter()
         art = et_lower.lower(programs, spec, ExecuTorchOptions(sdpa=sdpa, bundled_program=False), out, gen)
         export_s = time.perf_counter() - t0
-        runner = ExecuTorchRunner(out / art.primary, cfg.max_prompt, cfg.max_context)
+        runner = ExecuTorchAdapter(out / art.primary, cfg.max_prompt, cfg.max_context)
         runner.reset()
         diff = float(np.abs(runner.prefill(prompt) - ref_logits).max())
         d = art.report["delegation"]

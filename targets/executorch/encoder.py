@@ -92,7 +92,7 @@ def lower_encoder(programs, spec, out_dir: Path) -> Artifact:
 
 def check_encoder(pkg_dir: Path, manifest: dict) -> list[str]:
     """The program loads with internal-consistency verification and has ``forward``."""
-    from slmpack.targets.executorch.runner import load_program
+    from slmpack.runtime.adapters.executorch import load_program
 
     try:
         program = load_program((Path(pkg_dir) / manifest["artifact"]).read_bytes(), verify=True)

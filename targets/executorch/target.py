@@ -1,5 +1,5 @@
 """The ExecuTorch target: one model.pte with the KV cache in mutable buffers, XNNPACK-delegated,
-runnable by ExecuTorch's own LLM runner (``TextLLMRunner``) as well as by ``ExecuTorchRunner``."""
+runnable by ExecuTorch's own LLM runner (``TextLLMRunner``) as well as by the runtime kit's ``ExecuTorchAdapter``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,7 @@ from slmpack.targets.base import (Artifact, Capabilities, Consumes, ExecutedQuan
 from slmpack.targets.executorch import lower as _lower
 from slmpack.targets.executorch.ops import unsupported_features
 from slmpack.targets.executorch.options import ExecuTorchOptions
-from slmpack.targets.executorch.runner import METHOD, ExecuTorchRunner, load_program
+from slmpack.runtime.adapters.executorch import METHOD, ExecuTorchAdapter, load_program
 
 # Per precision. fp16 rounds every activation to 11 bits: logits move by ~1e-2 relative, so the
 # ladder checks it against the reference with a relative bound and no exact-greedy requirement.
@@ -104,6 +104,7 @@ class ExecuTorchTarget:
             problems.append("XnnpackBackend is not registered in this executorch runtime")
         return problems
 
-    def runner(self, pkg_dir: Path, manifest: dict) -> ExecuTorchRunner:
+    def runner(self, pkg_dir: Path, manifest: dict) -> ExecuTorchAdapter:
+        """The runtime kit's adapter: host validation and the device runner run one code path."""
         m = manifest["model"]
-        return ExecuTorchRunner(pkg_dir / manifest["artifact"], m["max_prompt"], m["max_context"])
+        return ExecuTorchAdapter(Path(pkg_dir) / manifest["artifact"], m["max_prompt"], m["max_context"])

@@ -12,7 +12,6 @@ from slmpack.targets.onnx import lower as _lower
 from slmpack.targets.onnx.names import input_names, output_names
 from slmpack.targets.onnx.ops import unsupported_features
 from slmpack.targets.onnx.options import OnnxOptions
-from slmpack.targets.onnx.runner import OnnxRunner
 
 
 FP32_TOLERANCE = Tolerance(atol=1e-4, rtol=1e-4)
@@ -85,7 +84,9 @@ class OnnxTarget:
             problems.append(f"outputs {got_out[:3]}... differ from the GenAI names")
         return problems
 
-    def runner(self, pkg_dir: Path, manifest: dict, threads: int = 0) -> OnnxRunner:
-        m = manifest["model"]
-        return OnnxRunner(pkg_dir / manifest["artifact"], m["num_layers"], m["num_kv_heads"], m["head_dim"],
-                          m["max_context"], threads=threads)
+    def runner(self, pkg_dir: Path, manifest: dict, threads: int = 0):
+        """The runtime kit's adapter: host validation and the device runner run one code path."""
+        from slmpack.runtime.adapters.onnx import OnnxAdapter
+        from slmpack.runtime.manifest import Manifest
+
+        return OnnxAdapter(Path(pkg_dir), Manifest.from_json(manifest), threads)

@@ -24,7 +24,7 @@ def open_runner(pkg: Path, manifest: Manifest, threads: int = 0, *, coreml: str 
         return TFLiteAdapter(pkg, manifest, threads)
     if manifest.target is TargetName.EXECUTORCH:
         from .executorch import ExecuTorchAdapter
-        return ExecuTorchAdapter(pkg, manifest, threads)
+        return ExecuTorchAdapter(pkg / manifest.artifact, manifest.model.max_prompt, manifest.model.max_context)
     from .coreml import open_coreml
     return open_coreml(pkg, manifest, coreml)
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInputError, ErrorCode, ToolchainError
-from ..manifest import Manifest
 from .base import Positions, runtime_version
 
 METHOD = "forward"
@@ -35,12 +34,16 @@ def load_program(data: bytes, verify: bool = True):
 
 
 class ExecuTorchAdapter(Positions):
-    def __init__(self, pkg: Path, manifest: Manifest, threads: int = 0):
-        m = manifest.model
-        super().__init__(m.max_prompt, m.max_context)
-        path = Path(pkg) / manifest.artifact
+    """``path``: the model.pte; ``max_prompt`` / ``max_context``: the program's bounds (manifest ``model``)."""
+
+    def __init__(self, path: Path, max_prompt: int, max_context: int):
+        super().__init__(max_prompt, max_context)
+        path = Path(path)
         self.runtime_name, self.runtime_version = "executorch", runtime_version("executorch")
-        self._data = path.read_bytes()
+        try:
+            self._data = path.read_bytes()
+        except FileNotFoundError:
+            raise BadInputError(f"{path}: no such file", ErrorCode.E_ARTIFACT_MISSING) from None
         try:
             self._load()
         except RuntimeError as exc:  # the pybindings raise RuntimeError on invalid programs
