@@ -101,15 +101,8 @@ class Attention(nn.Module):
 
     def project(self, x):
         """q [B,H,S,D], k/v [B,KV,S,D] before RoPE (q/k norms applied where the family puts them)."""
-        bsz, s, _ = x.shape
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.qk_norm is QKNorm.FULL_WIDTH:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q = q.view(bsz, s, self.h, self.hd)
-        k = k.view(bsz, s, self.kv, self.hd)
-        if self.qk_norm in (QKNorm.PER_HEAD, QKNorm.LAYER_PER_HEAD):
-            q, k = self.q_norm(q), self.k_norm(k)
-        return q.transpose(1, 2), k.transpose(1, 2), v.view(bsz, s, self.kv, self.hd).transpose(1, 2)
+        q, k, v = project_heads(self, x)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def forward(self, x, cos, sin, mask, cache):
         bsz, s, _ = x.shape
@@ -127,3 +120,16 @@ class Attention(nn.Module):
         probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
         out = torch.matmul(probs, v_all).transpose(1, 2).reshape(bsz, s, self.h * self.hd)
         return self.o_proj(out)
+
+
+def project_heads(attn, x):
+    """q [B,S,H,D], k/v [B,S,KV,D] (sequence-major) before RoPE, q/k norms where the family puts
+    them; ``attn`` is an Attention or a module holding its projections and norms (custom SDPA)."""
+    bsz, s, _ = x.shape
+    q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+    if attn.qk_norm is QKNorm.FULL_WIDTH:
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k = q.view(bsz, s, attn.h, attn.hd), k.view(bsz, s, attn.kv, attn.hd)
+    if attn.qk_norm in (QKNorm.PER_HEAD, QKNorm.LAYER_PER_HEAD):
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    return q, k, v.view(bsz, s, attn.kv, attn.hd)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from slmpack.exporter.blocks import apply_rope
+from slmpack.exporter.blocks import apply_rope, project_heads
 from slmpack.exporter.deltas import QKNorm
 from slmpack.exporter.reference import Attention, rotate_half
 
@@ -65,14 +65,7 @@ class CustomSdpaAttention(nn.Module):
 
     def forward(self, x, cos, sin, mask, cache: CustomOpCache):
         bsz, s, _ = x.shape
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        if self.qk_norm is QKNorm.FULL_WIDTH:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q = q.view(bsz, s, self.h, self.hd)
-        k = k.view(bsz, s, self.kv, self.hd)
-        v = v.view(bsz, s, self.kv, self.hd)
-        if self.qk_norm in (QKNorm.PER_HEAD, QKNorm.LAYER_PER_HEAD):
-            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = project_heads(self, x)                               # [B, S, H, hd]
         cos, sin = cos.transpose(1, 2), sin.transpose(1, 2)          # [1, S, 1, hd]
         if self.use_rope and self.rotary_dim is None:
             q = q * cos + rotate_half(q) * sin
