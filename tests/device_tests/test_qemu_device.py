@@ -50,27 +50,27 @@ def test_onnx_package_on_emulated_rpi5(aarch64_sysroot, tiny_package, tmp_path):
     print(f"qemu run: {r.wall_s} s, sysroot {aarch64_sysroot.size_mb()} MB")
 
 
+def _passes_on_emulated_rpi5(pkg, sysroot, tmp_path):
+    """Run ``pkg`` on the emulated Pi 5; it passes there and greedy gives the host reference's tokens."""
+    (r,) = run_device_test([pkg.path], ["rpi5-emulated"], out_dir=tmp_path / "report",
+                           transport_options={"sysroot": sysroot}).results
+    assert r.status == "passed", r.reason
+    assert r.device_json["machine"]["machine"] == "aarch64"
+    assert r.device_json["greedy_ids"] == pkg.validation["greedy"]["reference_ids"]
+    return r
+
+
 def test_demo_onnx_package_on_emulated_rpi5(aarch64_sysroot, demo_onnx_package, tmp_path):
     """Issue #8 acceptance: the bundled demo model's real ONNX package, validated on the emulated Pi 5."""
-    report = run_device_test([demo_onnx_package.path], ["rpi5-emulated"], out_dir=tmp_path / "report",
-                             transport_options={"sysroot": aarch64_sysroot})
-    (r,) = report.results
-    assert r.status == "passed", r.reason
-    doc = r.device_json
-    assert doc["machine"]["machine"] == "aarch64"
-    assert doc["greedy_ids"] == demo_onnx_package.validation["greedy"]["reference_ids"]
+    doc = _passes_on_emulated_rpi5(demo_onnx_package, aarch64_sysroot, tmp_path).device_json
     assert doc["prefill_max_abs_diff"] < 1e-4 and doc["decode_max_abs_diff"] < 1e-4
 
 
 def test_demo_tflite_package_on_emulated_rpi5(aarch64_sysroot, demo_tflite_package, tmp_path):
     """The demo model's real TFLite package, run by ai-edge-litert for aarch64 on the emulated Pi 5."""
-    report = run_device_test([demo_tflite_package.path], ["rpi5-emulated"], out_dir=tmp_path / "report",
-                             transport_options={"sysroot": aarch64_sysroot})
-    (r,) = report.results
-    assert r.status == "passed", r.reason
+    r = _passes_on_emulated_rpi5(demo_tflite_package, aarch64_sysroot, tmp_path)
     doc = r.device_json
-    assert doc["machine"]["machine"] == "aarch64" and doc["target"] == "tflite"
+    assert doc["target"] == "tflite"
     assert doc["runtime"]["name"] == "ai_edge_litert" and doc["runtime"]["version"] == "2.3.0"
-    assert doc["greedy_ids"] == demo_tflite_package.validation["greedy"]["reference_ids"]
     assert r.checks == {k: True for k in r.checks}
     print(f"qemu tflite run: {r.wall_s} s")

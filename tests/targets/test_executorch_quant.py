@@ -20,11 +20,10 @@ from torch import nn
 from slmpack import api
 from slmpack.calibration.rtn import quantize_rtn
 from slmpack.config import ExportConfig
-from slmpack.targets.executorch.llm_runner import generate_subprocess, reference_pieces
 from slmpack.targets.executorch.partition import partitioner
 from slmpack.targets.executorch.quantize import _intx_weight
 
-from tests.targets.test_executorch import CFG, write_model
+from tests.targets.test_executorch import CFG, assert_text_llm_runner_reproduces, write_model
 
 
 def _lowered_linear(qw, x: torch.Tensor, stock: bool = False) -> tuple[np.ndarray, int]:
@@ -106,7 +105,4 @@ def test_int8_preset_package_passes_and_reads_back(int8_pkg):
 
 @pytest.mark.slow
 def test_int8_preset_text_llm_runner(int8_pkg):
-    g = int8_pkg.manifest["validation"]["greedy"]
-    out = generate_subprocess(int8_pkg.path / "model.pte", int8_pkg.path / "tokenizer.json",
-                              int8_pkg.manifest["test_vectors"]["prompt"], g["tokens"])
-    assert out["pieces"] == reference_pieces(int8_pkg.path / "tokenizer.json", g["reference_ids"])
+    assert_text_llm_runner_reproduces(int8_pkg)
