@@ -21,8 +21,8 @@ from slmpack.calibration.recipe import Recipe, Rule
 from slmpack.calibration.schemes import WeightScheme
 from slmpack.targets.onnx.quantize import DEQUANT, META_KEY, encode, unsupported
 from slmpack.targets.onnx.readback import readback
-from tests.quant.test_onnx_quant_encoding import (CASES, EMB, HEAD, SHAPES, UP, W8, _fake_quant_forward,
-                                                  _graph, _plan, _traced_weights, _weights)
+from tests.quant.test_onnx_quant_encoding import (CASES, EMB, HEAD, SHAPES, UP, W8, _fake_quant_forward, _graph,
+                                                  _plan, _traced_weights, _weights, encoded_with_edit)
 
 W8A = WeightScheme(8, None, symmetric=False)
 W8G = WeightScheme(8, 32)
@@ -102,18 +102,9 @@ def test_weight_only_int8_folds_into_the_plans_float_weight(case, fuse, tmp_path
 
 @pytest.mark.parametrize("target", ["qweight", "scales"])
 def test_readback_catches_a_changed_int8_code_or_scale(target, tmp_path):
-    w = _weights()
-    plan = _plan(WEIGHT_ONLY["g32_asym"], w)
-    model = _graph(_traced_weights(plan, w), False)
-    encode(model, plan)
-    name = f"model.layers.0.mlp.up_proj.{target}"
-    for init in model.graph.initializer:
-        if init.name == name:
-            arr = numpy_helper.to_array(init).copy()
-            arr.flat[5] = arr.flat[5] + 1 if target == "qweight" else np.nextafter(arr.flat[5], np.float32(1))
-            init.CopyFrom(numpy_helper.from_array(arr, init.name))
-    onnx.save(model, str(tmp_path / "model.onnx"))
-    rb = readback(tmp_path, plan)
+    def nudge(arr):
+        arr.flat[5] = arr.flat[5] + 1 if target == "qweight" else np.nextafter(arr.flat[5], np.float32(1))
+    _, rb = encoded_with_edit(WEIGHT_ONLY["g32_asym"], f"model.layers.0.mlp.up_proj.{target}", nudge, tmp_path)
     assert not rb["passed"] and not rb["bit_identical"]
     t = rb["tensors"][UP]
     assert t["float_weight_identical"] is False

@@ -170,18 +170,26 @@ def test_encoding_runs_the_plan_and_reads_back_identical(case, fuse, tmp_path):
         assert nbits and all(a.i == 4 for n in nbits for a in n.attribute if a.name == "accuracy_level")
 
 
-def test_readback_catches_a_changed_integer(tmp_path):
+def encoded_with_edit(rules, name: str, edit, tmp_path):
+    """Encode the test graph under ``rules``, change initializer ``name`` in place with
+    ``edit(array)``, save it; (plan, readback of the saved model)."""
     w = _weights()
-    plan = _plan(CASES["int4"], w)
+    plan = _plan(rules, w)
     model = _graph(_traced_weights(plan, w), False)
     encode(model, plan)
     for init in model.graph.initializer:
-        if init.name == "model.layers.0.mlp.up_proj.qweight":
+        if init.name == name:
             arr = numpy_helper.to_array(init).copy()
-            arr.flat[0] ^= 0x01
+            edit(arr)
             init.CopyFrom(numpy_helper.from_array(arr, init.name))
     onnx.save(model, str(tmp_path / "model.onnx"))
-    rb = readback(tmp_path, plan)
+    return plan, readback(tmp_path, plan)
+
+
+def test_readback_catches_a_changed_integer(tmp_path):
+    def flip(arr):
+        arr.flat[0] ^= 0x01
+    _, rb = encoded_with_edit(CASES["int4"], "model.layers.0.mlp.up_proj.qweight", flip, tmp_path)
     assert not rb["passed"] and rb["tensors"][UP]["q_identical"] is False
     assert any(UP in p for p in rb["problems"])
 
