@@ -34,6 +34,18 @@ def hf_config(family: str, *, gqa: bool = True, tied: bool = True, rope: dict | 
     return cls(**kw)
 
 
+def redraw(model, **by_part) -> None:
+    """Norm weights become 1 + 0.1 N(0, 1); a parameter whose name contains a keyword of
+    ``by_part`` (``bias``, ``embed``; ``rest`` for any other) becomes ``fn(p)``. In place."""
+    rest = by_part.pop("rest", None)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            fn = (lambda q: 1.0 + 0.1 * torch.randn_like(q)) if "norm" in name else \
+                next((f for part, f in by_part.items() if part in name), rest)
+            if fn is not None:
+                p.copy_(fn(p))
+
+
 def write_tiny_model(path: Path, family: str = "llama", seed: int = 0, *, varied: bool = False,
                      demo_tokenizer: bool = False, **kw) -> Path:
     """``varied``: re-draw every matrix at 5/sqrt(fan_in) (HF's 0.02 init makes greedy decoding
@@ -45,12 +57,7 @@ def write_tiny_model(path: Path, family: str = "llama", seed: int = 0, *, varied
     cls = {"llama": tf.LlamaForCausalLM, "mistral": tf.MistralForCausalLM, "qwen2": tf.Qwen2ForCausalLM}[family]
     torch.manual_seed(seed)
     model = cls(cfg).eval()
-    with torch.no_grad():  # non-trivial norms and biases so parity tests can fail
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.copy_(0.1 * torch.randn_like(p))
+    redraw(model, bias=lambda p: 0.1 * torch.randn_like(p))  # non-trivial norms and biases: parity can fail
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path, safe_serialization=True)
     if varied:

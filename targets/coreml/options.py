@@ -19,16 +19,18 @@ class DeploymentTarget(str, enum.Enum):
     MACOS15 = "macos15"
 
     @property
-    def ct_name(self) -> str:           # coremltools.target member
-        return {"ios17": "iOS17", "ios18": "iOS18", "macos14": "macOS14", "macos15": "macOS15"}[self.value]
+    def ct_name(self) -> str:           # coremltools.target member: iOS17, macOS15, ...
+        os_name, version = self.runtime_label.split()
+        return os_name + version
 
     @property
     def level(self) -> int:             # Core ML specification version (iOS17 = 8, iOS18 = 9)
         return {"ios17": 8, "ios18": 9, "macos14": 8, "macos15": 9}[self.value]
 
     @property
-    def runtime_label(self) -> str:     # manifest "runtime.min_version"
-        return {"ios17": "iOS 17", "ios18": "iOS 18", "macos14": "macOS 14", "macos15": "macOS 15"}[self.value]
+    def runtime_label(self) -> str:     # manifest "runtime.min_version": "iOS 17", "macOS 15", ...
+        os_name = "iOS" if self.value.startswith("ios") else "macOS"
+        return f"{os_name} {self.value[len(os_name):]}"
 
     @property
     def has_states(self) -> bool:       # ct.StateType / read_state / write_state

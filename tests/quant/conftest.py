@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.tiny_models import one_torch_thread
+from tests.tiny_models import one_torch_thread, redraw
 
 
 _one_thread = pytest.fixture(autouse=True, name="_one_thread")(one_torch_thread)
@@ -40,12 +40,7 @@ def write_quant_model(path: Path, seed: int = 0) -> Path:
     assert n_tokens <= cfg.vocab_size
     torch.manual_seed(seed)
     model = tf.LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            else:
-                p.mul_(5.0)  # sharper logits: top-1 comparisons are not all ties
+    redraw(model, rest=lambda p: 5.0 * p)  # sharper logits: top-1 comparisons are not all ties
     model.save_pretrained(path, safe_serialization=True)
     (path / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 1}))
     return path

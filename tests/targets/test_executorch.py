@@ -26,6 +26,7 @@ from slmpack.targets import registry
 from slmpack.targets.executorch.bundle import verify_bundle
 from slmpack.targets.executorch.llm_runner import generate_subprocess, reference_pieces
 from slmpack.targets.executorch.options import EtPrecision, ExecuTorchOptions, Sdpa
+from tests.tiny_models import redraw
 
 CTX, PROMPT = 64, 32
 CFG = ExportConfig(trace=TraceConfig(max_context=CTX, max_prompt=PROMPT),
@@ -44,12 +45,8 @@ def write_model(path: Path, *, hidden: int = 64, inter: int = 128, layers: int =
                          tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, rms_norm_eps=1e-5)
     torch.manual_seed(seed)
     model = tf.LlamaForCausalLM(cfg).eval()
+    redraw(model, embed=lambda p: 0.5 * torch.randn_like(p))   # peaked logits: greedy tokens vary
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            elif "embed" in name:
-                p.copy_(0.5 * torch.randn_like(p))   # peaked logits: greedy tokens vary
         # TextLLMRunner's python binding hands each decoded piece to the callback as str and raises
         # UnicodeDecodeError on a token that is a partial UTF-8 byte sequence; keep the random model
         # from ever predicting one (zero rows give logit 0, below the random maxima).
