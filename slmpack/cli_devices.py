@@ -9,9 +9,13 @@ from slmpack.quiet import stdout
 
 
 def add_parsers(sub, common) -> None:
+    def finish(p) -> None:  # every device command reads the profiles, plus the common options
+        p.add_argument("--profiles", type=Path, action="append", default=[],
+                       help="extra folder of profile .toml files")
+        common(p)
+
     p = sub.add_parser("devices", help="list device profiles (built in + --profiles DIR + $SLMPACK_DEVICE_PROFILES)")
-    p.add_argument("--profiles", type=Path, action="append", default=[], help="extra folder of profile .toml files")
-    common(p)
+    finish(p)
 
     p = sub.add_parser("fit", help="estimate peak memory and decode speed of a model or package on a device",
                        description="Estimate peak memory (weights at the given precision + KV cache at --context + "
@@ -22,8 +26,7 @@ def add_parsers(sub, common) -> None:
     p.add_argument("--device", "-d", required=True, help="device profile name (see `slmpack devices`)")
     p.add_argument("--context", type=int, default=None, help="context length in tokens (default: model max)")
     p.add_argument("--bits", type=float, default=None, help="bits per weight for a model dir (default 16)")
-    p.add_argument("--profiles", type=Path, action="append", default=[], help="extra folder of profile .toml files")
-    common(p)
+    finish(p)
 
     p = sub.add_parser("device-test", help="run packages on devices and validate there (matrix mode)",
                        description="Push each package + the standalone on-device runner to each device, run the "
@@ -44,8 +47,7 @@ def add_parsers(sub, common) -> None:
                    help="the device refuses a package unless its signature (PKG.sig beside it, from `slmpack sign`) "
                    "verifies with --public-key (the device needs the cryptography package)")
     p.add_argument("--public-key", type=Path, default=None, help="PEM public key for --require-signature")
-    p.add_argument("--profiles", type=Path, action="append", default=[], help="extra folder of profile .toml files")
-    common(p)
+    finish(p)
 
 
 def cmd_devices(args) -> int:
