@@ -52,6 +52,9 @@ def _hf_matches_package_greedy(src, pkg):
 KNOWN = {  # measured 2026-12-02 on this machine; strict: a fix turns these into failures to remove
     ("executorch", "gemma2"): "prefill max|dlogit| 7.6e-4 vs reference, greedy diverges at token 7 (not diagnosed)",
     ("coreml", "gpt2"): "our MIL interpreter has no layer_norm op",
+    ("coreml", "phi3"): "ladder passes (vs the fp16-cache reference), but on the 22-token prompt greedy leaves "
+                        "transformers' at token 7: the fp16 state rounds K/V (|K| ~ 25 on these random weights); "
+                        "with kv_cache=io the gemma2 package fails its vectors step (io path + sliding window)",
 }
 
 
@@ -66,25 +69,34 @@ def _known(target):
 LONG_PROMPT = "Return the list of every value that the function reads from the file, then sort it by name and print"
 
 
-@pytest.mark.parametrize("family", _known("executorch"))
-def test_family_on_executorch(tmp_path, family):
+def _runner_matches_hf_on_the_long_prompt(src, pkg) -> list[int]:
+    """The package's runner (slmpack.load) greedy-decodes transformers' `generate` tokens from LONG_PROMPT."""
     from tokenizers import Tokenizer
 
     import slmpack
     from slmpack.runtime.greedy import greedy
-    from slmpack.targets.executorch.llm_runner import generate_subprocess, reference_pieces
     from tests.test_family_onnx import hf_greedy
+
+    prompt = Tokenizer.from_file(str(pkg.path / "tokenizer.json")).encode(LONG_PROMPT).ids
+    assert len(prompt) > 16 and len(prompt) + NEW <= CFG.trace.max_context
+    want = hf_greedy(src, prompt, NEW)
+    assert len(set(want)) > 5            # a discriminating continuation, not one repeated token
+    assert greedy(slmpack.load(pkg.path).runner(), np.array(prompt), NEW, ()) == want
+    return want
+
+
+@pytest.mark.parametrize("family", _known("executorch"))
+def test_family_on_executorch(tmp_path, family):
+    from tokenizers import Tokenizer
+
+    from slmpack.targets.executorch.llm_runner import generate_subprocess, reference_pieces
 
     src = _no_partial_utf8(family_model_with_tokenizer(tmp_path / "src", family))
     pkg = api.export(src, "executorch", tmp_path / "pkg", config=CFG)
     assert pkg.passed, pkg.manifest["validation"]
     assert pkg.manifest["validation"]["greedy"]["match"]
     tok = pkg.path / "tokenizer.json"
-    prompt = Tokenizer.from_file(str(tok)).encode(LONG_PROMPT).ids
-    assert len(prompt) > 16 and len(prompt) + NEW <= CFG.trace.max_context
-    want = hf_greedy(src, prompt, NEW)
-    assert len(set(want)) > 5            # a discriminating continuation, not one repeated token
-    assert greedy(slmpack.load(pkg.path).runner(), np.array(prompt), NEW, ()) == want
+    want = _runner_matches_hf_on_the_long_prompt(src, pkg)
     out = generate_subprocess(pkg.path / "model.pte", tok, LONG_PROMPT, NEW)
     assert out["pieces"] == reference_pieces(tok, want)
 
@@ -118,5 +130,6 @@ def test_family_on_coreml(tmp_path, family):
     pkg = api.export(src, "coreml", tmp_path / "pkg", config=CFG,
                      options=CoreMLOptions(deployment_target="ios18", compute_precision="fp32"))
     assert pkg.passed, pkg.manifest["validation"]
-    _hf_matches_package_greedy(src, pkg)
+    assert pkg.manifest["validation"]["greedy"]["match"]
+    _runner_matches_hf_on_the_long_prompt(src, pkg)   # past Phi-3's LongRoPE switch from the prompt on
     assert np.isfinite(pkg.manifest["validation"]["heldout"]["top1_agreement"])

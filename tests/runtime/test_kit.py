@@ -25,7 +25,7 @@ RUNTIMES = {"numpy", "onnxruntime", "ai_edge_litert", "tflite_runtime", "executo
 OWN = {"adapters/onnx.py": {"onnxruntime"}, "adapters/tflite.py": {"ai_edge_litert", "tflite_runtime"},
        "adapters/executorch.py": {"executorch", "torch"}, "adapters/coreml.py": {"coremltools"},
        "mil/dtypes.py": {"coremltools"}, "mil/program.py": {"coremltools"}, "loaded.py": {"tokenizers"},
-       "chat.py": {"jinja2"},
+       "chat.py": {"jinja2"}, "signature.py": {"cryptography"},   # --require-signature only
        # the encoder runner holds one backend per format (each imported only when that format is used)
        "encoder.py": {"tokenizers", "onnxruntime", "executorch", "torch", "ai_edge_litert", "tflite_runtime"}}
 
