@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from slmpack.config import TraceConfig
+from slmpack.bundled import demo_model_dir
 from slmpack.exporter import inputs
 from slmpack.exporter.checkpoint import load_state_dict
 from slmpack.exporter.kv_cache import CacheLayout
@@ -53,7 +54,7 @@ def main() -> None:
     ap.add_argument("--max-prompt", type=int, default=128)
     args = ap.parse_args()
     torch.manual_seed(0)
-    model_dir = inputs.demo_model_dir()
+    model_dir = demo_model_dir()
     spec = load_spec(model_dir)
     cfg = TraceConfig(max_context=args.max_context, max_prompt=args.max_prompt)
     ref = build_reference(spec, load_state_dict(model_dir, False), cfg.max_context)
@@ -74,9 +75,9 @@ def main() -> None:
         runner = ExecuTorchAdapter(out / art.primary, cfg.max_prompt, cfg.max_context)
         runner.reset()
         diff = float(np.abs(runner.prefill(prompt) - ref_logits).max())
-        d = art.report["delegation"]
+        d = art.report.details["delegation"]
         variants[sdpa.value] = {
-            "export_s": round(export_s, 1), "pte_bytes": art.report["pte_bytes"], "max_abs_logit_diff": diff,
+            "export_s": round(export_s, 1), "pte_bytes": art.report.details["pte_bytes"], "max_abs_logit_diff": diff,
             "xnnpack_partitions": d["xnnpack_partitions"], "delegated_ops": d["delegated_op_count"],
             "portable_ops": d["portable_op_count"],
             "delegated_flop_share": {"prefill": d["prefill"]["delegated_flop_share"],

@@ -119,7 +119,7 @@ def read_documents(config: CalibrationConfig) -> list[str]:
 
 
 def _eos_from_configs(model_dir, tokenizer: Tokenizer) -> int | None:
-    from slmpack.exporter import confine
+    from slmpack import confine
 
     root = as_root(model_dir)
     for fname in ("generation_config.json", "config.json"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from slmpack.errors import BadInputError
-from slmpack.exporter import confine
+from slmpack import confine
 from slmpack.exporter.checkpoint import as_root
 from slmpack.runtime.chat import TEMPLATE_FILE, render_chat
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from slmpack.errors import BadInputError
-from slmpack.exporter import confine
-from slmpack.exporter.confine import ModelRoot
+from slmpack import confine
+from slmpack.confine import ModelRoot
 from slmpack.exporter.safetensors_reader import FLOAT_DTYPES, load_tensors, read_header
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")

@@ -5,25 +5,14 @@ from pathlib import Path
 
 import numpy as np
 
+from slmpack.bundled import demo_data_dir
 from slmpack.errors import BadInputError
-from slmpack.exporter import confine
+from slmpack import confine
 from slmpack.exporter.checkpoint import as_root
 from slmpack.exporter.config_checks import check_generation_config
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
 MAX_TOKENIZER_BYTES = 512 << 20
-
-
-def demo_data_dir() -> Path:
-    from importlib.resources import files
-
-    return Path(str(files("slmpack") / "demo_data"))
-
-
-def demo_model_dir() -> Path:
-    from importlib.resources import files
-
-    return Path(str(files("slmpack") / "demo_model"))
 
 
 def load_tokenizer(model_dir):

@@ -18,7 +18,7 @@ from slmpack.config import ExportConfig
 from slmpack.errors import SlmpackError
 from slmpack.exporter import stages
 from slmpack.exporter.encoder.spec import is_encoder_dir
-from slmpack.exporter.confine import ModelRoot
+from slmpack.confine import ModelRoot
 from slmpack.exporter.stages import resolve_model_dir
 from slmpack.package import staged_directory
 from slmpack.progress import QUIET, Progress

@@ -27,6 +27,7 @@ from slmpack.errors import BadInputError, UnsupportedError
 from slmpack.exporter.kv_cache import ConcatCache
 from slmpack.exporter.reference import ReferenceModel
 from slmpack.quantize_config import QuantConfig
+from slmpack.runtime.records import thaw
 
 RECIPE_FILE = "quant_recipe.json"
 
@@ -205,7 +206,7 @@ def check_reused_source(qcfg: QuantConfig, checkpoint_sha256: str) -> None:
 
 def load_windows(model_dir: Path, qcfg: QuantConfig, max_context: int, vocab_size: int) -> torch.Tensor:
     from slmpack.calibration.datasets import CalibrationConfig, load_calibration_windows, load_tokenizer
-    from slmpack.exporter.inputs import demo_data_dir
+    from slmpack.bundled import demo_data_dir
 
     window = min(qcfg.calib_window_tokens, max_context)
     source = qcfg.calib_data or demo_data_dir() / "calibration.txt"
@@ -301,12 +302,11 @@ def precision_label(plan) -> str:
     return "+".join(sorted(counts, key=lambda k: (-counts[k], k))) if counts else "fp32"
 
 
-def finish(target, stage: Path, quant: QuantResult, artifact) -> dict:
-    """Write the plan and recipe into the package, run the read-back, return the manifest block."""
+def finish(stage: Path, quant: QuantResult, artifact) -> dict:
+    """Write the plan and recipe into the package, return the manifest block (the artifact carries
+    its read-back)."""
     quant.plan.save(stage)
     (stage / RECIPE_FILE).write_text(json.dumps(quant.recipe.to_dict(), indent=2, sort_keys=True) + "\n")
-    readback = target.readback(stage, quant.plan).to_json()
-    artifact.report["readback"] = readback
     if quant.mixed_precision is not None and quant.config.max_size_bytes is not None:
         size = sum((stage / f).stat().st_size for f in artifact.files if (stage / f).is_file())
         quant.mixed_precision.update({"artifact_bytes": size, "budget_met": size <= quant.config.max_size_bytes})
@@ -320,9 +320,9 @@ def finish(target, stage: Path, quant: QuantResult, artifact) -> dict:
         "recipe": quant.recipe.name, "summary": summary, "tensors_by_rule": dict(sorted(by_rule.items())),
         "calibration": quant.windows_info, "mixed_precision": quant.mixed_precision,
         "config": quant.config.to_json(), "timings_s": quant.timings,
-        "encoding": {k: v for k, v in (artifact.report.get("quantization") or {}).items()
+        "encoding": {k: thaw(v) for k, v in (artifact.report.details.get("quantization") or {}).items()
                      if k != "tensors"},  # per-tensor details: report.quantization / report.readback
-        "readback_passed": readback.get("passed"),
+        "readback_passed": artifact.report.readback.passed,
     }
 
 

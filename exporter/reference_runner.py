@@ -45,4 +45,22 @@ class ReferenceRunner:
         return self._run(np.array([token]))[0]
 
 
+def answer(runner: ReferenceRunner, request):
+    """Run one target's ``ReferenceRequest`` through the reference -> ``ReferenceTrace``."""
+    from slmpack.targets.base import ReferenceTrace
+
+    runner.reset()
+    prompt = np.asarray(request.prompt, dtype=np.int64)
+    pre = runner.prefill(prompt).astype(np.float32)
+    ids, logits, last = list(request.decode), [], pre[-1]
+    for i in range(len(ids) if ids else request.greedy_steps):
+        if not request.decode:
+            ids.append(int(np.argmax(last)))
+        last = runner.decode(ids[i], len(prompt) + i).astype(np.float32)
+        logits.append(last)
+    runner.reset()
+    dec = np.stack(logits) if logits else np.zeros((0, pre.shape[-1]), np.float32)
+    return ReferenceTrace(request, pre, tuple(ids), dec)
+
+
 from slmpack.runtime.greedy import greedy  # noqa: E402  (one greedy loop for host, device and reference)

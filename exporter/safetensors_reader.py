@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from slmpack.errors import BadInputError
-from slmpack.exporter.confine import parse_json
+from slmpack.confine import parse_json
 
 MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own limit
 

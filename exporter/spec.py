@@ -346,7 +346,7 @@ def _family_rope(cfg: dict) -> RopeSpec:
 
 
 def load_spec(model_dir) -> ModelSpec:
-    from slmpack.exporter import confine
+    from slmpack import confine
     from slmpack.exporter.checkpoint import as_root
     from slmpack.exporter.config_checks import check_config
 

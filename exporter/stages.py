@@ -14,11 +14,12 @@ import numpy as np
 import torch
 from safetensors.numpy import save_file
 
+from slmpack.bundled import demo_model_dir
 from slmpack.errors import BadInputError, UnsupportedError, ValidationFailed
 from slmpack.exporter import chat_template, inputs, quantize_stage
 from slmpack.exporter.checkpoint import check_headers, checkpoint_digest, load_state_dict, weight_files
 from slmpack.exporter.reference import build_reference
-from slmpack.exporter.reference_runner import ReferenceRunner, greedy
+from slmpack.exporter.reference_runner import ReferenceRunner, answer, greedy
 from slmpack.exporter.spec import load_spec
 from slmpack.exporter.trace import trace_programs
 from slmpack.package import MANIFEST, check_keep_failed, check_output_path, discard_failed, hash_tree, write_json
@@ -114,8 +115,9 @@ def lower(st, job) -> None:
         write_json(job.stage / "generation_config.json", st.gen)   # the full stop list
     job.artifact = job.target.lower(job.programs, st.spec, job.options, job.stage, st.gen,
                                     plan=job.quant.plan if job.quant else None)
-    if job.quant is not None:
-        job.qblock = quantize_stage.finish(job.target, job.stage, job.quant, job.artifact)
+    if job.quant is not None:   # the plan's integers read back from what the target wrote
+        job.artifact = job.artifact.with_readback(job.target.readback(job.stage, job.quant.plan))
+        job.qblock = quantize_stage.finish(job.stage, job.quant, job.artifact)
     if not (job.stage / "generation_config.json").exists():
         write_json(job.stage / "generation_config.json", st.gen)
 
@@ -123,9 +125,9 @@ def lower(st, job) -> None:
 KV_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 
 
-def kv_cache_bytes(spec, context: int, kv_cache: dict) -> int:
+def kv_cache_bytes(spec, context: int, kv_cache) -> int:
     """K and V of every layer at the full context, in the cache's dtype."""
-    per = KV_DTYPE_BYTES.get(kv_cache.get("dtype", "float32"), 4)
+    per = KV_DTYPE_BYTES.get(kv_cache.dtype, 4)
     return 2 * spec.num_layers * spec.num_kv_heads * spec.head_dim * int(context) * per
 
 
@@ -146,7 +148,7 @@ def build_vectors(ref_runner, tokens: np.ndarray, greedy_prompt: np.ndarray, cfg
 
 def kv_dtype(job) -> str:
     """The dtype the package's KV cache stores (the reference rounds to it)."""
-    return job.artifact.kv_cache.get("dtype", "float32")
+    return job.artifact.kv_cache.dtype
 
 
 def reference_vectors(st, job) -> None:
@@ -157,8 +159,13 @@ def reference_vectors(st, job) -> None:
     n_eval = max(v.heldout_tokens, v.test_prompt_tokens + v.test_decode_tokens)
     job.heldout, job.heldout_src = inputs.heldout_tokens(st.tokenizer, st.spec.vocab_size, n_eval, st.eval_text)
     job.gprompt = inputs.prompt_ids(st.tokenizer, VALIDATION_PROMPT, st.spec.vocab_size)
-    job.vectors = build_vectors(ReferenceRunner(job.eval_ref, kv_dtype(job)), job.heldout, job.gprompt, st.cfg, st.eos)
+    runner = ReferenceRunner(job.eval_ref, kv_dtype(job))
+    job.vectors = build_vectors(runner, job.heldout, job.gprompt, st.cfg, st.eos)
     save_file(job.vectors, str(job.stage / "test_vectors.safetensors"), metadata={"format": "slmpack-test-vectors-1"})
+    # the inputs the target declares (LiteRT's prefill signatures, ExecuTorch's bundled cases)
+    requests = job.target.reference_requests(st.spec, job.options, st.cfg.trace)
+    if requests:
+        job.target.write_reference(job.stage, job.options, tuple(answer(runner, r) for r in requests))
 
 
 def package(st, job) -> None:
@@ -171,10 +178,11 @@ def package(st, job) -> None:
         "model": {**spec.to_json(), "max_context": cfg.trace.max_context, "max_prompt": cfg.trace.max_prompt,
                   "num_parameters": spec.num_parameters},
         "precision": (quantize_stage.precision_label(quant.plan) if quant else
-                      a.report.get("precision", cfg.precision.value)),  # a target may encode weights itself
+                      a.report.precision or cfg.precision.value),  # a target may encode weights itself
         "quantization": job.qblock if quant else {"plan": None},
-        "io": a.io, "kv_cache": {**a.kv_cache, "bytes": kv_cache_bytes(spec, cfg.trace.max_context, a.kv_cache)},
-        "runtime": a.runtime, "report": a.report,
+        "io": a.io.to_json(),
+        "kv_cache": {**a.kv_cache.to_json(), "bytes": kv_cache_bytes(spec, cfg.trace.max_context, a.kv_cache)},
+        "runtime": a.runtime.to_json(), "report": a.report.to_json(),
         "tolerance": job.target.tolerance(job.options, quant.plan if quant else None).to_json(),
         "toolchain": toolchain_versions(),
         "tokenizer": {"files": sorted(n for n in (*inputs.TOKENIZER_FILES, chat_template.TEMPLATE_FILE)
@@ -228,7 +236,7 @@ def validation_failure(path, v: dict, where: str) -> ValidationFailed:
 
 def resolve_model_dir(model_dir: Path | None) -> Path:
     if model_dir is None:
-        return inputs.demo_model_dir()
+        return demo_model_dir()
     model_dir = Path(model_dir)
     if not model_dir.exists():
         raise BadInputError(f"{model_dir}: no such directory", "E_MODEL_DIR_MISSING")

@@ -69,7 +69,7 @@ def cmd_devices(args) -> int:
 def cmd_fit(args) -> int:
     from slmpack.device_tests import fit_check
 
-    from slmpack.exporter.inputs import demo_model_dir
+    from slmpack.bundled import demo_model_dir
 
     report = fit_check(args.path or demo_model_dir(), args.device, args.context, args.bits, strict=False,
                        profile_dirs=tuple(args.profiles))

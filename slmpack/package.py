@@ -155,7 +155,7 @@ def read_manifest(pkg: Path) -> dict:
         raise BadInputError(f"{pkg}: not a directory", "E_PACKAGE_MISSING")
     if not path.is_file():
         raise BadInputError(f"{pkg}: no {MANIFEST} (not an slmpack package)", "E_PACKAGE_INVALID")
-    from slmpack.exporter.confine import parse_json
+    from slmpack.confine import parse_json
 
     if path.is_symlink() or not path.is_file():
         raise BadInputError(f"{path}: not a regular file", "E_PACKAGE_INVALID")

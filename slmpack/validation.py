@@ -92,7 +92,7 @@ def run_ladder(target, pkg_dir, manifest: dict, runner, reference, vectors: dict
 
 def check_tokenizer_parity(target_name: str, pkg_dir, manifest: dict) -> dict:
     """(f) the runtime's own tokenizer vs HF on the parity corpus; a mismatch names runtime + line."""
-    from slmpack.exporter.tokenizer_parity import certify
+    from slmpack.tokenizer_parity import certify
 
     runtimes = certify(target_name, pkg_dir, manifest)
     failures = [f"{name}: line {p.first_mismatch} ({p.detail})" for name, p in runtimes.items() if not p.passed]

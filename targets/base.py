@@ -6,14 +6,15 @@ runner; it never re-reads the checkpoint and never validates itself.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
 import numpy as np
 
 from slmpack.exporter.kv_cache import CacheLayout, CacheUpdate
-from slmpack.runtime.records import Readback, TargetName, Tolerance
+from slmpack.runtime.manifest_parts import IoSignature, KvCacheInfo, Report, RuntimeInfo, TensorSig
+from slmpack.runtime.records import Readback, TargetName, Tolerance, freeze
 
 
 class Consumes(str, enum.Enum):
@@ -71,16 +72,42 @@ class Unsupported:
         return f"{self.what}: {self.reason}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Artifact:
-    """What ``lower`` wrote into the staging directory."""
+    """What ``lower`` wrote into the staging directory, as the manifest's typed records."""
 
     primary: str                              # e.g. "model.onnx"
-    files: list[str]                          # relpaths written by the target (incl. primary)
-    io: dict[str, Any]                        # I/O signature (names, dtypes, shapes)
-    kv_cache: dict[str, Any]                  # layout description
-    runtime: dict[str, str]                   # {"name", "min_version"}
-    report: dict[str, Any] = field(default_factory=dict)  # fusion counts, delegation, opset ...
+    files: tuple[str, ...]                    # relpaths written by the target (incl. primary)
+    io: IoSignature                           # I/O signature (names, dtypes, shapes)
+    kv_cache: KvCacheInfo | None              # layout description (None: an encoder, no cache)
+    runtime: RuntimeInfo                      # runtime name, minimum version, backends
+    report: Report = Report()                 # precision, fusion counts, delegation, opset ...
+
+    def with_readback(self, readback: Readback) -> "Artifact":
+        return replace(self, report=replace(self.report, readback=readback))
+
+
+@dataclass(frozen=True)
+class ReferenceRequest:
+    """Sample inputs a target wants reference logits for, beyond the package's own test vectors
+    (LiteRT: one padded prompt per prefill signature; ExecuTorch: its BundledProgram's cases).
+    The pipeline runs the reference: prefill ``prompt`` from position 0, then feed ``decode``, or
+    ``greedy_steps`` tokens of the reference's own argmax continuation."""
+
+    name: str
+    prompt: tuple[int, ...]
+    decode: tuple[int, ...] = ()
+    greedy_steps: int = 0
+
+
+@dataclass(frozen=True)
+class ReferenceTrace:
+    """What the reference computed for one request: ``prefill_logits`` [S, V], ``decode_logits`` [D, V]."""
+
+    request: ReferenceRequest
+    prefill_logits: np.ndarray
+    decode_ids: tuple[int, ...]
+    decode_logits: np.ndarray
 
 
 class Runner(Protocol):
@@ -100,8 +127,10 @@ class Runner(Protocol):
 class Target(Protocol):
     """Every member is required (no ``hasattr`` probes anywhere). The pipeline calls, in order:
     ``capabilities`` and ``preflight`` (before any slow work), ``layout``/``consumes``/``cache_update``
-    (tracing), ``lower``, ``readback`` (quantized packages), ``tolerance`` (written into the manifest;
-    the ladder reads it from there), then ``check``, ``runner`` and ``extra_vectors`` in the ladder."""
+    (tracing), ``lower``, ``readback`` (quantized packages), ``reference_requests`` and
+    ``write_reference`` (the pipeline runs the reference on the requests; a target never does),
+    ``tolerance`` (written into the manifest; the ladder reads it from there), then ``check``,
+    ``runner`` and ``extra_vectors`` in the ladder."""
 
     name: TargetName
     options_type: type
@@ -117,6 +146,9 @@ class Target(Protocol):
     # how the runtime executes the plan where that differs from the plan's numerics (dynamic
     # activation blocks / asymmetry, bf16 scales); the pipeline's fake-quant reference follows it
     def executed_quant(self, options, plan) -> ExecutedQuant: ...
+    def reference_requests(self, spec, options, trace_cfg) -> tuple[ReferenceRequest, ...]: ...
+    # store the reference's answers in the target's own format; returns the files written
+    def write_reference(self, pkg_dir: Path, options, traces: tuple[ReferenceTrace, ...]) -> tuple[str, ...]: ...
     def check(self, pkg_dir: Path, manifest: dict) -> list[str]: ...
     def runner(self, pkg_dir: Path, manifest: dict) -> Runner: ...
     # target-specific reference checks beyond the package's test vectors (e.g. one per LiteRT
@@ -124,5 +156,5 @@ class Target(Protocol):
     def extra_vectors(self, pkg_dir: Path, manifest: dict, runner: Runner, tol: Tolerance) -> dict | None: ...
 
 
-__all__ = ["Artifact", "Capabilities", "Consumes", "Readback", "Runner", "Target", "TargetName", "Tolerance",
-           "Unsupported"]
+__all__ = ["Artifact", "Capabilities", "Consumes", "IoSignature", "KvCacheInfo", "Readback", "ReferenceRequest",
+           "ReferenceTrace", "Report", "Runner", "RuntimeInfo", "Target", "TargetName", "TensorSig", "Tolerance", "Unsupported", "freeze"]

@@ -23,7 +23,7 @@ def write_tiny_instruct(path: Path, *, max_pos: int = 256, seed: int = 0, stop_w
     ``template_in``: "jinja" (chat_template.jinja), "tokenizer_config" or "chat_template_json"."""
     import transformers as tf
 
-    from slmpack.exporter.inputs import demo_model_dir
+    from slmpack.bundled import demo_model_dir
 
     path.mkdir(parents=True, exist_ok=True)
     tok = tf.PreTrainedTokenizerFast(tokenizer_file=str(demo_model_dir() / "tokenizer.json"),

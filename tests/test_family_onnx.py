@@ -12,7 +12,7 @@ import torch
 
 from slmpack import api
 from slmpack.config import ExportConfig, TraceConfig, ValidationConfig
-from slmpack.exporter.inputs import demo_model_dir
+from slmpack.bundled import demo_model_dir
 from tests.tiny_families import FAMILIES, family_config
 
 NEW = 40

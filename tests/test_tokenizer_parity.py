@@ -8,7 +8,7 @@ import pytest
 
 from slmpack import api
 from slmpack.config import ExportConfig, TraceConfig, ValidationConfig
-from slmpack.exporter import tokenizer_parity as tp
+from slmpack import tokenizer_parity as tp
 from tests.tiny_models import write_tiny_model
 from tests.tokenizer_kinds import KINDS, write_tokenizer
 

@@ -68,7 +68,7 @@ def write_tiny_model(path: Path, family: str = "llama", seed: int = 0, *, varied
               for k, v in sd.items()}
         save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
     if demo_tokenizer:
-        from slmpack.exporter.inputs import demo_model_dir
+        from slmpack.bundled import demo_model_dir
 
         for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
             shutil.copyfile(demo_model_dir() / name, path / name)

@@ -11,7 +11,7 @@ KINDS = ("byte_level_bpe", "sentencepiece_bpe_byte_fallback", "unigram_byte_fall
 
 
 def _texts() -> list[str]:
-    from slmpack.exporter.inputs import demo_data_dir
+    from slmpack.bundled import demo_data_dir
 
     return (demo_data_dir() / "calibration.txt").read_text(encoding="utf-8").splitlines()
 
@@ -71,7 +71,7 @@ def wordpiece():
 
 def write_tokenizer(kind: str, into: Path) -> Path:
     """Write ``kind``'s tokenizer.json (and a matching tokenizer_config.json) into ``into``."""
-    from slmpack.exporter.inputs import demo_model_dir
+    from slmpack.bundled import demo_model_dir
 
     if kind == "byte_level_bpe":
         shutil.copyfile(demo_model_dir() / "tokenizer.json", into / "tokenizer.json")

@@ -19,7 +19,7 @@ import torch  # noqa: F401
 
 with atheris.instrument_imports(include=["slmpack"]):
     from slmpack.errors import SlmpackError
-    from slmpack.exporter.confine import parse_json
+    from slmpack.confine import parse_json
     from slmpack.exporter.config_checks import check_config
     from slmpack.exporter.safetensors_reader import load_tensors
     from slmpack.exporter.spec import spec_from_config

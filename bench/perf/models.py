@@ -13,9 +13,9 @@ SMOLLM = dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_
 
 
 def demo_dir() -> Path:
-    from slmpack.exporter import inputs
+    from slmpack.bundled import demo_model_dir
 
-    return Path(inputs.demo_model_dir())
+    return Path(demo_model_dir())
 
 
 def smollm_shaped(workdir: Path, layers: int = 30, seed: int = 0) -> Path:

@@ -10,9 +10,9 @@ from safetensors.numpy import save_file
 
 from slmpack.config import ExportConfig
 from slmpack.errors import UnsupportedError
-from slmpack.exporter import confine
+from slmpack import confine
 from slmpack.exporter.checkpoint import as_root, checkpoint_digest, load_state_dict, weight_files
-from slmpack.exporter.confine import ModelRoot
+from slmpack.confine import ModelRoot
 from slmpack.exporter.inputs import MAX_TOKENIZER_BYTES
 from slmpack.exporter.encoder.ladder import run_encoder_ladder
 from slmpack.exporter.encoder.program import trace_encoder
@@ -90,8 +90,8 @@ def manifest_for(spec: EncoderSpec, et, artifact, programs, digest, model_dir, f
                     "max_sequence": spec.max_sequence, "max_batch": et.max_batch, "id2label": list(spec.id2label),
                     "pooling": spec.sentence.pooling.value if spec.sentence else None,
                     "normalize": bool(spec.sentence and spec.sentence.normalize)},
-        "io": artifact.io, "kv_cache": artifact.kv_cache, "runtime": artifact.runtime,
-        "tolerance": {"atol": et.tolerance.atol, "rtol": et.tolerance.rtol}, "report": artifact.report,
+        "io": artifact.io.to_json(), "kv_cache": {"layout": "none"}, "runtime": artifact.runtime.to_json(),
+        "tolerance": {"atol": et.tolerance.atol, "rtol": et.tolerance.rtol}, "report": artifact.report.to_json(),
         "toolchain": toolchain, "tokenizer": {"files": sorted(f for f in files if f in TOKENIZER_FILES)},
         "test_vectors": {"file": "test_vectors.safetensors", "eval_text": sentences_src, "reference": "fp32"},
     }

@@ -12,7 +12,7 @@ SENTENCES_FILE = "encoder_sentences.txt"
 def load_sentences(path: Path | None = None) -> tuple[list[str], str]:
     """The sentences and where they came from (a file name, for the manifest)."""
     if path is None:
-        from slmpack.exporter.inputs import demo_data_dir
+        from slmpack.bundled import demo_data_dir
 
         path = demo_data_dir() / SENTENCES_FILE
     path = Path(path)

@@ -141,7 +141,7 @@ class EncoderSpec:
 
 def _read_json(path: Path):
     """Through the confined reader: a regular file (no symlink, FIFO or device), bounded depth."""
-    from slmpack.exporter import confine
+    from slmpack import confine
 
     return confine.read_json(confine.ModelRoot(path.parent), path.name)
 

@@ -90,7 +90,7 @@ def _gate_devices(u: BuildUnit) -> None:
     if not u.entry.devices:
         return
     from slmpack.device_tests import fit_check
-    from slmpack.exporter.inputs import demo_model_dir
+    from slmpack.bundled import demo_model_dir
 
     model = u.entry.model or demo_model_dir()
     for d in u.entry.devices:

@@ -122,7 +122,7 @@ def _source_digest() -> str:
 
 def unit_inputs(unit: BuildUnit, hasher: FileHasher) -> dict:
     """The canonical description of everything ``unit``'s package depends on."""
-    from slmpack.exporter.inputs import demo_model_dir
+    from slmpack.bundled import demo_model_dir
 
     e = unit.entry
     model = e.model if e.model is not None else demo_model_dir()
@@ -145,7 +145,7 @@ def unit_inputs(unit: BuildUnit, hasher: FileHasher) -> dict:
 
 def input_files(unit: BuildUnit) -> list[Path]:
     """Every file the package's key reads (for build systems' DEPENDS / inputs), sorted."""
-    from slmpack.exporter.inputs import demo_model_dir
+    from slmpack.bundled import demo_model_dir
 
     e = unit.entry
     roots = [(e.model or demo_model_dir(), False)] + [(v, True) for v in (e.quant_plan, e.calib_data, e.eval_text,

@@ -25,7 +25,7 @@ import numpy as np
 from slmpack.errors import ToolchainError, UnsupportedError
 from slmpack.exporter.kv_cache import CacheLayout
 from slmpack.runtime.chat import TEMPLATE_FILE
-from slmpack.targets.base import Artifact
+from slmpack.targets.base import Artifact, IoSignature, KvCacheInfo, Report, RuntimeInfo, freeze
 from slmpack.targets.coreml import names, normalize as _normalize
 from slmpack.targets.coreml.llm_metadata import llm_metadata
 from slmpack.targets.coreml.ops import IOS18, unsupported_features
@@ -197,19 +197,20 @@ def lower(programs, spec, options: CoreMLOptions, out_dir: Path, gen: dict, plan
 
     io, kv_cache, op_types = describe(path, spec, options, layout, cfg)
     return Artifact(
-        primary=PACKAGE, files=[f"{PACKAGE}/{f}" for f in files], io=io, kv_cache=kv_cache,
-        runtime={"name": "coreml", "min_version": options.deployment_target.runtime_label,
+        primary=PACKAGE, files=tuple(f"{PACKAGE}/{f}" for f in files), io=IoSignature.from_json(io),
+        kv_cache=KvCacheInfo.from_json(kv_cache),
+        runtime=RuntimeInfo("coreml", options.deployment_target.runtime_label, freeze({
                  "deployment_target": options.deployment_target.value,
                  "compute_units": options.compute_units.value,
                  "compute_precision": options.compute_precision.value,
-                 "specification_version": options.deployment_target.level},
-        report={"passes": counts, "op_types": op_types, "options": options.to_json(),
+                 "specification_version": options.deployment_target.level})),
+        report=Report.from_json({"passes": counts, "op_types": op_types, "options": options.to_json(),
                 "precision": options.compute_precision.value,
                 **attention_report(counts, spec, options),
                 "fp32_ops_in_fp16_program": ([*FP32_STATISTICS, "add (after reduce_mean)"]
                                              if options.compute_precision is ComputePrecision.FP16 else []),
                 **({"quantization": {"encoding": next(iter(encoded.values()))["encoding"] if encoded else None,
-                                     "tensors": encoded}} if encoded is not None else {})},
+                                     "tensors": encoded}} if encoded is not None else {})}),
     )
 
 

@@ -4,8 +4,9 @@ inputs, execute, verify the outputs) without Python or slmpack.
 
 The cases are stateful and must run in order on one freshly loaded method: case 0 prefills
 ``PROMPT`` tokens at positions 0..P-1, cases 1..D decode the reference's greedy continuation one
-token at a time. Expected outputs are the eager fp32 reference's logits; a device checks them
-with the package's declared tolerance (manifest ``tolerance``).
+token at a time. The target declares the prompt (``request``); the pipeline runs the reference
+(the package's own, fake-quant for a quantized package) and the bundle stores its logits; a
+device checks them with the package's declared tolerance (manifest ``tolerance``).
 """
 from __future__ import annotations
 
@@ -14,40 +15,39 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slmpack.exporter.reference_runner import ReferenceRunner
+from slmpack.targets.base import ReferenceRequest, ReferenceTrace
 
 PROMPT, DECODE = 8, 4
 METHOD = "forward"
 
 
-def test_cases(ref, max_prompt: int) -> list[tuple[tuple, torch.Tensor]]:
+def request(vocab_size: int, max_prompt: int) -> ReferenceRequest:
     rng = np.random.default_rng(0)
-    prompt = rng.integers(0, ref.spec.vocab_size, min(PROMPT, max_prompt), dtype=np.int64)
-    runner = ReferenceRunner(ref)
-    logits = runner.prefill(prompt)
-    v = ref.spec.vocab_size
+    prompt = rng.integers(0, vocab_size, min(PROMPT, max_prompt), dtype=np.int64)
+    return ReferenceRequest("bundle", tuple(int(t) for t in prompt), greedy_steps=DECODE)
+
+
+def test_cases(trace: ReferenceTrace) -> list[tuple[tuple, torch.Tensor]]:
+    v = trace.prefill_logits.shape[-1]
 
     def t(x) -> torch.Tensor:  # a fresh contiguous tensor (numpy's new axes have stride 0)
         return torch.tensor(np.asarray(x, dtype=np.float32)).reshape(1, -1, v)
 
-    cases = [((torch.tensor(prompt).reshape(1, -1), torch.arange(len(prompt))), t(logits))]
-    pos = len(prompt)
-    for _ in range(DECODE):
-        tok = int(np.argmax(logits[-1]))
-        logits = runner.decode(tok, pos)[None]
-        cases.append(((torch.tensor([[tok]]), torch.tensor([pos])), t(logits)))
-        pos += 1
+    prompt = torch.tensor(trace.request.prompt, dtype=torch.long)
+    cases = [((prompt.reshape(1, -1), torch.arange(len(prompt))), t(trace.prefill_logits))]
+    for i, (tok, logits) in enumerate(zip(trace.decode_ids, trace.decode_logits)):
+        cases.append(((torch.tensor([[tok]]), torch.tensor([len(prompt) + i])), t(logits[None])))
     return cases
 
 
-def write_bundle(et_program, ref, trace_cfg, path: Path) -> str:
+def write_bundle(pte: Path, trace: ReferenceTrace, path: Path) -> str:
     from executorch.devtools import BundledProgram
     from executorch.devtools.bundled_program.config import MethodTestCase, MethodTestSuite
     from executorch.devtools.bundled_program.serialize import serialize_from_bundled_program_to_flatbuffer
 
-    cases = [MethodTestCase(inputs=list(inp), expected_outputs=[out])
-             for inp, out in test_cases(ref, trace_cfg.max_prompt)]
-    bundle = BundledProgram(et_program, [MethodTestSuite(method_name=METHOD, test_cases=cases)])
+    cases = [MethodTestCase(inputs=list(inp), expected_outputs=[out]) for inp, out in test_cases(trace)]
+    bundle = BundledProgram(None, pte_file_path=str(pte),
+                            method_test_suites=[MethodTestSuite(method_name=METHOD, test_cases=cases)])
     path.write_bytes(serialize_from_bundled_program_to_flatbuffer(bundle))
     return path.name
 

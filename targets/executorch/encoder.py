@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from slmpack.targets.base import Artifact
+from slmpack.targets.base import Artifact, IoSignature, Report, RuntimeInfo, freeze
 from slmpack.targets.executorch.lower import MODEL_FILE, _fail, emit
 from slmpack.targets.executorch.partition import partitioner
 from slmpack.targets.tflite.encoder import sample_kwargs, signature_lengths, signature_name
@@ -77,16 +77,16 @@ def lower_encoder(programs, spec, out_dir: Path) -> Artifact:
     shape = {"sentence_embedding": [1, spec.hidden_size], "logits": [1, len(spec.id2label)],
              "last_hidden_state": [1, "n", spec.hidden_size]}[programs.output_name]
     return Artifact(
-        primary=MODEL_FILE, files=[MODEL_FILE],
-        io={"methods": [signature_name(n) for n in lengths], "lengths": list(lengths), "batch": 1,
+        primary=MODEL_FILE, files=(MODEL_FILE,),
+        io=IoSignature.from_json({"methods": [signature_name(n) for n in lengths], "lengths": list(lengths), "batch": 1,
             "inputs": [{"name": n, "dtype": "int64", "shape": [1, "n"]} for n in programs.input_names],
-            "outputs": [{"name": programs.output_name, "dtype": "float32", "shape": shape}]},
-        kv_cache={"layout": "none"},
-        runtime={"name": "executorch", "min_version": "1.5.0", "backends": delegates, "operators": operators},
-        report={"delegation": rep, "pte_bytes": len(et_program.buffer), "methods": len(lengths),
+            "outputs": [{"name": programs.output_name, "dtype": "float32", "shape": shape}]}),
+        kv_cache=None,
+        runtime=RuntimeInfo("executorch", "1.5.0", freeze({"backends": delegates, "operators": operators})),
+        report=Report.from_json({"delegation": rep, "pte_bytes": len(et_program.buffer), "methods": len(lengths),
                 "summary": f"{len(lengths)} static methods ({', '.join(map(str, lengths))}); XNNPACK: "
                            f"{rep['xnnpack_partitions']} partitions, {rep['delegated_op_count']} ops delegated, "
-                           f"{rep['portable_op_count']} not ({', '.join(rep['portable_ops']) or '-'})"},
+                           f"{rep['portable_op_count']} not ({', '.join(rep['portable_ops']) or '-'})"}),
     )
 
 

@@ -22,7 +22,7 @@ from torch.export import Dim, ExportedProgram, export
 
 from slmpack.errors import ErrorCode, ToolchainError
 from slmpack.exporter.reference import ReferenceModel
-from slmpack.targets.base import Artifact
+from slmpack.targets.base import Artifact, IoSignature, KvCacheInfo, Report, RuntimeInfo, freeze
 from slmpack.targets.executorch import delegation
 from slmpack.targets.executorch.metadata import constant_methods
 from slmpack.targets.executorch.options import ExecuTorchOptions, Sdpa
@@ -116,33 +116,29 @@ def lower(programs, spec, options: ExecuTorchOptions, out_dir: Path, gen: dict, 
     report = delegation.report(edge.exported_program(METHOD), cfg.max_prompt, cfg.max_context)
     et_program = emit(edge)
     (out_dir / MODEL_FILE).write_bytes(et_program.buffer)
-    files = [MODEL_FILE]
-    if options.bundled_program:
-        from slmpack.targets.executorch.bundle import write_bundle
-
-        files.append(write_bundle(et_program, ref, cfg, out_dir / BUNDLE_FILE))
+    files = [MODEL_FILE]   # model.bpte (options.bundled_program) follows: ExecuTorchTarget.write_reference
     operators, delegates = program_operators(et_program)
     kv_dtype = str(cache_dtype(options)).replace("torch.", "")
     kv_shape = ([1, "max_context", spec.num_kv_heads, spec.head_dim] if custom
                 else [1, spec.num_kv_heads, "max_context", spec.head_dim])
     logits_dtype = str(options.precision.torch_dtype).replace("torch.", "")
     return Artifact(
-        primary=MODEL_FILE, files=files,
-        io={"method": METHOD,
+        primary=MODEL_FILE, files=tuple(files),
+        io=IoSignature.from_json({"method": METHOD,
             "inputs": [{"name": "tokens", "dtype": "int64", "shape": [1, "seq_len"]},
                        {"name": "input_pos", "dtype": "int64", "shape": ["seq_len"]}],
             "outputs": [{"name": "logits", "dtype": logits_dtype, "shape": [1, "seq_len", spec.vocab_size]}],
-            "seq_len": [1, cfg.max_prompt], "constant_methods": methods},
-        kv_cache={"layout": "buffer", "dtype": kv_dtype, "shape": kv_shape, "per_layer": ["k_cache", "v_cache"],
-                  "update": "llama::update_cache" if custom else "index_copy_", "max_context": cfg.max_context},
-        runtime={"name": "executorch", "min_version": "1.5.0", "backends": delegates, "operators": operators,
+            "seq_len": [1, cfg.max_prompt], "constant_methods": methods}),
+        kv_cache=KvCacheInfo("buffer", kv_dtype, tuple(kv_shape), cfg.max_context, freeze({
+            "per_layer": ["k_cache", "v_cache"], "update": "llama::update_cache" if custom else "index_copy_"})),
+        runtime=RuntimeInfo("executorch", "1.5.0", freeze({"backends": delegates, "operators": operators,
                  "kernel_libraries": ["portable"] + (["llm_custom_ops (EXECUTORCH_BUILD_KERNELS_LLM)"]
                                                      if any(o.startswith("llama::") for o in operators) else []),
-                 "llm_runner": "executorch.extension.llm.runner.TextLLMRunner"},
-        report={"precision": options.precision.value, "sdpa": options.sdpa.value, "source_transforms": transforms,
+                 "llm_runner": "executorch.extension.llm.runner.TextLLMRunner"})),
+        report=Report.from_json({"precision": options.precision.value, "sdpa": options.sdpa.value, "source_transforms": transforms,
                 # attention + KV-cache update as one kernel: llama::custom_sdpa per layer, counted in the graph
                 "attention_blocks_fused": f"{report.get('portable_ops', {}).get('llama.custom_sdpa.default', 0)}"
                                           f"/{spec.num_layers}",
                 "quantization": quant, "delegation": report, "pte_bytes": len(et_program.buffer),
-                "summary": delegation.summary_line(report)},
+                "summary": delegation.summary_line(report)}),
     )

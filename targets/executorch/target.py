@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from slmpack.exporter.kv_cache import CacheLayout, CacheUpdate
-from slmpack.targets.base import (Artifact, Capabilities, Consumes, ExecutedQuant, Readback, TargetName, Tolerance,
-                                  Unsupported)
+from slmpack.targets.base import (Artifact, Capabilities, Consumes, ExecutedQuant, Readback, ReferenceRequest,
+                                  ReferenceTrace, TargetName, Tolerance, Unsupported)
 from slmpack.targets.executorch import lower as _lower
 from slmpack.targets.executorch.ops import unsupported_features
 from slmpack.targets.executorch.options import ExecuTorchOptions
@@ -71,6 +71,18 @@ class ExecuTorchTarget:
 
     def extra_vectors(self, pkg_dir: Path, manifest: dict, runner, tol: Tolerance) -> None:
         return None
+
+    def reference_requests(self, spec, options: ExecuTorchOptions, trace_cfg) -> tuple[ReferenceRequest, ...]:
+        """The BundledProgram's cases (model.bpte), when ``bundled_program`` is asked for."""
+        from slmpack.targets.executorch.bundle import request
+
+        return (request(spec.vocab_size, trace_cfg.max_prompt),) if options.bundled_program else ()
+
+    def write_reference(self, pkg_dir: Path, options, traces: tuple[ReferenceTrace, ...]) -> tuple[str, ...]:
+        from slmpack.targets.executorch.bundle import write_bundle
+
+        pkg_dir = Path(pkg_dir)
+        return tuple(write_bundle(pkg_dir / _lower.MODEL_FILE, t, pkg_dir / _lower.BUNDLE_FILE) for t in traces)
 
     def lower(self, programs, spec, options: ExecuTorchOptions, out_dir: Path, gen: dict, plan=None) -> Artifact:
         return _lower.lower(programs, spec, options, out_dir, gen, plan)

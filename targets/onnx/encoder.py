@@ -18,8 +18,9 @@ import onnx
 import torch
 
 from slmpack.errors import ToolchainError
-from slmpack.targets.base import Artifact
-from slmpack.targets.onnx.lower import MODEL_FILE, _vi, check, normalize
+from slmpack.runtime.records import PassResult, passes_to_json
+from slmpack.targets.base import Artifact, Report, RuntimeInfo
+from slmpack.targets.onnx.lower import MODEL_FILE, check, io_signature, normalize
 
 ENCODER_OPSET = 18
 # ORT contrib ops the fusions produce, counted in the manifest's report
@@ -47,7 +48,7 @@ def fuse(model, num_layers: int) -> tuple[object, dict]:
     attn = counts["MultiHeadAttention"] + counts["Attention"]
     return model, {"fusions": counts, "attention_blocks_fused": f"{attn}/{num_layers}",
                    "gelu_fused": f"{counts['BiasGelu'] + counts['FastGelu'] + counts['Gelu']}/{num_layers}",
-                   "fusion_passes": {k: int(v) for k, v in sorted(passes.items())}}
+                   "fusion_passes": passes_to_json(tuple(PassResult(k, int(v)) for k, v in passes.items()))}
 
 
 def name_dims(model: onnx.ModelProto) -> None:
@@ -70,14 +71,14 @@ def lower_encoder(programs, spec, out_dir: Path) -> Artifact:
     normalize(model)
     onnx.save_model(model, str(out_dir / MODEL_FILE))
     check(out_dir)
-    io = {"inputs": [_vi(v) for v in model.graph.input], "outputs": [_vi(v) for v in model.graph.output]}
     ops = sorted({f"{n.domain or 'ai.onnx'}::{n.op_type}" for n in model.graph.node})
-    return Artifact(primary=MODEL_FILE, files=[MODEL_FILE], io=io, kv_cache={"layout": "none"},
-                    runtime={"name": "onnxruntime", "min_version": "1.20.0"},
-                    report={"opset": ENCODER_OPSET, "node_count": len(model.graph.node), "op_types": ops, **fused,
-                            "summary": f"fused {fused['attention_blocks_fused']} attention, "
-                                       f"{fused['fusions']['SkipLayerNormalization']} SkipLayerNormalization, "
-                                       f"{fused['gelu_fused']} GELU"})
+    return Artifact(primary=MODEL_FILE, files=(MODEL_FILE,), io=io_signature(model), kv_cache=None,
+                    runtime=RuntimeInfo("onnxruntime", "1.20.0"),
+                    report=Report.from_json({
+                        "opset": ENCODER_OPSET, "node_count": len(model.graph.node), "op_types": ops, **fused,
+                        "summary": f"fused {fused['attention_blocks_fused']} attention, "
+                                   f"{fused['fusions']['SkipLayerNormalization']} SkipLayerNormalization, "
+                                   f"{fused['gelu_fused']} GELU"}))
 
 
 def check_encoder(pkg_dir: Path, manifest: dict) -> list[str]:

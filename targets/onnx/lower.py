@@ -26,7 +26,7 @@ from onnx_ir.passes import common as ir_passes
 
 from slmpack.errors import ToolchainError
 from slmpack.runtime.records import passes_to_json
-from slmpack.targets.base import Artifact
+from slmpack.targets.base import Artifact, IoSignature, KvCacheInfo, Report, RuntimeInfo, TensorSig, freeze
 from slmpack.targets.onnx import names, quantize
 from slmpack.targets.onnx.fusions import (fuse_group_query_attention, fuse_rms_normalization, fuse_rotary_embedding,
                                           fuse_skip_simplified_layer_norm)
@@ -165,22 +165,20 @@ def lower(programs, spec, options: OnnxOptions, out_dir: Path, gen: dict, plan=N
     (out_dir / "genai_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     files.append("genai_config.json")
     ops = sorted({f"{n.domain or 'ai.onnx'}::{n.op_type}" for n in model.graph.node})
-    io = {
-        "inputs": [_vi(v) for v in model.graph.input],
-        "outputs": [_vi(v) for v in model.graph.output],
-    }
     return Artifact(
-        primary=MODEL_FILE, files=files, io=io,
-        kv_cache={"layout": "io_concat", "dtype": "float32",
-                  "shape": ["batch_size", "num_kv_heads", "sequence", "head_dim"],
-                  "past_present_share_buffer": False},
-        runtime={"name": "onnxruntime", "min_version": "1.20.0" if qreport is None else quantize.MIN_ORT},
-        report={"opset": options.opset, "node_count": len(model.graph.node), "op_types": ops,
-                **fused, **({"quantization": qreport} if qreport is not None else {})},
+        primary=MODEL_FILE, files=tuple(files), io=io_signature(model),
+        kv_cache=KvCacheInfo("io_concat", "float32", ("batch_size", "num_kv_heads", "sequence", "head_dim"),
+                             details=freeze({"past_present_share_buffer": False})),
+        runtime=RuntimeInfo("onnxruntime", "1.20.0" if qreport is None else quantize.MIN_ORT),
+        report=Report.from_json({"opset": options.opset, "node_count": len(model.graph.node), "op_types": ops,
+                                 **fused, **({"quantization": qreport} if qreport is not None else {})}),
     )
 
 
-def _vi(v) -> dict:
+def io_signature(model) -> IoSignature:
+    return IoSignature(tuple(_sig(v) for v in model.graph.input), tuple(_sig(v) for v in model.graph.output))
+
+
+def _sig(v) -> TensorSig:
     dtype = onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name
-    shape = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
-    return {"name": v.name, "dtype": dtype, "shape": shape}
+    return TensorSig(v.name, dtype, tuple(d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim))

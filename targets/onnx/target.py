@@ -7,7 +7,7 @@ import onnx
 
 from slmpack.exporter.kv_cache import CacheLayout, CacheUpdate
 from slmpack.targets.base import (Artifact, Capabilities, Consumes, DynamicActivation, ExecutedQuant, Readback,
-                                  TargetName, Tolerance, Unsupported)
+                                  ReferenceRequest, ReferenceTrace, TargetName, Tolerance, Unsupported)
 from slmpack.targets.onnx import lower as _lower
 from slmpack.targets.onnx.names import input_names, output_names
 from slmpack.targets.onnx.ops import unsupported_features
@@ -62,6 +62,12 @@ class OnnxTarget:
 
     def extra_vectors(self, pkg_dir: Path, manifest: dict, runner, tol: Tolerance) -> None:
         return None
+
+    def reference_requests(self, spec, options, trace_cfg) -> tuple[ReferenceRequest, ...]:
+        return ()   # the package's own test vectors are all it needs
+
+    def write_reference(self, pkg_dir: Path, options, traces: tuple[ReferenceTrace, ...]) -> tuple[str, ...]:
+        return ()
 
     def lower(self, programs, spec, options: OnnxOptions, out_dir: Path, gen: dict, plan=None) -> Artifact:
         return _lower.lower(programs, spec, options, out_dir, gen, plan)

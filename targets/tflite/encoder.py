@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from slmpack.errors import SlmpackError, ToolchainError
-from slmpack.targets.base import Artifact
+from slmpack.targets.base import Artifact, IoSignature, Report, RuntimeInfo
 
 MODEL_FILE = "model.tflite"
 LENGTHS = (32, 128, 256, 512)
@@ -82,14 +82,14 @@ def lower_encoder(programs, spec, out_dir: Path) -> Artifact:
     (out_dir / MODEL_FILE).write_bytes(data)
     sigs = load_interpreter(data).get_signature_list()
     return Artifact(
-        primary=MODEL_FILE, files=[MODEL_FILE],
-        io={"signatures": {k: {"inputs": sorted(v["inputs"]), "outputs": sorted(v["outputs"])}
+        primary=MODEL_FILE, files=(MODEL_FILE,),
+        io=IoSignature.from_json({"signatures": {k: {"inputs": sorted(v["inputs"]), "outputs": sorted(v["outputs"])}
                            for k, v in sorted(sigs.items())},
-            "lengths": list(lengths), "batch": 1, "token_dtype": "int32"},
-        kv_cache={"layout": "none"}, runtime={"name": "ai-edge-litert", "min_version": "2.0.0"},
-        report={"signatures": len(lengths), "tflite_bytes": len(data),
+            "lengths": list(lengths), "batch": 1, "token_dtype": "int32"}),
+        kv_cache=None, runtime=RuntimeInfo("ai-edge-litert", "2.0.0"),
+        report=Report.from_json({"signatures": len(lengths), "tflite_bytes": len(data),
                 "summary": f"{len(lengths)} fixed-length signatures ({', '.join(map(str, lengths))}), batch 1; "
-                           "the runtime pads to the smallest that fits and masks the padding"})
+                           "the runtime pads to the smallest that fits and masks the padding"}))
 
 
 def check_encoder(pkg_dir: Path, manifest: dict) -> list[str]:

@@ -1,4 +1,4 @@
-"""LiteRT lowering pipeline: reference module -> model.tflite (+ model.litertlm, per-signature vectors).
+"""LiteRT lowering pipeline: reference module -> model.tflite (+ model.litertlm).
 
 The steps, in order (each a small function below):
   1. wrap       LiteRTDecoder over the traced reference module (litert-torch I/O names, DUS cache
@@ -10,8 +10,10 @@ The steps, in order (each a small function below):
   4. ops        op inventory, composites found, Flex / unknown custom ops are an error (ops.py)
   5. load       LiteRT's own verifier + interpreter build (runner.load_interpreter); signature check
   6. save       model.tflite
-  7. vectors    test_vectors_tflite.safetensors: reference logits through every prefill signature
-  8. bundle     model.litertlm for LiteRT-LM (litertlm.py), when the package has a tokenizer.json
+  7. bundle     model.litertlm for LiteRT-LM (litertlm.py), when the package has a tokenizer.json
+
+The pipeline then writes test_vectors_tflite.safetensors: the reference through every prefill
+signature, on the inputs ``TFLiteTarget.reference_requests`` declares (vectors.py).
 """
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ from pathlib import Path
 import torch
 
 from slmpack.errors import SlmpackError, ToolchainError
-from slmpack.targets.base import Artifact
-from slmpack.targets.tflite import names, ops, quantize, vectors
+from slmpack.targets.base import Artifact, IoSignature, KvCacheInfo, Report, RuntimeInfo, freeze
+from slmpack.targets.tflite import names, ops, quantize
 from slmpack.targets.tflite.litertlm import build_bundle
 from slmpack.targets.tflite.module import LiteRTDecoder, sample_inputs
 from slmpack.targets.tflite.options import TFLiteOptions
@@ -110,31 +112,24 @@ def lower(programs, spec, options: TFLiteOptions, out_dir: Path, gen: dict, plan
     load_interpreter(data)   # LiteRT's verifier and op resolution, on bytes we verified first
     (out_dir / MODEL_FILE).write_bytes(data)
     files = [MODEL_FILE]
-    if plan is not None:   # the reference the runtime is compared with: dynamic activations fake-quantized too
-        from slmpack.exporter.fake_quant import activation_fake_quant
-
-        with activation_fake_quant(programs.module.ref, plan):
-            files.append(vectors.write(out_dir, programs.module.ref, lengths, spec.vocab_size))
-    else:
-        files.append(vectors.write(out_dir, programs.module.ref, lengths, spec.vocab_size))
     bundle = None
     if options.litertlm and (out_dir / "tokenizer.json").is_file():
         bundle = build_bundle(out_dir, MODEL_FILE, out_dir / "tokenizer.json", spec, gen, cfg.max_context)
         files.append(bundle["file"])
     return Artifact(
-        primary=MODEL_FILE, files=files,
-        io={"signatures": {k: {"inputs": names.describe(sig.inputs), "outputs": names.describe(sig.outputs)}
+        primary=MODEL_FILE, files=tuple(files),
+        io=IoSignature.from_json({"signatures": {k: {"inputs": names.describe(sig.inputs), "outputs": names.describe(sig.outputs)}
                            for k, sig in sorted(summary.signatures.items())},
             "prefill_lengths": list(lengths), "token_dtype": "int32",
             "input_order": names.input_names(spec.num_layers),
-            "output_order": names.output_names(spec.num_layers)},
-        kv_cache={"layout": "io_static", "dtype": "float32", "names": names.cache_names(spec.num_layers),
-                  "shape": ["batch", "num_kv_heads", "max_context", "head_dim"],
-                  "max_context": cfg.max_context, "update": "dynamic_update_slice at input_pos[0]",
-                  "padding": "rows past the prompt write cache rows past the prompt only"},
-        runtime={"name": "ai-edge-litert", "min_version": "2.3.0",
-                 **({"litert_lm": bundle} if bundle else {})},
-        report={"precision": options.precision.value,
+            "output_order": names.output_names(spec.num_layers)}),
+        kv_cache=KvCacheInfo("io_static", "float32", ("batch", "num_kv_heads", "max_context", "head_dim"),
+                             cfg.max_context, freeze({
+                                 "names": names.cache_names(spec.num_layers),
+                                 "update": "dynamic_update_slice at input_pos[0]",
+                                 "padding": "rows past the prompt write cache rows past the prompt only"})),
+        runtime=RuntimeInfo("ai-edge-litert", "2.3.0", freeze({"litert_lm": bundle} if bundle else {})),
+        report=Report.from_json({"precision": options.precision.value,
                 "tflite_bytes": len(data), "signatures": sorted(summary.signatures),
                 "composites": inventory["composites"], "op_types": inventory["ops"],
                 # one odml.scaled_dot_product_attention composite per layer in every signature
@@ -144,5 +139,5 @@ def lower(programs, spec, options: TFLiteOptions, out_dir: Path, gen: dict, plan
                 "custom_ops": inventory["custom_ops"], "flex_ops": [],
                 "verifier": "slmpack structural verifier + LiteRT flatbuffer verifier",
                 "litertlm": bundle["file"] if bundle else None,
-                **({"quantization": encoding} if encoding else {})},
+                **({"quantization": encoding} if encoding else {})}),
     )

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from slmpack.errors import SlmpackError
 from slmpack.exporter.kv_cache import CacheLayout, CacheUpdate
-from slmpack.targets.base import (Artifact, Capabilities, Consumes, ExecutedQuant, Readback, TargetName, Tolerance,
-                                  Unsupported)
+from slmpack.targets.base import (Artifact, Capabilities, Consumes, ExecutedQuant, Readback, ReferenceRequest,
+                                  ReferenceTrace, TargetName, Tolerance, Unsupported)
 from slmpack.targets.tflite import lower as _lower
 from slmpack.targets.tflite import litertlm, names, ops, quantize, vectors
 from slmpack.targets.tflite.options import TFLiteOptions, TFLitePrecision
@@ -91,6 +91,12 @@ class TFLiteTarget:
 
     def runner(self, pkg_dir: Path, manifest: dict, threads: int = 0) -> TFLiteRunner:
         return TFLiteRunner(Path(pkg_dir) / manifest["artifact"], threads=threads)
+
+    def reference_requests(self, spec, options: TFLiteOptions, trace_cfg) -> tuple[ReferenceRequest, ...]:
+        return vectors.requests(options.signature_lengths(trace_cfg.max_prompt), spec.vocab_size)
+
+    def write_reference(self, pkg_dir: Path, options, traces: tuple[ReferenceTrace, ...]) -> tuple[str, ...]:
+        return (vectors.write(Path(pkg_dir), traces),)
 
     def executed_quant(self, options, plan) -> ExecutedQuant:
         return ExecutedQuant()   # the plan's numbers (plans with dynamic activations are refused)

@@ -1,6 +1,7 @@
 """Per-signature test vectors: reference logits for a padded prompt through every ``prefill_<n>``
 signature, followed by two decode steps. Stored beside (never inside) the package's base
-``test_vectors.safetensors``, whose contract is target-independent."""
+``test_vectors.safetensors``, whose contract is target-independent. The target declares the
+inputs (``requests``); the pipeline runs the reference on them and hands back the traces."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from slmpack.exporter.reference_runner import ReferenceRunner
+from slmpack.targets.base import ReferenceRequest, ReferenceTrace
 
 FILE = "test_vectors_tflite.safetensors"
 DECODE_STEPS = 2
@@ -20,19 +21,25 @@ def prompt_length(n: int) -> int:
     return max(1, n - max(1, n // 4)) if n > 1 else 1
 
 
-def write(out_dir: Path, ref, lengths: tuple[int, ...], vocab_size: int) -> str:
+def requests(lengths: tuple[int, ...], vocab_size: int) -> tuple[ReferenceRequest, ...]:
+    """One seeded random prompt per signature (padding in play), then DECODE_STEPS given tokens."""
     rng = np.random.default_rng(0)
-    runner = ReferenceRunner(ref)
-    tensors = {}
+    out = []
     for n in lengths:
         k = prompt_length(n)
-        ids = rng.integers(0, vocab_size, k + DECODE_STEPS, dtype=np.int64)
-        runner.reset()
-        tensors[f"prefill_{n}/ids"] = ids[:k]
-        tensors[f"prefill_{n}/logits"] = runner.prefill(ids[:k]).astype(np.float32)
-        tensors[f"prefill_{n}/decode_ids"] = ids[k:]
-        tensors[f"prefill_{n}/decode_logits"] = np.stack(
-            [runner.decode(int(t), k + i) for i, t in enumerate(ids[k:])]).astype(np.float32)
+        ids = [int(t) for t in rng.integers(0, vocab_size, k + DECODE_STEPS, dtype=np.int64)]
+        out.append(ReferenceRequest(f"prefill_{n}", tuple(ids[:k]), tuple(ids[k:])))
+    return tuple(out)
+
+
+def write(out_dir: Path, traces: tuple[ReferenceTrace, ...]) -> str:
+    tensors = {}
+    for t in traces:
+        p = t.request.name
+        tensors[f"{p}/ids"] = np.asarray(t.request.prompt, dtype=np.int64)
+        tensors[f"{p}/logits"] = t.prefill_logits.astype(np.float32)
+        tensors[f"{p}/decode_ids"] = np.asarray(t.decode_ids, dtype=np.int64)
+        tensors[f"{p}/decode_logits"] = t.decode_logits.astype(np.float32)
     save_file(tensors, str(out_dir / FILE), metadata={"format": "slmpack-tflite-signature-vectors-1"})
     return FILE
 

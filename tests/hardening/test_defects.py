@@ -10,7 +10,7 @@ import pytest
 
 from slmpack.cli import main
 from slmpack.exporter.checkpoint import checkpoint_digest
-from slmpack.exporter.inputs import demo_model_dir
+from slmpack.bundled import demo_model_dir
 from slmpack.targets.base import Tolerance
 
 

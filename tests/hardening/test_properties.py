@@ -13,7 +13,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from slmpack.errors import BadInputError, SlmpackError
-from slmpack.exporter import confine
+from slmpack import confine
 from slmpack.exporter.checkpoint import weight_files
 from slmpack.exporter.config_checks import check_config, check_generation_config
 from slmpack.exporter.inputs import eos_ids

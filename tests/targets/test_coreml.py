@@ -33,7 +33,6 @@ from slmpack.targets.coreml import lower as coreml_lower
 from slmpack.targets.coreml.options import CoreMLOptions
 from slmpack.runtime.adapters.coreml import CoreMLRunner, InterpreterRunner, coreml_runtime_available, open_coreml
 from slmpack.runtime.integrity import read_manifest
-from slmpack.runtime.manifest_parts import KvCacheInfo
 from tests.tiny_models import write_tiny_model
 
 CTX, PROMPT = 48, 16
@@ -287,11 +286,11 @@ def test_quant_plan_numbers_are_packed_exactly(tiny, tmp_path, target, bits, gro
     programs = trace_programs(ref, CacheLayout.IO_STATIC, CFG.trace, update=CacheUpdate.SLICE)
     art = coreml_lower.lower(programs, spec, opts, tmp_path, {}, plan)
     n_quant = len({plan.owner(n) for n in plan.quantized_names()})
-    assert art.report["passes"]["apply_quant_plan"] == n_quant
+    assert art.report.details["passes"]["apply_quant_plan"] == n_quant
     op = {(4, False): "constexpr_blockwise_shift_scale", (8, False): "constexpr_affine_dequantize"}.get(
         (bits, palettize), "constexpr_lut_to_dense")
-    assert op in art.report["op_types"]
-    runner = InterpreterRunner(tmp_path / art.primary, KvCacheInfo.from_json(art.kv_cache), PROMPT, CTX)
+    assert op in art.report.details["op_types"]
+    runner = InterpreterRunner(tmp_path / art.primary, art.kv_cache, PROMPT, CTX)
     fake = ReferenceRunner(_ref(tiny, plan.fake_quant_state_dict(load_state_dict(tiny))))
     ids = np.arange(1, 12) % spec.vocab_size
     got, want = runner.prefill(ids), fake.prefill(ids)

@@ -19,7 +19,7 @@ import torch
 from slmpack import api
 from slmpack.config import ExportConfig, TraceConfig, ValidationConfig
 from slmpack.errors import BadInputError, UnsupportedError
-from slmpack.exporter.inputs import demo_model_dir
+from slmpack.bundled import demo_model_dir
 from slmpack.exporter.reference_runner import greedy
 from slmpack.exporter.spec import load_spec
 from slmpack.targets import registry

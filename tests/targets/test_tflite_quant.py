@@ -18,7 +18,7 @@ from slmpack.calibration.recipe import Recipe, Rule
 from slmpack.calibration.rtn import quantize_rtn
 from slmpack.calibration.schemes import ActivationMode, ActivationScheme, WeightScheme
 from slmpack.config import ExportConfig, TraceConfig
-from slmpack.exporter.inputs import demo_model_dir
+from slmpack.bundled import demo_model_dir
 from slmpack.exporter.spec import load_spec
 from slmpack.quantize_config import QuantConfig
 from slmpack.targets.tflite import quant_encode

@@ -41,7 +41,7 @@ class Parity:
 
 
 def corpus_path() -> Path:
-    from slmpack.exporter.inputs import demo_data_dir
+    from slmpack.bundled import demo_data_dir
 
     return demo_data_dir() / "tokenizer_corpus.txt"
 
