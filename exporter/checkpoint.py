@@ -76,10 +76,12 @@ def weight_files(model_dir, allow_pickle: bool = False) -> list[Path]:
     return [root.path / n for n in names]
 
 
-def check_headers(model_dir, allow_pickle: bool = False) -> None:
+def check_headers(model_dir, allow_pickle: bool = False) -> dict[str, tuple[int, ...]]:
     """Cheap preflight over every safetensors header: structure, and float dtypes only (the
-    reference module's parameters are all floating point; an int-labelled weight is corrupt)."""
+    reference module's parameters are all floating point; an int-labelled weight is corrupt).
+    Returns each safetensors tensor's shape by name."""
     root = as_root(model_dir)
+    shapes: dict[str, tuple[int, ...]] = {}
     for path in weight_files(root, allow_pickle):
         if path.suffix != ".safetensors":
             continue
@@ -90,6 +92,8 @@ def check_headers(model_dir, allow_pickle: bool = False) -> None:
             raise BadInputError(f"{path.name}: weight(s) {', '.join(bad[:3])} are not floating point "
                                 f"({next(t.dtype for t in infos if t.name == bad[0])}); the config describes a "
                                 "float model", "E_WEIGHTS_DTYPE")
+        shapes.update((t.name, t.shape) for t in infos)
+    return shapes
 
 
 def _load_pickle(root: ModelRoot, name: str) -> dict:

@@ -91,6 +91,7 @@ class ExportState:
     gen: dict = field(default_factory=dict)
     source_gen: dict = field(default_factory=dict)   # generation_config as the checkpoint has it
     chat: Any = None                                 # chat_template.ChatInfo
+    adapter: Any = None                              # lora.LoraAdapter (--adapter), merged at load
     eos: tuple[int, ...] = ()
     first_quant_package: Path | None = None
     packages: list[Package] = field(default_factory=list)

@@ -6,6 +6,7 @@ requested target inside its staging directory. Only these stages run the referen
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -16,7 +17,7 @@ from safetensors.numpy import save_file
 
 from slmpack.bundled import demo_model_dir
 from slmpack.errors import BadInputError, UnsupportedError, ValidationFailed
-from slmpack.exporter import chat_template, inputs, quantize_stage
+from slmpack.exporter import chat_template, inputs, lora, quantize_stage
 from slmpack.exporter.checkpoint import check_headers, checkpoint_digest, load_state_dict, weight_files
 from slmpack.exporter.reference import build_reference
 from slmpack.exporter.reference_runner import ReferenceRunner, answer, greedy
@@ -57,7 +58,11 @@ def load(st) -> None:
 def check_inputs(st) -> None:
     """Every cheap check of the model's other files and the user's paths, before any slow work."""
     check_keep_failed(st.cfg.keep_failed)
-    check_headers(st.model_dir, st.cfg.allow_pickle)
+    shapes = check_headers(st.model_dir, st.cfg.allow_pickle)
+    if st.cfg.adapter is not None:   # parsed and shape-checked against the base before any slow work
+        st.adapter = lora.read_adapter(st.cfg.adapter, st.cfg.follow_symlinks)
+        if all(p.suffix == ".safetensors" for p in weight_files(st.model_dir, st.cfg.allow_pickle)):
+            lora.check_against(st.adapter, shapes)
     inputs.check_tokenizer_files(st.model_dir)
     inputs.generation_config(st.model_dir, st.spec)
     if st.eval_text is not None:
@@ -80,8 +85,12 @@ def preflight(st) -> None:
 
 
 def load_checkpoint(st) -> None:
-    st.ref = build_reference(st.spec, load_state_dict(st.model_dir, st.cfg.allow_pickle), st.cfg.trace.max_context)
+    weights = load_state_dict(st.model_dir, st.cfg.allow_pickle)
     st.digest = checkpoint_digest(st.model_dir, st.cfg.allow_pickle)
+    if st.adapter is not None:   # the package's source is base + adapter: the digest covers both
+        weights = lora.merge(weights, st.adapter)
+        st.digest = hashlib.sha256(f"{st.digest}\0adapter\0{st.adapter.sha256}".encode()).hexdigest()
+    st.ref = build_reference(st.spec, weights, st.cfg.trace.max_context)
     if st.cfg.quant.enabled and st.cfg.quant.plan_from is not None:
         quantize_stage.check_reused_source(st.cfg.quant, st.digest)
     st.tokenizer = inputs.load_tokenizer(st.model_dir)
@@ -174,7 +183,8 @@ def package(st, job) -> None:
     data = {
         "schema_version": 1, "target": job.target.name.value, "artifact": a.primary,
         "source": {"checkpoint_sha256": st.digest, "architecture": spec.architecture,
-                   "model_dir_name": st.model_dir.path.name},
+                   "model_dir_name": st.model_dir.path.name,
+                   **({"adapter": st.adapter.summary()} if st.adapter is not None else {})},
         "model": {**spec.to_json(), "max_context": cfg.trace.max_context, "max_prompt": cfg.trace.max_prompt,
                   "num_parameters": spec.num_parameters},
         "precision": (quantize_stage.precision_label(quant.plan) if quant else

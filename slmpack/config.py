@@ -77,3 +77,4 @@ class ExportConfig:
     force: bool = False
     follow_symlinks: bool = False  # follow symlinks in the model dir (still confined to it)
     keep_failed: Path | None = None  # a package that fails validation is moved here (else removed)
+    adapter: Path | None = None      # a PEFT LoRA adapter directory, merged into the base before calibration
