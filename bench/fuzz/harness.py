@@ -1,13 +1,23 @@
 """One atheris harness per parser; run as ``python -m bench.fuzz.harness TARGET [libFuzzer flags]``.
 
 A crash is any exception that is not a typed ``SlmpackError`` (or a hang past -timeout).
-Targets: safetensors (header + tensors), manifest (read_manifest + verify), config
-(JSON parse + value checks + ModelSpec), tflite (the pure-Python flatbuffer verifier).
+Targets: safetensors (the exporter's streaming reader and the device runner's reader, same input),
+manifest (read_manifest + verify), config (JSON parse + value checks + ModelSpec), tflite (the
+runtime kit's pure-Python flatbuffer verifier).
+
+Exit: atheris implements ``-timeout`` with a periodic ``ITIMER_REAL`` (every timeout/2+1 s) and a
+Python-level SIGALRM handler, and ends a finished run by raising ``SystemExit`` out of
+``atheris.Fuzz()``. Python's finalization resets every signal that has a Python handler to SIG_DFL
+(``_PySignal_Fini``) before it tears down the modules, so a tick landing in that teardown (torch
+and numpy make it take about a second) killed finished runs with SIGALRM (-14) after "Done N".
+``main`` therefore cancels the timer as soon as ``Fuzz()`` unwinds; a real timeout never unwinds
+(libFuzzer's handler reports it and exits from inside the signal).
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
 import struct
 import sys
 import tempfile
@@ -24,7 +34,8 @@ with atheris.instrument_imports(include=["slmpack"]):
     from slmpack.exporter.safetensors_reader import load_tensors
     from slmpack.exporter.spec import spec_from_config
     from slmpack.package import read_manifest, verify
-    from slmpack.targets.tflite.verify import verify_bytes
+    from slmpack.runtime import safetensors as runtime_safetensors
+    from slmpack.runtime.tflite_verify import verify_bytes
 
 WORK = Path(tempfile.mkdtemp(prefix="slmpack-fuzz-"))
 
@@ -32,8 +43,12 @@ WORK = Path(tempfile.mkdtemp(prefix="slmpack-fuzz-"))
 def fuzz_safetensors(data: bytes) -> None:
     path = WORK / "w.safetensors"
     path.write_bytes(data)
-    with open(path, "rb") as f:
-        load_tensors(f, "w.safetensors")
+    try:
+        with open(path, "rb") as f:
+            load_tensors(f, "w.safetensors")
+    except SlmpackError:
+        pass  # typed refusal: the device runner's reader still gets the same bytes
+    runtime_safetensors.loads(data, "w.safetensors")
 
 
 def fuzz_manifest(data: bytes) -> None:
@@ -88,7 +103,10 @@ def main() -> None:
     for i, s in enumerate(seeds(target)):
         (corpus / f"seed{i}").write_bytes(s)
     atheris.Setup(sys.argv + [str(corpus)], one)
-    atheris.Fuzz()
+    try:
+        atheris.Fuzz()
+    finally:  # see the module docstring: no SIGALRM may reach the interpreter's teardown
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 if __name__ == "__main__":
