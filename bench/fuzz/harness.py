@@ -16,7 +16,6 @@ and numpy make it take about a second) killed finished runs with SIGALRM (-14) a
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import struct

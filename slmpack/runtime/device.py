@@ -1,6 +1,7 @@
 """Validate and time one package on the machine this runs on (the device runner's job).
 
-``validate(pkg)`` returns the JSON document the device harness judges: integrity (every file a
+``validate(pkg)`` returns the JSON document the device harness judges: the package identity
+(``integrity.manifest_identity``, sha256 of the canonical manifest), integrity (every file a
 regular file listed with its sha256, nothing extra, no symlink; every file-naming manifest field
 an entry of ``files``), then the ladder's ``PACKAGE_ONLY`` steps with the tolerance the target
 declares for this package (``tolerance.checked``: a manifest whose ``tolerance`` differs is
