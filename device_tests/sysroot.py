@@ -42,7 +42,10 @@ DEB_PACKAGES = (
     "libsqlite3-0", "libncursesw6", "libtinfo6", "libreadline8", "libuuid1", "libgomp1",
     "libcrypt1", "libnsl2", "libtirpc3", "libdb5.3", "media-types",
 )
-WHEELS = ("onnxruntime==1.32.0", "numpy==2.4.6", "ai-edge-litert==2.3.0")
+# cryptography (+ its cffi and pycparser, pinned too): the runner's --require-signature check
+# (runtime/signature.py), the same cryptography as scripts/bootstrap-sign.sh's device-site
+WHEELS = ("onnxruntime==1.32.0", "numpy==2.4.6", "ai-edge-litert==2.3.0", "cryptography==50.0.2", "cffi==2.1.1",
+          "pycparser==3.12")
 WHEEL_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64",
                    "manylinux2014_aarch64")
 QEMU = "qemu-aarch64-static"
@@ -226,8 +229,9 @@ def _verify(path: Path) -> str:
     view = Sysroot(path).view("cortex-a76", 2)
     argv = [ensure_qemu(), "-cpu", "cortex-a76", "-L", str(view), "-E", f"PYTHONPATH={path / 'site'}",
             str(path / "root" / "usr" / "bin" / f"python{PYTHON}"), "-c",
-            "import onnxruntime, numpy, platform; "
-            "print(platform.machine(), onnxruntime.__version__, numpy.__version__)"]
+            "import onnxruntime, numpy, platform, cryptography; "
+            "from cryptography.hazmat.primitives.asymmetric import ec; ec.generate_private_key(ec.SECP256R1()); "
+            "print(platform.machine(), onnxruntime.__version__, numpy.__version__, cryptography.__version__)"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0 or "aarch64" not in proc.stdout:
         raise ToolchainError(f"sysroot check failed (exit {proc.returncode}): "

@@ -228,7 +228,8 @@ def cmd_verify(args) -> int:
         _print_json(res)
     else:
         sig = ", signature verified" if res.get("signature_ok") else ""
-        print(f"{res['package']}: {res['files']} files verified, all hashes match{sig}", file=quiet.stdout())
+        print(f"{res['package']}: {res['files']} files verified, all hashes match{sig}\n"
+              f"identity: {res['identity']}", file=quiet.stdout())
     return 0
 
 

@@ -174,17 +174,19 @@ def read_manifest(pkg: Path) -> dict:
 def verify(pkg: Path) -> dict:
     """Re-hash every file (the runtime kit's integrity check: regular files only, no symlinks,
     file-naming manifest fields inside ``files``); name changed, missing, extra and unsafe files.
+    ``identity`` is the package identity (``integrity.manifest_identity``: sha256 of the canonical
+    manifest, which lists every other file's sha256).
     Raises PackageIntegrityError (or BadInputError for an unreadable or invalid manifest)."""
     from slmpack.runtime import integrity
 
     pkg = Path(pkg)
-    manifest = integrity.read_manifest(pkg)
+    manifest, identity = integrity.read_identified(pkg)
     bad = integrity.check_files(pkg, manifest)
     by = {"sha256 mismatch": "changed", "missing": "missing", "not in manifest": "extra"}
     groups: dict[str, list[str]] = {"changed": [], "missing": [], "extra": [], "unsafe": []}
     for b in bad:
         groups[by.get(b.reason, "unsafe")].append(b.path if b.reason in by else f"{b.path} ({b.reason})")
-    result = {"package": str(pkg), "files": len(manifest.files), **groups, "ok": not bad}
+    result = {"package": str(pkg), "identity": identity, "files": len(manifest.files), **groups, "ok": not bad}
     if bad:
         parts = [f"{name}: {', '.join(v)}" for name, v in groups.items() if v]
         raise PackageIntegrityError(f"{pkg}: " + "; ".join(parts), "E_PACKAGE_INTEGRITY", details=result)

@@ -1,6 +1,7 @@
 """Validate and time one package on the machine this runs on (the device runner's job).
 
-``validate(pkg)`` returns the JSON document the device harness judges: integrity (every file a
+``validate(pkg)`` returns the JSON document the device harness judges: the package identity
+(``integrity.manifest_identity``, sha256 of the canonical manifest), integrity (every file a
 regular file listed with its sha256, nothing extra, no symlink; every file-naming manifest field
 an entry of ``files``), then the ladder's ``PACKAGE_ONLY`` steps with the tolerance the target
 declares for this package (``tolerance.checked``: a manifest whose ``tolerance`` differs is
@@ -23,7 +24,7 @@ from . import ladder, safetensors, signature, tolerance
 from .adapters import open_runner
 from .errors import BadInputError, ErrorCode, SlmpackError
 from .greedy import prefill_all
-from .integrity import check_files, read_manifest
+from .integrity import check_files, read_identified
 
 RUNNER_VERSION = 2
 
@@ -63,14 +64,14 @@ def _version_tuple(v: str):
 
 def validate(pkg: Path, threads: int = 0, max_new_tokens: int = 32) -> dict:
     pkg = Path(pkg)
-    result = {"ok": False, "runner_version": RUNNER_VERSION, "package": pkg.name, "target": None,
+    result = {"ok": False, "runner_version": RUNNER_VERSION, "package": pkg.name, "identity": None, "target": None,
               "runtime": None, "machine": machine_info(), "hashes_ok": None, "bad_files": [], "tolerance": None,
               "prefill_max_abs_diff": None, "decode_max_abs_diff": None,
               "prefill_within_tolerance": None, "decode_within_tolerance": None,
               "prefill_top1_agreement": None, "decode_top1_agreement": None, "greedy_ids": None,
               "greedy_match": None, "load_ms": None, "ttft_ms": None, "prefill_tok_s": None,
               "decode_tok_s": None, "peak_rss_mb": None, "rss_source": None, "error": None}
-    manifest = read_manifest(pkg)               # typed: file fields inside `files`, target known
+    manifest, result["identity"] = read_identified(pkg)  # typed: file fields inside `files`, target known
     result["target"] = manifest.target.value
     bad = check_files(pkg, manifest)
     result["hashes_ok"], result["bad_files"] = not bad, [b.to_json() for b in bad]

@@ -12,6 +12,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import BadInputError, ErrorCode, PackageIntegrityError
 from .manifest import MANIFEST_FILE, Manifest
@@ -54,8 +55,24 @@ def walk(root: Path) -> tuple[dict[str, str], list[BadFile]]:
     return entries, bad
 
 
-def read_manifest(pkg: Path) -> Manifest:
-    """The typed manifest of ``pkg`` (a real directory holding a regular manifest.json)."""
+def canonical_manifest(doc: Any) -> bytes:
+    """The canonical bytes of a parsed ``manifest.json``: the whole document (``validation``
+    included), keys sorted at every level, no whitespace, non-ASCII as ``\\uXXXX`` escapes (so the
+    bytes are ASCII and a lone surrogate cannot fail to encode), numbers as Python's ``json``
+    writes them. Re-indenting or reordering the file keeps these bytes; changing any value changes
+    them. (Duplicate keys count as the JSON parser keeps them: the last one.)"""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def manifest_identity(doc: Any) -> str:
+    """The package identity: ``sha256:`` + the hex sha256 of ``canonical_manifest(doc)``. The
+    manifest lists every other file's sha256, so this one digest names the whole package."""
+    return "sha256:" + hashlib.sha256(canonical_manifest(doc)).hexdigest()
+
+
+def read_identified(pkg: Path) -> tuple[Manifest, str]:
+    """The typed manifest of ``pkg`` (a real directory holding a regular manifest.json) and the
+    package identity, both from one read of the file."""
     pkg = Path(pkg)
     if pkg.is_symlink() or not pkg.is_dir():
         raise BadInputError(f"{pkg}: not a package directory", ErrorCode.E_PACKAGE_MISSING)
@@ -64,11 +81,16 @@ def read_manifest(pkg: Path) -> Manifest:
         raise BadInputError(f"{pkg}: no regular {MANIFEST_FILE} (not an slmpack package)",
                             ErrorCode.E_PACKAGE_INVALID)
     try:
-        text = path.read_text(encoding="utf-8")
-        json.loads(text)
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        identity = manifest_identity(doc)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BadInputError(f"{path}: invalid JSON ({type(exc).__name__})", ErrorCode.E_PACKAGE_INVALID) from None
-    return Manifest.loads(text)
+    return Manifest.from_json(doc), identity
+
+
+def read_manifest(pkg: Path) -> Manifest:
+    """The typed manifest of ``pkg`` (a real directory holding a regular manifest.json)."""
+    return read_identified(pkg)[0]
 
 
 def check_files(pkg: Path, manifest: Manifest) -> list[BadFile]:
@@ -98,15 +120,16 @@ def check_safe(pkg: Path) -> Manifest:
     return manifest
 
 
-def verify(pkg: Path) -> Manifest:
-    """The typed manifest, or PackageIntegrityError naming every bad file."""
-    manifest = read_manifest(pkg)
+def verify(pkg: Path) -> tuple[Manifest, str]:
+    """The typed manifest and the package identity, or PackageIntegrityError naming every bad file."""
+    manifest, identity = read_identified(pkg)
     bad = check_files(pkg, manifest)
     if bad:
         raise PackageIntegrityError(f"{pkg}: " + "; ".join(f"{b.path}: {b.reason}" for b in bad[:20]),
                                     ErrorCode.E_PACKAGE_INTEGRITY,
                                     details={"bad_files": [b.to_json() for b in bad]})
-    return manifest
+    return manifest, identity
 
 
-__all__ = ["BadFile", "sha256_file", "walk", "read_manifest", "check_files", "check_safe", "verify"]
+__all__ = ["BadFile", "sha256_file", "walk", "canonical_manifest", "manifest_identity", "read_identified",
+           "read_manifest", "check_files", "check_safe", "verify"]

@@ -33,8 +33,9 @@ class Generation:
 
 
 class LoadedPackage:
-    def __init__(self, path: Path, manifest: Manifest, threads: int = 0):
+    def __init__(self, path: Path, manifest: Manifest, identity: str, threads: int = 0):
         self.path, self.manifest, self.threads = Path(path), manifest, threads
+        self.identity = identity    # "sha256:<hex>" of the canonical manifest (integrity.manifest_identity)
         self._runner = None
         self._tokenizer = None
 
@@ -94,7 +95,8 @@ class LoadedPackage:
 def load(package: str | Path, threads: int = 0) -> LoadedPackage:
     """Verify ``package`` (integrity, typed manifest) and return it loaded (the runner opens lazily)."""
     path = Path(package)
-    return LoadedPackage(path, verify(path), threads)
+    manifest, identity = verify(path)
+    return LoadedPackage(path, manifest, identity, threads)
 
 
 __all__ = ["load", "LoadedPackage", "Generation"]

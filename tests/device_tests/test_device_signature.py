@@ -1,7 +1,9 @@
 """`device-test --require-signature`: the on-device runner verifies the package's model-signing
 signature itself (with `cryptography` only, no torch, no model_signing) before it reads anything
 else, through the local transport. The "device" gets `cryptography` as a device would: a site dir
-of just that package (.venv-sign/device-site, made by scripts/bootstrap-sign.sh) on its path."""
+of just that package (.venv-sign/device-site, made by scripts/bootstrap-sign.sh) on its path.
+The qemu test does the same inside the emulated aarch64 Raspberry Pi 5, whose sysroot carries
+aarch64 wheels of the same cryptography (device_tests/sysroot.py WHEELS)."""
 from __future__ import annotations
 
 import base64
@@ -140,3 +142,35 @@ def test_cli_device_test_passes_the_flag_through(signed, tmp_path, capsys):
     doc, _ = json.JSONDecoder().raw_decode(capsys.readouterr().out)  # the report, then the error
     assert rc == 1 and doc["results"][0]["checks"]["signature_ok"] is False
     assert doc["results"][0]["device_json"]["error"]["code"] in ("E_SIGNATURE_INVALID", "E_RUNTIME_MISSING")
+
+
+def _cli_device_test(capsys, pkgs, *args) -> tuple[int, dict]:
+    rc = main(["device-test", *map(str, pkgs), *args, "--json"])
+    doc, _ = json.JSONDecoder().raw_decode(capsys.readouterr().out)  # the report (then an error, if any)
+    return rc, doc
+
+
+@pytest.mark.qemu
+def test_signature_is_checked_on_the_emulated_rpi5(signed, tmp_path, capsys, aarch64_sysroot):
+    """`slmpack device-test -d rpi5-emulated --require-signature`: python3.11 for aarch64 under
+    qemu verifies the signature with the sysroot's aarch64 cryptography; a signed package passes
+    there, a tampered one (re-hashed manifest, so integrity alone would pass) is refused there."""
+    pkg, pub, _ = signed
+    common = ["-d", "rpi5-emulated", "--require-signature", "--public-key", str(pub)]
+    rc, doc = _cli_device_test(capsys, [pkg], *common, "--report", str(tmp_path / "good"))
+    (good,) = doc["results"]
+    assert rc == 0 and good["status"] == "passed" and good["transport"] == "qemu", good
+    dev = good["device_json"]
+    assert dev["machine"]["machine"] == "aarch64" and dev["signature_ok"] is True and dev["greedy_match"]
+    assert dev["signature"]["files"] == sum(p.is_file() for p in pkg.rglob("*"))
+    rehashed = _variant(signed, tmp_path, "rehashed")
+    flip(rehashed / "model.onnx", 100)
+    write_json(rehashed / MANIFEST, {**json.loads((rehashed / MANIFEST).read_text()), "files": hash_tree(rehashed)})
+    assert verify(rehashed)["ok"]
+    rc, doc = _cli_device_test(capsys, [rehashed], *common, "--report", str(tmp_path / "bad"))
+    (bad,) = doc["results"]
+    assert rc == 1 and bad["status"] == "failed" and bad["checks"]["signature_ok"] is False, bad
+    dev = bad["device_json"]
+    assert dev["machine"]["machine"] == "aarch64" and dev["error"]["code"] == "E_SIGNATURE_INVALID", dev
+    assert "differ from the signed sha256" in dev["error"]["message"]
+    assert "hashes_ok" not in dev and "load_ms" not in dev  # refused on the device before anything was read
