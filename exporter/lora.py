@@ -10,10 +10,13 @@ the tensors' shapes, so ``rank_pattern`` needs nothing more), ``lora_alpha``, rs
 ``modules_to_save``, trainable tokens, layer replication, embedding / lm_head adapters.
 
 The merge is PEFT's ``merge_and_unload``: ``W += scale * (B @ A)`` (transposed when
-``fan_in_fan_out``), the product computed in float32 and added in the weight's dtype.
+``fan_in_fan_out``), the product computed in float32 and added in the weight's dtype. In separate
+mode (``--adapter-mode separate``) the base stays unmerged and ``branches`` adds the LoRA path to
+the traced graph, for targets whose runtime swaps adapters (ONNX: onnxruntime adapters).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
+from torch import nn
 
 from slmpack import confine
 from slmpack.confine import ModelRoot
@@ -28,6 +32,7 @@ from slmpack.errors import BadInputError
 from slmpack.exporter.safetensors_reader import load_tensors
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
+VECTORS_FILE = "test_vectors_adapter.safetensors"   # separate mode: the reference with the adapter active
 PREFIX = "base_model.model."
 # config keys whose non-empty / true value changes the function; refused
 REFUSED = {"use_dora": "DoRA", "alpha_pattern": "alpha_pattern", "modules_to_save": "modules_to_save",
@@ -162,3 +167,56 @@ def merge(state_dict: dict[str, torch.Tensor], adapter: LoraAdapter) -> dict[str
         w = out[p.weight]
         out[p.weight] = w + delta(p, adapter.fan_in_fan_out).to(w.dtype)
     return out
+
+
+# ---- separate mode: the adapter stays out of the base weights ------------------------------------
+class LoraLinear(nn.Module):
+    """``base(x) + (x @ lora_A) @ lora_B``: ``lora_A`` [in, r] = A^T, ``lora_B`` [r, out] = scale * B^T,
+    buffers whose names the traced graph keeps (``...q_proj.lora_A``), so a target can expose them
+    as swappable inputs (onnxruntime adapters)."""
+
+    def __init__(self, base: nn.Linear, pair: LoraPair):
+        super().__init__()
+        self.base = base
+        self.register_buffer("lora_A", pair.a.float().T.contiguous(), persistent=False)
+        self.register_buffer("lora_B", (pair.b.float() * pair.scale).T.contiguous(), persistent=False)
+
+    def forward(self, x):
+        return self.base(x) + (x @ self.lora_A) @ self.lora_B
+
+
+def _module_of(ref: nn.Module, pair: LoraPair) -> tuple[nn.Module, str] | None:
+    """(parent module, attribute) of the reference's nn.Linear a pair adapts, when the checkpoint
+    name is the reference's own (no fused or re-laid-out tensor in between)."""
+    path = pair.weight[: -len(".weight")].split(".")
+    try:
+        parent = ref.get_submodule(".".join(path[:-1]))
+    except AttributeError:
+        return None
+    mod = getattr(parent, path[-1], None)
+    return (parent, path[-1]) if isinstance(mod, nn.Linear) else None
+
+
+def inseparable(ref: nn.Module, adapter: LoraAdapter) -> list[str]:
+    """Why this adapter cannot stay separate from ``ref`` (empty: it can)."""
+    if adapter.fan_in_fan_out:
+        return ["fan_in_fan_out (Conv1D) weights are re-laid-out at load; use --adapter-mode merged"]
+    return [f"{p.weight} is not one of the reference's linear layers (a fused or re-laid-out tensor); "
+            "use --adapter-mode merged" for p in adapter.pairs if _module_of(ref, p) is None]
+
+
+@contextlib.contextmanager
+def branches(ref: nn.Module, adapter: LoraAdapter):
+    """Install a LoraLinear on every adapted linear of ``ref`` for the duration (traced graphs
+    keep their buffers; the module is restored afterwards)."""
+    installed = []
+    try:
+        for p in adapter.pairs:
+            parent, name = _module_of(ref, p)
+            base = getattr(parent, name)
+            setattr(parent, name, LoraLinear(base, p))
+            installed.append((parent, name, base))
+        yield ref
+    finally:
+        for parent, name, base in reversed(installed):
+            setattr(parent, name, base)

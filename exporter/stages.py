@@ -5,6 +5,7 @@ requested target inside its staging directory. Only these stages run the referen
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import platform
@@ -26,7 +27,7 @@ from slmpack.exporter.trace import trace_programs
 from slmpack.package import MANIFEST, check_keep_failed, check_output_path, discard_failed, hash_tree, write_json
 from slmpack.quantize_config import QuantConfig
 from slmpack.runtime.manifest import Manifest
-from slmpack.targets.base import Consumes
+from slmpack.targets.base import Consumes, Unsupported
 
 TOOLCHAIN = ("torch", "onnx", "onnxruntime", "onnxscript", "executorch", "coremltools", "litert-torch",
              "ai-edge-litert", "tokenizers", "numpy")
@@ -78,6 +79,9 @@ def preflight(st) -> None:
             check_output_path(job.out, st.cfg.force, st.model_dir.path)
             job.qpre = quantize_stage.preflight(st.spec, job.target, job.options, st.cfg.quant)
             problems = job.target.preflight(st.spec, job.options, job.qpre.plan if job.qpre else None)
+            if st.cfg.separate_adapter and not job.target.capabilities(job.options).separate_adapters:
+                problems.append(Unsupported("--adapter-mode separate", "this runtime cannot swap LoRA adapters; "
+                                            "use --adapter-mode merged (every target)"))
             if problems:
                 raise UnsupportedError(f"target {job.target.name.value} cannot export this model: "
                                        + "; ".join(str(p) for p in problems), "E_TARGET_UNSUPPORTED",
@@ -88,9 +92,12 @@ def load_checkpoint(st) -> None:
     weights = load_state_dict(st.model_dir, st.cfg.allow_pickle)
     st.digest = checkpoint_digest(st.model_dir, st.cfg.allow_pickle)
     if st.adapter is not None:   # the package's source is base + adapter: the digest covers both
-        weights = lora.merge(weights, st.adapter)
+        if not st.cfg.separate_adapter:
+            weights = lora.merge(weights, st.adapter)
         st.digest = hashlib.sha256(f"{st.digest}\0adapter\0{st.adapter.sha256}".encode()).hexdigest()
     st.ref = build_reference(st.spec, weights, st.cfg.trace.max_context)
+    if st.cfg.separate_adapter and (why := lora.inseparable(st.ref, st.adapter)):
+        raise UnsupportedError("--adapter-mode separate: " + "; ".join(why), "E_ADAPTER_UNSUPPORTED")
     if st.cfg.quant.enabled and st.cfg.quant.plan_from is not None:
         quantize_stage.check_reused_source(st.cfg.quant, st.digest)
     st.tokenizer = inputs.load_tokenizer(st.model_dir)
@@ -111,9 +118,11 @@ def calibrate(st, job) -> None:
 
 
 def trace(st, job) -> None:
-    job.programs = trace_programs(job.quant.reference if job.quant else st.ref, job.target.layout(job.options),
-                                  st.cfg.trace, export_programs=job.target.consumes is Consumes.EXPORTED_PROGRAM,
-                                  update=job.target.cache_update)
+    ref = job.quant.reference if job.quant else st.ref
+    with lora.branches(ref, st.adapter) if st.cfg.separate_adapter else contextlib.nullcontext():
+        job.programs = trace_programs(ref, job.target.layout(job.options), st.cfg.trace,
+                                      export_programs=job.target.consumes is Consumes.EXPORTED_PROGRAM,
+                                      update=job.target.cache_update)
 
 
 def lower(st, job) -> None:
@@ -175,6 +184,11 @@ def reference_vectors(st, job) -> None:
     requests = job.target.reference_requests(st.spec, job.options, st.cfg.trace)
     if requests:
         job.target.write_reference(job.stage, job.options, tuple(answer(runner, r) for r in requests))
+    if st.cfg.separate_adapter:   # what the package computes with its adapter active: base + LoRA path
+        with lora.branches(job.eval_ref, st.adapter):
+            vec = build_vectors(ReferenceRunner(job.eval_ref, kv_dtype(job)), job.heldout, job.gprompt, st.cfg,
+                                st.eos)
+        save_file(vec, str(job.stage / lora.VECTORS_FILE), metadata={"format": "slmpack-test-vectors-1"})
 
 
 def package(st, job) -> None:

@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", type=Path, default=None, metavar="DIR",
                    help="a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) merged into "
                         "MODEL_DIR's weights before calibration; rsLoRA and any rank; DoRA is refused")
+    p.add_argument("--adapter-mode", choices=("merged", "separate"), default="merged",
+                   help="merged (default, every target): the adapter is folded into the weights; separate: "
+                        "the base plus a swappable adapter file (onnx: adapter.onnx_adapter for onnxruntime-genai "
+                        "Adapters / onnxruntime LoraAdapter)")
     p.add_argument("--device", default=None,
                    help="refuse up front (exit 2, with the numbers) if the package cannot fit this device profile")
     _quant_arguments(p.add_argument_group("quantization (calibrated QuantPlan, encoded natively by the target)"))
@@ -156,7 +160,8 @@ def cmd_export(args) -> int:
                        validation=ValidationConfig(max_ppl_loss=args.max_ppl_loss),
                        quant=quant_config_from_args(args),
                        validate=not args.no_validate, allow_pickle=args.allow_pickle, force=args.force,
-                       follow_symlinks=args.follow_symlinks, keep_failed=args.keep_failed, adapter=args.adapter)
+                       follow_symlinks=args.follow_symlinks, keep_failed=args.keep_failed, adapter=args.adapter,
+                       adapter_mode=args.adapter_mode)
     targets = registry.available() if args.target == "all" else [args.target]
     base = _export_base(args)
     outs = {t: (base / t if args.target == "all" or args.out is None else base) for t in targets}

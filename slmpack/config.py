@@ -19,6 +19,11 @@ class Precision(str, enum.Enum):
     BF16 = "bf16"
 
 
+class AdapterMode(str, enum.Enum):
+    MERGED = "merged"        # the adapter is merged into the base weights (every target)
+    SEPARATE = "separate"    # base + swappable adapter files (targets whose runtime switches adapters)
+
+
 def _bad(field_name: str, why: str) -> BadInputError:
     return BadInputError(f"invalid option {field_name}: {why}", "E_CONFIG", details={"field": field_name})
 
@@ -77,4 +82,21 @@ class ExportConfig:
     force: bool = False
     follow_symlinks: bool = False  # follow symlinks in the model dir (still confined to it)
     keep_failed: Path | None = None  # a package that fails validation is moved here (else removed)
-    adapter: Path | None = None      # a PEFT LoRA adapter directory, merged into the base before calibration
+    adapter: Path | None = None      # a PEFT LoRA adapter directory (--adapter)
+    adapter_mode: AdapterMode = AdapterMode.MERGED
+
+    def __post_init__(self):
+        if not isinstance(self.adapter_mode, AdapterMode):
+            try:
+                object.__setattr__(self, "adapter_mode", AdapterMode(self.adapter_mode))
+            except ValueError:
+                raise _bad("adapter_mode", f"must be one of {[m.value for m in AdapterMode]}, "
+                                           f"got {self.adapter_mode!r}") from None
+        if self.adapter_mode is AdapterMode.SEPARATE and self.adapter is None:
+            raise _bad("adapter_mode", "separate needs --adapter DIR")
+        if self.adapter_mode is AdapterMode.SEPARATE and self.quant.enabled:
+            raise _bad("adapter_mode", "separate adapters are exported in float; quantize with --adapter-mode merged")
+
+    @property
+    def separate_adapter(self) -> bool:
+        return self.adapter is not None and self.adapter_mode is AdapterMode.SEPARATE

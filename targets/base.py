@@ -29,10 +29,12 @@ class Capabilities:
     """What a target can express for given options, declared up front (the test matrix reads it).
 
     ``precisions``: the float precisions its options accept; ``quant``: what a QuantPlan may ask
-    (``None``: no plan that quantizes a tensor). Finer limits are the reasons ``preflight`` names."""
+    (``None``: no plan that quantizes a tensor); ``separate_adapters``: LoRA adapters can ship as
+    files the runtime swaps (``--adapter-mode separate``). Finer limits are the reasons ``preflight`` names."""
 
     precisions: tuple[str, ...]
     quant: "TargetQuantCapabilities | None"  # noqa: F821
+    separate_adapters: bool = False
 
 
 @dataclass(frozen=True)

@@ -160,3 +160,60 @@ def test_bad_adapters_are_typed_errors_before_any_work(tmp_path, base, make, cod
         _export_with_adapter(base, adapter, "onnx", out)
     assert e.value.code == code, e.value
     assert "\n" not in str(e.value) and not out.exists() and not list(tmp_path.glob(".pkg.*"))
+
+
+def genai_greedy_with(pkg_path: Path, prompt: list[int], n: int, adapter_files: dict[str, Path], active: str | None):
+    """onnxruntime-genai's greedy tokens with one of several loaded adapters active (None: the base)."""
+    import numpy as np
+    import onnxruntime_genai as og
+
+    model = og.Model(str(pkg_path))
+    adapters = og.Adapters(model)
+    for name, f in adapter_files.items():
+        adapters.load(str(f), name)
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(prompt) + n, min_length=len(prompt) + n, do_sample=False)
+    gen = og.Generator(model, params)
+    if active is not None:
+        gen.set_active_adapter(adapters, active)
+    gen.append_tokens(np.asarray(prompt, dtype=np.int32))
+    while not gen.is_done():
+        gen.generate_next_token()
+    return [int(t) for t in gen.get_sequence(0)][len(prompt):]
+
+
+def test_separate_adapters_switch_at_runtime_in_onnxruntime_genai(tmp_path, base):
+    """Two adapters exported separately over one base: the base graph is the same bytes, and
+    onnxruntime-genai switching between them (or none) reproduces each PEFT-merged model."""
+    from safetensors.numpy import load_file as load_np
+
+    pkgs, adapters = {}, {}
+    for name, seed in (("one", 1), ("two", 2)):
+        adapters[name] = make_adapter(base, tmp_path / f"adapter-{name}", seed=seed)
+        pkgs[name] = api.export(base, "onnx", tmp_path / f"pkg-{name}",
+                                config=dataclasses.replace(CFG, adapter=adapters[name], adapter_mode="separate"))
+        v = pkgs[name].manifest["validation"]
+        assert v["passed"] and v["vectors"]["extra"]["adapters"]["adapter"]["passed"], v
+    one, two = pkgs["one"].path, pkgs["two"].path
+    assert (one / "model.onnx").read_bytes() == (two / "model.onnx").read_bytes()
+    assert (one / "adapter.onnx_adapter").read_bytes() != (two / "adapter.onnx_adapter").read_bytes()
+    prompt = [int(t) for t in load_np(str(one / "test_vectors.safetensors"))["greedy_prompt_ids"]]
+    files = {n: pkgs[n].path / "adapter.onnx_adapter" for n in pkgs}
+    plain = hf_greedy(base, prompt, NEW)
+    assert genai_greedy_with(one, prompt, NEW, files, None) == plain
+    seen = [plain]
+    for n in pkgs:
+        want = hf_greedy(peft_merged(base, adapters[n], tmp_path / f"merged-{n}"), prompt, NEW)
+        assert want not in seen            # each adapter changes what the model says
+        assert genai_greedy_with(one, prompt, NEW, files, n) == want, n
+        seen.append(want)
+
+
+@pytest.mark.parametrize("target", ["executorch", "tflite", "coreml"])
+def test_separate_mode_is_refused_where_the_runtime_cannot_swap(tmp_path, base, target):
+    adapter = make_adapter(base, tmp_path / "adapter")
+    cfg = dataclasses.replace(CFG, adapter=adapter, adapter_mode="separate")
+    with pytest.raises(Exception) as e:
+        api.export(base, target, tmp_path / "pkg", config=cfg)
+    assert e.value.code == "E_TARGET_UNSUPPORTED" and "adapter-mode merged" in str(e.value)
+    assert not (tmp_path / "pkg").exists()

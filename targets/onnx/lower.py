@@ -27,7 +27,7 @@ from onnx_ir.passes import common as ir_passes
 from slmpack.errors import ToolchainError
 from slmpack.runtime.records import passes_to_json
 from slmpack.targets.base import Artifact, IoSignature, KvCacheInfo, Report, RuntimeInfo, TensorSig, freeze
-from slmpack.targets.onnx import names, quantize
+from slmpack.targets.onnx import lora_inputs, names, quantize
 from slmpack.targets.onnx.fusions import (fuse_group_query_attention, fuse_rms_normalization, fuse_rotary_embedding,
                                           fuse_skip_simplified_layer_norm)
 from slmpack.targets.onnx.fusions._base import apply
@@ -144,6 +144,7 @@ def check(out_dir: Path) -> None:
 def lower(programs, spec, options: OnnxOptions, out_dir: Path, gen: dict, plan=None) -> Artifact:
     ir_model = export(programs, spec, options)
     fused = fuse(ir_model, spec, options)
+    lora = lora_inputs.expose(ir_model)   # separate LoRA adapter: its buffers become swappable inputs
     quantized = plan is not None and bool(plan.quantized_names())
     if not quantized and weight_bytes(ir_model) > options.external_data_threshold_bytes:
         files = save_streaming(ir_model, out_dir)   # steps 2, 3, 5 without a protobuf copy of the weights
@@ -164,12 +165,17 @@ def lower(programs, spec, options: OnnxOptions, out_dir: Path, gen: dict, plan=N
     cfg = genai_config(spec, MODEL_FILE, programs.config.max_context, gen)
     (out_dir / "genai_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     files.append("genai_config.json")
+    adapters = []
+    if lora:
+        files.append(lora_inputs.write_adapter(lora, out_dir))
+        adapters = [{"name": "adapter", "file": lora_inputs.ADAPTER_FILE, "modules": len(lora) // 2}]
     ops = sorted({f"{n.domain or 'ai.onnx'}::{n.op_type}" for n in model.graph.node})
     return Artifact(
         primary=MODEL_FILE, files=tuple(files), io=io_signature(model),
         kv_cache=KvCacheInfo("io_concat", "float32", ("batch_size", "num_kv_heads", "sequence", "head_dim"),
                              details=freeze({"past_present_share_buffer": False})),
-        runtime=RuntimeInfo("onnxruntime", "1.20.0" if qreport is None else quantize.MIN_ORT),
+        runtime=RuntimeInfo("onnxruntime", "1.20.0" if qreport is None else quantize.MIN_ORT,
+                            freeze({"adapters": adapters} if adapters else {})),
         report=Report.from_json({"opset": options.opset, "node_count": len(model.graph.node), "op_types": ops,
                                  **fused, **({"quantization": qreport} if qreport is not None else {})}),
     )

@@ -8,6 +8,7 @@ import onnx
 from slmpack.exporter.kv_cache import CacheLayout, CacheUpdate
 from slmpack.targets.base import (Artifact, Capabilities, Consumes, DynamicActivation, ExecutedQuant, Readback,
                                   ReferenceRequest, ReferenceTrace, TargetName, Tolerance, Unsupported)
+from slmpack.targets.onnx import lora_inputs
 from slmpack.targets.onnx import lower as _lower
 from slmpack.targets.onnx.names import input_names, output_names
 from slmpack.targets.onnx.ops import unsupported_features
@@ -38,7 +39,8 @@ class OnnxTarget:
         """What a QuantPlan may ask of this target (checked before any calibration)."""
         from slmpack.targets.onnx.quantize import capabilities
 
-        return Capabilities(precisions=("fp32",), quant=capabilities(options))
+        # LoRA adapters as .onnx_adapter files (onnxruntime / onnxruntime-genai Adapters)
+        return Capabilities(precisions=("fp32",), quant=capabilities(options), separate_adapters=True)
 
     def preflight(self, spec, options: OnnxOptions, plan=None) -> list[Unsupported]:
         return unsupported_features(spec, options, plan)
@@ -60,8 +62,30 @@ class OnnxTarget:
         # MatMulNBits accuracy_level 4: A quantized symmetrically per (token, weight block)
         return ExecutedQuant({n: DynamicActivation(block=b) for n, b in dynamic_activation_blocks(plan).items()})
 
-    def extra_vectors(self, pkg_dir: Path, manifest: dict, runner, tol: Tolerance) -> None:
-        return None
+    def extra_vectors(self, pkg_dir: Path, manifest: dict, runner, tol: Tolerance) -> dict | None:
+        """Separate LoRA adapters: each adapter active (onnxruntime RunOptions) reproduces the
+        reference with the adapter's branch (``test_vectors_adapter.safetensors``)."""
+        adapters = (manifest.get("runtime") or {}).get("adapters") or []
+        if not adapters:
+            return None
+        from safetensors.numpy import load_file
+
+        from slmpack.exporter.lora import VECTORS_FILE
+        from slmpack.runtime.adapters.onnx import OnnxAdapter
+        from slmpack.runtime.ladder import check_vectors
+        from slmpack.runtime.manifest import Manifest
+
+        files = manifest.get("files") or {}
+        out: dict = {"adapters": {}}
+        for a in adapters:
+            if a["file"] not in files or VECTORS_FILE not in files:
+                out["adapters"][a["name"]] = {"passed": False, "problem": f"{a['file']} or {VECTORS_FILE} "
+                                              "is not a package file"}
+                continue
+            with_adapter = OnnxAdapter(Path(pkg_dir), Manifest.from_json(manifest), lora=a["file"])
+            out["adapters"][a["name"]] = check_vectors(with_adapter, load_file(str(Path(pkg_dir) / VECTORS_FILE)), tol)
+        out["passed"] = all(r["passed"] for r in out["adapters"].values())
+        return out
 
     def reference_requests(self, spec, options, trace_cfg) -> tuple[ReferenceRequest, ...]:
         return ()   # the package's own test vectors are all it needs
@@ -84,6 +108,10 @@ class OnnxTarget:
         layers = manifest["model"]["num_layers"]
         got_in = [i.name for i in model.graph.input]
         got_out = [o.name for o in model.graph.output]
+        lora = [n for n in got_in if n.endswith(lora_inputs.SUFFIXES)]   # separate adapters' inputs
+        if lora and not (manifest.get("runtime") or {}).get("adapters"):
+            problems.append(f"LoRA inputs {lora[:2]}... but the manifest declares no adapter")
+        got_in = [n for n in got_in if n not in lora]
         if got_in != input_names(layers):
             problems.append(f"inputs {got_in[:4]}... differ from the GenAI names")
         if got_out != output_names(layers):

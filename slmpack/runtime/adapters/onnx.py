@@ -15,7 +15,9 @@ _TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(in
 
 
 class OnnxAdapter(Positions):
-    def __init__(self, pkg: Path, manifest: Manifest, threads: int = 0):
+    """``lora``: an ``.onnx_adapter`` file of the package, active on every run (separate adapters)."""
+
+    def __init__(self, pkg: Path, manifest: Manifest, threads: int = 0, lora: str | None = None):
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -33,6 +35,17 @@ class OnnxAdapter(Positions):
         except Exception as exc:  # noqa: BLE001 - ORT raises its own types (Fail, InvalidGraph, ...)
             raise BadInputError(f"onnxruntime cannot load {path.name}: {str(exc).splitlines()[0]}",
                                 ErrorCode.E_ARTIFACT_INVALID) from None
+        self.run_options = None
+        if lora is not None:
+            adapter = ort.LoraAdapter()
+            try:
+                adapter.Load(str(Path(pkg) / lora))
+            except Exception as exc:  # noqa: BLE001 - ORT's own error types
+                raise BadInputError(f"onnxruntime cannot load the adapter {lora}: {str(exc).splitlines()[0]}",
+                                    ErrorCode.E_ARTIFACT_INVALID) from None
+            self.run_options = ort.RunOptions()
+            self.run_options.add_active_adapter(adapter)
+            self.lora = adapter   # RunOptions holds a raw pointer: the adapter must outlive it
         self.inputs = {i.name: _TYPES.get(i.type, np.float32) for i in self.session.get_inputs()}
         self.outputs = [o.name for o in self.session.get_outputs()]
         if "input_ids" not in self.inputs or "logits" not in self.outputs:
@@ -58,7 +71,7 @@ class OnnxAdapter(Positions):
             feeds["position_ids"] = np.arange(self.pos, self.pos + n, dtype=self.inputs["position_ids"])[None]
         for i, (k, v) in enumerate(self.past):
             feeds[f"past_key_values.{i}.key"], feeds[f"past_key_values.{i}.value"] = k, v
-        out = dict(zip(self.outputs, self.session.run(None, feeds)))
+        out = dict(zip(self.outputs, self.session.run(None, feeds, self.run_options)))
         self.past = [(out[f"present.{i}.key"], out[f"present.{i}.value"]) for i in range(self.layers)]
         self.pos += n
         return np.asarray(out["logits"][0], dtype=np.float32)
