@@ -26,6 +26,8 @@ EMITTED_OPS: dict[str, int] = {
     "scatter": IOS15,
     # family deltas: Gemma 2 (gelu-tanh MLP, tanh soft-caps, sliding-window mask), Phi-3 (LongRoPE switch)
     "gelu": IOS15, "tanh": IOS15, "greater": IOS15, "logical_and": IOS15, "reduce_max": IOS15,
+    # GPT-2 (LayerNorm with bias)
+    "layer_norm": IOS15,
     # attention fused by passes/fuse_sdpa.py (iOS18)
     "scaled_dot_product_attention": IOS18,
     # KV cache as state (iOS18): coremltools' coreml_update_state is serialized as write + read
