@@ -128,6 +128,30 @@ def test_layer_norm_fp16_input_fp32_params_is_rounded_once(tmp_path):
     np.testing.assert_allclose(h.astype(np.float32), want.astype(np.float32), rtol=2 ** -10, atol=2 ** -14)
 
 
+def test_erf_matches_math_erf_to_double_precision():
+    import math
+
+    from slmpack.runtime.mil.special import erf
+
+    x = np.concatenate([np.linspace(-30, 30, 200_001), [0.0, 0.46875, -0.46875, 4.0, -4.0, 26.543, np.inf, -np.inf]])
+    want = np.array([math.erf(v) for v in x])
+    np.testing.assert_allclose(erf(x), want, rtol=4 * np.finfo(np.float64).eps, atol=0)   # |erf| <= 1: a few ulps
+
+
+def test_pooling_ops_reduce_l2_norm_fill_like(tmp_path):
+    x = f32(2, 5, 8)
+    (l2, l2k, zeros, full), _ = run(tmp_path, lambda x: (
+        mb.reduce_l2_norm(x=x, axes=[1]),
+        mb.reduce_l2_norm(x=x, axes=[-1], keep_dims=True),
+        mb.fill_like(ref_tensor=x),
+        mb.fill_like(ref_tensor=x, value=np.float32(-1e9))), {"x": x})
+    np.testing.assert_allclose(l2, np.sqrt((x.astype(np.float64) ** 2).sum(1)), rtol=1e-6)
+    np.testing.assert_allclose(l2k, np.linalg.norm(x, axis=-1, keepdims=True), rtol=1e-6)
+    assert l2k.shape == (2, 5, 1) and l2.shape == (2, 8)
+    np.testing.assert_array_equal(zeros, np.zeros_like(x))
+    np.testing.assert_array_equal(full, np.full_like(x, -1e9))
+
+
 def test_gather_select_compare_minimum_real_div(tmp_path):
     table = f32(10, 4)
     idx = np.array([[3, 0, 9]], dtype=np.int32)
