@@ -56,6 +56,12 @@ def test_coreml_encoder_package(fixture, request, tmp_path, sentences):
     elif m["encoder"]["output"] == "last_hidden_state":
         assert out == [{"name": "last_hidden_state", "dtype": "float32", "shape": [*flexible, 32]}]
         assert h["min_cosine"] >= 0.99999
+        # the structural check reads the shapes back from the package: an edited manifest is caught
+        from slmpack.targets.coreml.encoder import check_encoder
+
+        assert check_encoder(pkg.path, m) == []
+        edited = [{**m["io"]["inputs"][0], "shape": ["batch[1..64]", "sequence[2..1024]"]}, *m["io"]["inputs"][1:]]
+        assert any("inputs differ" in p for p in check_encoder(pkg.path, {**m, "io": {**m["io"], "inputs": edited}}))
     else:
         assert m["encoder"]["pooling"] == "max" and not m["encoder"]["normalize"]
         assert out == [{"name": "sentence_embedding", "dtype": "float32", "shape": ["batch[1..64]", 32]}]
