@@ -34,6 +34,7 @@ class EncoderPrograms:
     input_names: tuple[str, ...]
     output_name: str
     max_sequence: int
+    max_batch: int                 # upper bound of the traced dynamic batch
 
 
 def example_args(ref: EncoderReference, batch: int, seq: int) -> tuple:
@@ -59,4 +60,5 @@ def trace_encoder(ref: EncoderReference, max_batch: int = 1024, export_program: 
         except Exception as e:  # torch.export raises many types; one line, keep the cause
             raise ToolchainError(f"torch.export of the encoder failed: {type(e).__name__}: "
                                  f"{str(e).splitlines()[0]}", "E_TRACE") from e
-    return EncoderPrograms(module, program, args, dyn, names, ref.spec.output.value, ref.spec.max_sequence)
+    return EncoderPrograms(module, program, args, dyn, names, ref.spec.output.value, ref.spec.max_sequence,
+                           max_batch)

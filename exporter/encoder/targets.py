@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from slmpack.errors import UnsupportedError
+from slmpack.runtime.tolerance import COREML_FP32
 from slmpack.targets.base import TargetName, Tolerance
 
 
@@ -32,6 +33,9 @@ ENCODER_TARGETS = {
                                          Tolerance(atol=1e-4, rtol=1e-4), max_batch=32, needs_program=False),
     TargetName.TFLITE: EncoderTarget(TargetName.TFLITE, "slmpack.targets.tflite.encoder",
                                      Tolerance(atol=1e-4, rtol=1e-4), max_batch=32, needs_program=False),
+    # flexible batch / sequence (RangeDim), fp32 compute: targets/coreml/encoder.py says why fp32's bound
+    TargetName.COREML: EncoderTarget(TargetName.COREML, "slmpack.targets.coreml.encoder", COREML_FP32,
+                                     max_batch=64),
 }
 
 

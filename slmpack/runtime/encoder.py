@@ -1,6 +1,6 @@
 """Run an encoder package: tokenize with the package's tokenizer.json, pad + mask, run the artifact
 through its format's runtime, return embeddings / labels. Python stdlib + numpy + tokenizers + the
-format's runtime (onnxruntime, executorch, ai-edge-litert, or our numpy MIL interpreter) — no slmpack
+format's runtime (onnxruntime, executorch, ai-edge-litert, Core ML or our numpy MIL interpreter) — no slmpack
 exporter, no transformers. Hook for ``slmpack.load``: ``open_encoder(pkg_dir, manifest)``.
 """
 from __future__ import annotations
@@ -201,9 +201,27 @@ class LiteRTBackend:
                         np.int32)
 
 
+class CoreMLBackend:
+    """model.mlpackage with a flexible batch and sequence: Core ML on macOS, the kit's MIL interpreter
+    elsewhere (``adapters/coreml.py`` picks; ``SLMPACK_COREML_RUNNER`` overrides). int32 token inputs."""
+
+    lengths = None
+
+    def __init__(self, pkg_dir: Path, manifest: dict):
+        from .adapters.coreml import open_predictor
+
+        self.predict = open_predictor(Path(pkg_dir) / manifest["artifact"],
+                                      str(manifest["runtime"].get("compute_units", "all")))
+        self.names, self.output = manifest["encoder"]["inputs"], manifest["encoder"]["output"]
+
+    def run(self, input_ids, attention_mask, token_type_ids):
+        feeds = {n: np.asarray(a, np.int32) for n, a in zip(self.names, (input_ids, attention_mask, token_type_ids))}
+        return np.asarray(self.predict(feeds)[self.output], np.float32)
+
+
 # target name -> backend factory (explicit; each adapter imports only its own runtime)
 BACKENDS: dict[str, Callable[[Path, dict], EncoderBackend]] = {"onnx": OnnxBackend, "executorch": ExecuTorchBackend,
-                                                                  "tflite": LiteRTBackend}
+                                                                  "tflite": LiteRTBackend, "coreml": CoreMLBackend}
 
 
 def register_backend(target: str, factory: Callable[[Path, dict], EncoderBackend]) -> None:

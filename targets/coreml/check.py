@@ -11,6 +11,7 @@ manifest and the deployment target.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from slmpack.errors import SlmpackError
@@ -31,20 +32,27 @@ def _registry_level(op_type: str) -> int | None:
     return min(int(v.value) for v in versions) if versions else None
 
 
-def check_package(pkg_dir: Path, manifest: dict) -> list[str]:
-    from slmpack.runtime.mil import Interpreter, load_mlpackage
+@dataclass(frozen=True)
+class ProgramCheck:
+    """Steps 1 and 2 of the check; ``readable`` False: the program could not be read at all."""
+
+    problems: tuple[str, ...]
+    readable: bool
+
+
+def check_program(package: Path, runtime: dict) -> ProgramCheck:
+    """The root model parses, is an ML program at the deployment target's specification version and
+    holds only ops we emit that exist at that target (steps 1 and 2; shared with encoder packages)."""
     from slmpack.runtime.mil.program import load_model_spec
 
-    package = Path(pkg_dir) / manifest["artifact"]
-    runtime = manifest.get("runtime", {})
     try:
         target = DeploymentTarget(runtime.get("deployment_target"))
         spec, _ = load_model_spec(package)
     except (ValueError, SlmpackError) as e:
-        return [f"{manifest.get('artifact')}: {e}"]
-    problems = []
+        return ProgramCheck((f"{package.name}: {e}",), False)
     if spec.WhichOneof("Type") != "mlProgram":
-        return [f"model type is {spec.WhichOneof('Type')!r}, not an ML program"]
+        return ProgramCheck((f"model type is {spec.WhichOneof('Type')!r}, not an ML program",), False)
+    problems = []
     if spec.specificationVersion != target.level:
         problems.append(f"specification version {spec.specificationVersion} != {target.level} "
                         f"({target.value})")
@@ -57,6 +65,26 @@ def check_package(pkg_dir: Path, manifest: dict) -> list[str]:
             elif ours > target.level or theirs is None or theirs > target.level:
                 problems.append(f"{fname}: op {op_type!r} needs specification version {max(ours, theirs or 99)}, "
                                 f"deployment target {target.value} has {target.level}")
+    return ProgramCheck(tuple(problems), True)
+
+
+def interpreter_loads(package: Path) -> list[str]:
+    """Step 4: every weight blob resolves and the interpreter implements every op."""
+    from slmpack.runtime.mil import Interpreter, load_mlpackage
+
+    try:
+        Interpreter(load_mlpackage(package))
+    except SlmpackError as e:
+        return [f"cannot load the program: {e}"]
+    return []
+
+
+def check_package(pkg_dir: Path, manifest: dict) -> list[str]:
+    package = Path(pkg_dir) / manifest["artifact"]
+    program = check_program(package, manifest.get("runtime", {}))
+    if not program.readable:
+        return list(program.problems)
+    problems = list(program.problems)
     got = signature(package)
     want = manifest.get("io", {})
     for part in ("inputs", "outputs", "states"):
@@ -71,8 +99,4 @@ def check_package(pkg_dir: Path, manifest: dict) -> list[str]:
         outs = {f["name"] for f in got["outputs"]}
         problems += [f"cache output {names.cache_out_name(n)!r} is missing" for n in kv.get("names", [])
                      if names.cache_out_name(n) not in outs]
-    try:
-        Interpreter(load_mlpackage(package))
-    except SlmpackError as e:
-        problems.append(f"cannot load the program: {e}")
-    return problems
+    return problems + interpreter_loads(package)

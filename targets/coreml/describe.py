@@ -11,14 +11,20 @@ from slmpack.runtime.mil.program import load_model_spec
 _DTYPES = {65552: "float16", 65568: "float32", 65600: "float64", 131104: "int32", 131080: "int8"}
 
 
-def feature(f) -> dict:
+def feature(f, flexible: tuple[str, ...] = (names.SEQ_DIM,)) -> dict:
+    """name, dtype and shape of one feature; its i-th flexible dim is labelled ``flexible[i][lo..hi]``."""
     kind = f.type.WhichOneof("Type")
     arr = f.type.multiArrayType if kind == "multiArrayType" else f.type.stateType.arrayType
     shape: list = [int(d) for d in arr.shape]
     ranges = list(arr.shapeRange.sizeRanges)
     if ranges:
-        shape = [int(r.lowerBound) if r.lowerBound == r.upperBound
-                 else f"{names.SEQ_DIM}[{r.lowerBound}..{r.upperBound}]" for r in ranges]
+        shape, i = [], 0
+        for r in ranges:
+            if r.lowerBound == r.upperBound:
+                shape.append(int(r.lowerBound))
+                continue
+            shape.append(f"{flexible[i] if i < len(flexible) else '?'}[{r.lowerBound}..{r.upperBound}]")
+            i += 1
     return {"name": f.name, "dtype": _DTYPES.get(arr.dataType, str(arr.dataType)), "shape": shape}
 
 
@@ -35,19 +41,24 @@ def _program_shapes(spec) -> dict[str, list]:
     return out
 
 
-def signature(package: Path) -> dict:
+def signature(package: Path, flexible: tuple[str, ...] = (names.SEQ_DIM,)) -> dict:
+    """The package's inputs, outputs and states. Flexible input dims are named by ``flexible`` in
+    order (decoders: the prompt length; encoders: batch, sequence); an output's flexible dims
+    (Core ML leaves them unshaped) take the first flexible input's labels in order."""
     spec, _ = load_model_spec(package)
     d = spec.description
-    inputs = [feature(f) for f in d.input]
-    flexible = next((dim for f in inputs for dim in f["shape"] if isinstance(dim, str)), None)
+    inputs = [feature(f, flexible) for f in d.input]
+    labels = next(([dim for dim in f["shape"] if isinstance(dim, str)] for f in inputs
+                   if any(isinstance(dim, str) for dim in f["shape"])), [])
     outputs = []
     declared = _program_shapes(spec)
     for f in d.output:
-        entry = feature(f)
-        if not entry["shape"] and f.name in declared:   # Core ML leaves flexible outputs unshaped
-            entry["shape"] = [flexible if dim is None else dim for dim in declared[f.name]]
+        entry = feature(f, flexible)
+        if not entry["shape"] and f.name in declared:
+            it = iter(labels)
+            entry["shape"] = [next(it, "?") if dim is None else dim for dim in declared[f.name]]
         outputs.append(entry)
-    return {"inputs": inputs, "outputs": outputs, "states": [feature(f) for f in d.state]}
+    return {"inputs": inputs, "outputs": outputs, "states": [feature(f, flexible) for f in d.state]}
 
 
 def op_types(package: Path) -> list[str]:

@@ -26,6 +26,10 @@ EMITTED_OPS: dict[str, int] = {
     "scatter": IOS15,
     # family deltas: Gemma 2 (gelu-tanh MLP, tanh soft-caps, sliding-window mask), Phi-3 (LongRoPE switch)
     "gelu": IOS15, "tanh": IOS15, "greater": IOS15, "logical_and": IOS15, "reduce_max": IOS15,
+    # GPT-2 and encoders (LayerNorm with bias); encoders: classification heads (tanh / relu), pooling
+    # (mean: reduce_sum + clip; max: fill_like + reduce_max) and the L2 normalization (reduce_l2_norm)
+    "layer_norm": IOS15, "relu": IOS15, "reduce_sum": IOS15, "clip": IOS15, "reduce_l2_norm": IOS15,
+    "fill_like": IOS16,
     # attention fused by passes/fuse_sdpa.py (iOS18)
     "scaled_dot_product_attention": IOS18,
     # KV cache as state (iOS18): coremltools' coreml_update_state is serialized as write + read

@@ -86,6 +86,72 @@ def test_gelu_modes_and_tanh_against_torch(tmp_path):
     assert exact.dtype == np.float32
 
 
+def _layer_norm_reference(x, axes, gamma=None, beta=None, eps=1e-5):
+    """numpy, float64: (x - E[x]) / sqrt(Var[x] + eps) * gamma + beta over ``axes`` (population variance);
+    gamma / beta have shape x.shape[sorted(axes)]."""
+    x = np.asarray(x, np.float64)
+    axes = tuple(sorted(a % x.ndim for a in axes))
+    bshape = [x.shape[i] if i in axes else 1 for i in range(x.ndim)]
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    out = (x - mean) / np.sqrt(var + eps)
+    out = out * (1.0 if gamma is None else np.reshape(gamma, bshape))
+    return out + (0.0 if beta is None else np.reshape(beta, bshape))
+
+
+def test_layer_norm_against_numpy_formula_and_torch(tmp_path):
+    x = f32(2, 3, 4, 8) * 3 + 1.5                   # an offset mean, so centring matters
+    g, b = 1 + 0.1 * f32(8), 0.1 * f32(8)
+    g2 = 1 + 0.1 * f32(4, 8)                        # axes [-1, 2] (unordered): gamma is x.shape[2:4]
+    (last, unordered, bare, everything), _ = run(tmp_path, lambda x: (
+        mb.layer_norm(x=x, axes=[-1], gamma=g, beta=b, epsilon=1e-12),
+        mb.layer_norm(x=x, axes=[-1, 2], gamma=g2, epsilon=1e-3),
+        mb.layer_norm(x=x, axes=[1]),               # no gamma / beta, default epsilon 1e-5
+        mb.layer_norm(x=x, axes=[0, 1, 2, 3])), {"x": x})
+    np.testing.assert_allclose(last, _layer_norm_reference(x, [-1], g, b, 1e-12), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(unordered, _layer_norm_reference(x, [2, 3], g2, None, 1e-3), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(bare, _layer_norm_reference(x, [1]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(everything, _layer_norm_reference(x, range(4)), rtol=1e-5, atol=1e-5)
+    t = torch.nn.functional.layer_norm(torch.from_numpy(x), (8,), torch.from_numpy(g), torch.from_numpy(b), 1e-12)
+    np.testing.assert_allclose(last, t.numpy(), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(bare, last, atol=1e-2)   # the axes really differ
+
+
+def test_layer_norm_fp16_input_fp32_params_is_rounded_once(tmp_path):
+    """iOS17: x in fp16, gamma / beta / epsilon in fp32; fp32 arithmetic, one fp16 rounding of the result."""
+    x, g, b = f32(3, 16) * 4, 1 + 0.1 * f32(16), 0.1 * f32(16)
+    (h,), _ = run(tmp_path, lambda x: mb.layer_norm(x=mb.cast(x=x, dtype="fp16"), axes=[-1], gamma=g, beta=b,
+                                                  epsilon=np.float32(1e-5)), {"x": x}, target=IOS17)
+    assert h.dtype == np.float16
+    want = _layer_norm_reference(x.astype(np.float16), [-1], g, b).astype(np.float16)
+    # fp32 vs float64 arithmetic before the rounding: at most one fp16 ulp apart (2^-10 relative)
+    np.testing.assert_allclose(h.astype(np.float32), want.astype(np.float32), rtol=2 ** -10, atol=2 ** -14)
+
+
+def test_erf_matches_math_erf_to_double_precision():
+    import math
+
+    from slmpack.runtime.mil.special import erf
+
+    x = np.concatenate([np.linspace(-30, 30, 200_001), [0.0, 0.46875, -0.46875, 4.0, -4.0, 26.543, np.inf, -np.inf]])
+    want = np.array([math.erf(v) for v in x])
+    np.testing.assert_allclose(erf(x), want, rtol=4 * np.finfo(np.float64).eps, atol=0)   # |erf| <= 1: a few ulps
+
+
+def test_pooling_ops_reduce_l2_norm_fill_like(tmp_path):
+    x = f32(2, 5, 8)
+    (l2, l2k, zeros, full), _ = run(tmp_path, lambda x: (
+        mb.reduce_l2_norm(x=x, axes=[1]),
+        mb.reduce_l2_norm(x=x, axes=[-1], keep_dims=True),
+        mb.fill_like(ref_tensor=x),
+        mb.fill_like(ref_tensor=x, value=np.float32(-1e9))), {"x": x})
+    np.testing.assert_allclose(l2, np.sqrt((x.astype(np.float64) ** 2).sum(1)), rtol=1e-6)
+    np.testing.assert_allclose(l2k, np.linalg.norm(x, axis=-1, keepdims=True), rtol=1e-6)
+    assert l2k.shape == (2, 5, 1) and l2.shape == (2, 8)
+    np.testing.assert_array_equal(zeros, np.zeros_like(x))
+    np.testing.assert_array_equal(full, np.full_like(x, -1e9))
+
+
 def test_gather_select_compare_minimum_real_div(tmp_path):
     table = f32(10, 4)
     idx = np.array([[3, 0, 9]], dtype=np.int32)

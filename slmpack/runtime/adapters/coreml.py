@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -114,12 +115,31 @@ class CoreMLRunner(_CacheRunner):
         return self.model.predict(feeds, state=self.state) if self.stateful else self.model.predict(feeds)
 
 
-def open_coreml(pkg: Path, manifest: Manifest, which: str = "auto"):
+def _use_coreml(which: str) -> bool:
+    """``which`` (or, for ``auto``, ``SLMPACK_COREML_RUNNER``): Core ML itself, or the interpreter."""
     which = (which if which != "auto" else os.environ.get(ENV) or "auto").lower()
     if which not in ("auto", "interpreter", "coreml"):
         raise BadInputError(f"{ENV}={which!r}: expected auto, interpreter or coreml", ErrorCode.E_CONFIG)
+    return which == "coreml" or (which == "auto" and coreml_runtime_available()[0])
+
+
+def open_coreml(pkg: Path, manifest: Manifest, which: str = "auto"):
     package, m = Path(pkg) / manifest.artifact, manifest.model
-    if which == "coreml" or (which == "auto" and coreml_runtime_available()[0]):
+    if _use_coreml(which):
         return CoreMLRunner(package, manifest.kv_cache, m.max_prompt, m.max_context,
                             str(manifest.runtime.details.get("compute_units", "all")))
     return InterpreterRunner(package, manifest.kv_cache, m.max_prompt, m.max_context)
+
+
+def open_predictor(package: Path, compute_units: str = "all", which: str = "auto") -> Callable[[dict], dict]:
+    """A stateless ``predict(feeds) -> {output name: array}`` (encoder packages)."""
+    if _use_coreml(which):
+        ok, why = coreml_runtime_available()
+        if not ok:
+            raise UnsupportedError(f"cannot run Core ML here: {why}", ErrorCode.E_COREML_RUNTIME)
+        import coremltools as ct
+
+        return ct.models.MLModel(str(package), compute_units=ct.ComputeUnit[compute_units.upper()]).predict
+    from ..mil import Interpreter, load_mlpackage
+
+    return Interpreter(load_mlpackage(Path(package))).run

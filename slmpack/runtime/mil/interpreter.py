@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import (ops_constexpr, ops_elementwise, ops_nn, ops_state,  # noqa: F401
-                                                    ops_tensor)
+from . import (ops_constexpr, ops_elementwise, ops_nn, ops_normalization, ops_state,  # noqa: F401
+               ops_tensor)
 from .errors import MILRuntimeError, UnsupportedOpError
 from .ops_state import StateSlot
 from .program import Literal, Op, Program

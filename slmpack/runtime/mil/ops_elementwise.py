@@ -1,12 +1,11 @@
 """Element-wise MIL ops (iOS15 ``elementwise_binary`` / ``elementwise_unary`` / ``activation``)."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from . import dtypes
 from .registry import f32, need, register, scalar
+from .special import erf as _erf
 
 _BINARY = {
     "add": np.add, "sub": np.subtract, "mul": np.multiply, "real_div": np.true_divide,
@@ -55,7 +54,6 @@ _GELU = {
                                                              * (x + np.float32(0.044715) * x ** 3))),
     "SIGMOID_APPROXIMATION": lambda x: x / (1.0 + np.exp(np.float32(-1.702) * x)),
 }
-_erf = np.vectorize(math.erf, otypes=[np.float64])   # numpy has no erf; the runtime kit is numpy-only
 
 
 @register("gelu")

@@ -42,8 +42,13 @@ def _reduce(fn):
     return run
 
 
+def _l2_norm(x, axis, keepdims):
+    """coremltools' reduce_l2_norm: sqrt(sum(x^2)) over axes (no epsilon)."""
+    return np.sqrt(np.sum(np.square(x), axis=axis, keepdims=keepdims))
+
+
 for _name, _fn in {"reduce_mean": np.mean, "reduce_sum": np.sum, "reduce_max": np.max, "reduce_min": np.min,
-                   "reduce_prod": np.prod}.items():
+                   "reduce_prod": np.prod, "reduce_l2_norm": _l2_norm}.items():
     register(_name)(_reduce(_fn))
 
 

@@ -135,6 +135,12 @@ def fill(args, op):
     return np.full(ints(args["shape"]), scalar(args["value"]) if "value" in args else 0.0)
 
 
+@register("fill_like")
+def fill_like(args, op):
+    """iOS16: ``ref_tensor``'s shape, filled with ``value`` (default 0.0) in ``value``'s type."""
+    return np.full(np.shape(args["ref_tensor"]), scalar(args["value"]) if "value" in args else 0.0)
+
+
 def _check_indices(idx: np.ndarray, size: int, op) -> np.ndarray:
     idx = np.asarray(idx).astype(np.int64)
     if idx.size and (idx.min() < 0 or idx.max() >= size):
