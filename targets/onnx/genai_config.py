@@ -13,7 +13,10 @@ GENAI_TYPE = {Family.LLAMA: "llama", Family.MISTRAL: "mistral", Family.QWEN2: "q
               Family.GPT2: "llama"}
 
 
-def genai_config(spec: ModelSpec, filename: str, context_length: int, gen: dict) -> dict:
+def genai_config(spec: ModelSpec, filename: str, context_length: int, gen: dict, share_buffer: bool = False) -> dict:
+    """``share_buffer``: every layer's attention is one GroupQueryAttention, which reads and writes
+    a past/present buffer of ``max_length`` in place, so onnxruntime-genai allocates the KV cache once
+    instead of concatenating a grown copy per token (``past_present_share_buffer``)."""
     e = gen.get("eos_token_id")   # the full stop list (generation_config eos + the template's end of turn)
     eos = ([int(e)] if isinstance(e, int) else [int(x) for x in e or ()]) or list(spec.eos_token_ids) or [0]
     return {
@@ -46,7 +49,7 @@ def genai_config(spec: ModelSpec, filename: str, context_length: int, gen: dict)
         "search": {
             "diversity_penalty": 0.0, "do_sample": False, "early_stopping": True, "length_penalty": 1.0,
             "max_length": context_length, "min_length": 0, "no_repeat_ngram_size": 0, "num_beams": 1,
-            "num_return_sequences": 1, "past_present_share_buffer": False, "repetition_penalty": 1.0,
+            "num_return_sequences": 1, "past_present_share_buffer": share_buffer, "repetition_penalty": 1.0,
             "temperature": 1.0, "top_k": 1, "top_p": 1.0,
         },
     }

@@ -162,7 +162,8 @@ def lower(programs, spec, options: OnnxOptions, out_dir: Path, gen: dict, plan=N
                                  "(OnnxTarget.executed_quant)", "E_ONNX_EXPORT")
         files = save(model, out_dir, options)
     check(out_dir)
-    cfg = genai_config(spec, MODEL_FILE, programs.config.max_context, gen)
+    cfg = genai_config(spec, MODEL_FILE, programs.config.max_context, gen,
+                       share_buffer=fused["attention_blocks_fused"] == f"{spec.num_layers}/{spec.num_layers}")
     (out_dir / "genai_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     files.append("genai_config.json")
     adapters = []
