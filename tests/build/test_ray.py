@@ -60,8 +60,8 @@ def _failing_and_oversized_models(root: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                    reason="Ray is not installed (pip install -c constraints.txt -e '.[ray]'); "
-                           "scripts/bootstrap.sh does not install the [ray] extra")
+                    reason="Ray is not installed: the [ray] extra (pip install -c constraints.txt -e '.[ray]'; "
+                           "scripts/bootstrap.sh installs it)")
 def test_ray_build_is_byte_identical_and_shares_the_cache(tmp_path):
     recipe = project(tmp_path, RECIPE + EXTRA)
     _failing_and_oversized_models(tmp_path)
