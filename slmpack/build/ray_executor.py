@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import socket
 import tempfile
 import uuid
 from concurrent.futures import Future
@@ -28,6 +29,7 @@ from slmpack.build.unit import Status, build_into_cache
 from slmpack.errors import BadInputError, SlmpackError, TargetNotInstalled, ToolchainError
 
 TOKEN_DIR = "tmp"
+CONNECT_TIMEOUT_S = 10  # a TCP connect to the head before ray.init, which retries a dead address for minutes
 
 
 def require_ray() -> None:
@@ -70,11 +72,23 @@ def ray_build(unit, key: str, cache_root: str, token: str, expected: dict) -> tu
         log.unlink(missing_ok=True)
 
 
+def _check_listening(address: str | None) -> None:
+    """Fail fast when nothing listens at an explicit HOST:PORT or ray://HOST:PORT (not 'auto' / Ray's default)."""
+    host, _, port = (address or "").split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        raise ToolchainError(f"cannot reach the Ray cluster at {address}: {e}", "E_BUILD_EXECUTOR") from None
+
+
 class RayExecutor:
     retries = 1  # another attempt may land on another node; a second failure is reported
 
     def __init__(self, address: str | None, cache_root: Path):
         ray = _ray()
+        _check_listening(address)
         try:  # Ray's own lines go to fds 1/2, i.e. the build's build.log (the CLI captures them)
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as e:

@@ -23,7 +23,7 @@ STARTED = "Ray runtime started."
 START_TIMEOUT_S = 180
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -32,7 +32,7 @@ def _free_port() -> int:
 def _start(args: list[str], log: Path) -> subprocess.Popen:
     with open(log, "w") as f:
         p = subprocess.Popen([str(RAY), "start", "--block", "--num-cpus", "1", "--disable-usage-stats",
-                              "--dashboard-agent-listen-port", str(_free_port()), *args],
+                              "--dashboard-agent-listen-port", str(free_port()), *args],
                              stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + START_TIMEOUT_S
     while STARTED not in log.read_text(errors="replace"):
@@ -58,11 +58,11 @@ def _stop(p: subprocess.Popen) -> None:
 def local_cluster() -> Iterator[str]:
     """Yield the head's address (127.0.0.1:PORT) of a running head + 1 worker; stop both after, even on failure."""
     tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    port = _free_port()
+    port = free_port()
     nodes: list[subprocess.Popen] = []
     try:
         nodes.append(_start(["--head", "--port", str(port), "--temp-dir", str(tmp / "t"), "--include-dashboard", "false",
-                             "--dashboard-port", str(_free_port())],
+                             "--dashboard-port", str(free_port())],
                             tmp / "head.log"))
         nodes.append(_start(["--address", f"127.0.0.1:{port}"], tmp / "worker.log"))
         yield f"127.0.0.1:{port}"

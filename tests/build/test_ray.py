@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.build.helpers import RECIPE, build_json, project, statuses
-from tests.build.ray_cluster import local_cluster
+from tests.build.ray_cluster import free_port, local_cluster
 from tests.build.test_extras import BLOCKED_RUN
 from tests.tiny_models import write_tiny_model
 
@@ -43,6 +43,21 @@ def test_ray_executor_absent_is_a_typed_error_with_the_pip_command(tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache" / "objects").exists()
 
 
+RAY = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                         reason="Ray is not installed: the [ray] extra (pip install -c constraints.txt -e '.[ray]'; "
+                                "scripts/bootstrap.sh installs it)")
+
+
+@RAY
+def test_unreachable_cluster_is_a_typed_error(tmp_path):
+    recipe = project(tmp_path)
+    p = subprocess.run([sys.executable, "-m", "slmpack.cli", "build", str(recipe), "--executor", "ray",
+                        "--address", f"127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 3, p.stderr
+    assert "error[E_BUILD_EXECUTOR]: cannot reach the Ray cluster at 127.0.0.1:" in p.stderr
+    assert list((tmp_path / "cache" / "objects").iterdir()) == []
+
+
 def _tree_digests(pkg: Path) -> dict[str, str]:
     return {f.relative_to(pkg).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
             for f in sorted(pkg.rglob("*")) if f.is_file()}
@@ -59,9 +74,7 @@ def _failing_and_oversized_models(root: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                    reason="Ray is not installed: the [ray] extra (pip install -c constraints.txt -e '.[ray]'; "
-                           "scripts/bootstrap.sh installs it)")
+@RAY
 def test_ray_build_is_byte_identical_and_shares_the_cache(tmp_path):
     recipe = project(tmp_path, RECIPE + EXTRA)
     _failing_and_oversized_models(tmp_path)
