@@ -29,11 +29,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen:
+def _start(args: list[str], log: Path, cpus: int = 1, env: dict | None = None) -> subprocess.Popen:
     with open(log, "w") as f:
-        p = subprocess.Popen([str(RAY), "start", "--block", "--num-cpus", "1", "--disable-usage-stats",
+        p = subprocess.Popen([str(RAY), "start", "--block", "--num-cpus", str(cpus), "--disable-usage-stats",
                               "--dashboard-agent-listen-port", str(free_port()), *args],
-                             stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+                             stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     deadline = time.monotonic() + START_TIMEOUT_S
     while STARTED not in log.read_text(errors="replace"):
         if p.poll() is not None or time.monotonic() > deadline:
@@ -55,16 +55,17 @@ def _stop(p: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def local_cluster() -> Iterator[str]:
-    """Yield the head's address (127.0.0.1:PORT) of a running head + 1 worker; stop both after, even on failure."""
+def local_cluster(head_cpus: int = 1, worker_env: dict | None = None) -> Iterator[str]:
+    """Yield the head's address (127.0.0.1:PORT) of a running head + 1 worker; stop both after, even on failure.
+    ``head_cpus=0``: every task runs on the worker (started with ``worker_env``, default this environment)."""
     tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     port = free_port()
     nodes: list[subprocess.Popen] = []
     try:
         nodes.append(_start(["--head", "--port", str(port), "--temp-dir", str(tmp / "t"), "--include-dashboard", "false",
                              "--dashboard-port", str(free_port())],
-                            tmp / "head.log"))
-        nodes.append(_start(["--address", f"127.0.0.1:{port}"], tmp / "worker.log"))
+                            tmp / "head.log", head_cpus))
+        nodes.append(_start(["--address", f"127.0.0.1:{port}"], tmp / "worker.log", env=worker_env))
         yield f"127.0.0.1:{port}"
     finally:
         for p in reversed(nodes):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,21 @@ def test_ray_build_is_byte_identical_and_shares_the_cache(tmp_path):
         assert rc == 0 and statuses(reuse) == dict.fromkeys(GOOD, "from-cache")
         assert all(_tree_digests(tmp_path / "out-3" / n.split("/")[0] / "onnx")
                    == _tree_digests(tmp_path / "out-ray" / n.split("/")[0] / "onnx") for n in GOOD)
+
+
+@pytest.mark.slow
+@RAY
+def test_a_node_with_another_toolchain_refuses_the_task(tmp_path):
+    recipe = project(tmp_path, RECIPE.split('[[package]]\nname = "a2"')[0])  # one package: a1
+    dist = tmp_path / "site-extra" / "slmpack_test_marker-1.0.dist-info"  # one more distribution on the worker
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: slmpack-test-marker\nVersion: 1.0\n")
+    path = os.pathsep.join(p for p in (str(dist.parent), os.environ.get("PYTHONPATH")) if p)
+    with local_cluster(head_cpus=0, worker_env={**os.environ, "PYTHONPATH": path}) as address:
+        rc, report = build_json(recipe, "--executor", "ray", "--address", address)
+    assert rc == 2
+    (r,) = report["packages"]
+    assert r["status"] == "failed" and r["attempts"] == 2, r
+    assert r["error"]["error"] == "E_BUILD_NODE" and r["error"]["details"]["differs"] == ["distributions"]
+    assert list((tmp_path / "cache" / "objects").iterdir()) == []
+    assert list((tmp_path / "cache" / "tmp").iterdir()) == []
