@@ -49,7 +49,7 @@ def package_bits(u: BuildUnit) -> int:
 
 def task_resources(u: BuildUnit) -> TaskResources:
     from slmpack.device_tests.fit import fit_check
-    from slmpack.exporter.inputs import demo_model_dir
+    from slmpack.bundled import demo_model_dir
 
     model = u.entry.model or demo_model_dir()
     reference = fit_check(model, "host", u.entry.context, 32, strict=False, fmt=u.target)
