@@ -2,7 +2,8 @@
 
 Byte-identical to the local build, one cache shared both ways, a failing package tried twice then
 reported with its typed error and nothing of it in the cache, a package no node can hold refused
-up front from its fit estimate; and a typed error with the pip command when Ray is absent.
+up front from its fit estimate, a node with another toolchain refusing, a worker killed by Ray's
+OOM killer retried then reported; typed errors when Ray is absent or the cluster unreachable.
 """
 from __future__ import annotations
 
@@ -140,3 +141,18 @@ def test_a_node_with_another_toolchain_refuses_the_task(tmp_path):
     assert r["error"]["error"] == "E_BUILD_NODE" and r["error"]["details"]["differs"] == ["distributions"]
     assert list((tmp_path / "cache" / "objects").iterdir()) == []
     assert list((tmp_path / "cache" / "tmp").iterdir()) == []
+
+
+@pytest.mark.slow
+@RAY
+def test_a_worker_killed_by_rays_memory_monitor_is_retried_then_reported(tmp_path):
+    recipe = project(tmp_path, RECIPE.split('[[package]]\nname = "a2"')[0])  # one package: a1
+    # the worker node's raylet kills any task worker once node memory use passes 0.1% (Ray's OOM killer)
+    env = {**os.environ, "RAY_memory_usage_threshold": "0.001", "RAY_memory_monitor_refresh_ms": "100"}
+    with local_cluster(head_cpus=0, worker_env=env) as address:
+        rc, report = build_json(recipe, "--executor", "ray", "--address", address)
+    assert rc == 3
+    (r,) = report["packages"]
+    assert r["status"] == "failed" and r["attempts"] == 2, r
+    assert r["error"]["error"] == "E_BUILD_EXECUTOR" and "OutOfMemoryError" in r["error"]["message"], r
+    assert list((tmp_path / "cache" / "objects").iterdir()) == []
