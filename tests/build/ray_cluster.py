@@ -29,9 +29,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(args: list[str], log: Path, cpus: int = 1, env: dict | None = None) -> subprocess.Popen:
+def _start(args: list[str], log: Path, cpus: int = 1, env: dict | None = None,
+           wrap: tuple[str, ...] = ()) -> subprocess.Popen:
     with open(log, "w") as f:
-        p = subprocess.Popen([str(RAY), "start", "--block", "--num-cpus", str(cpus), "--disable-usage-stats",
+        p = subprocess.Popen([*wrap, str(RAY), "start", "--block", "--num-cpus", str(cpus), "--disable-usage-stats",
                               "--dashboard-agent-listen-port", str(free_port()), *args],
                              stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -55,9 +56,10 @@ def _stop(p: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def local_cluster(head_cpus: int = 1, worker_env: dict | None = None) -> Iterator[str]:
+def local_cluster(head_cpus: int = 1, worker_env: dict | None = None, worker_wrap: tuple[str, ...] = ()) -> Iterator[str]:
     """Yield the head's address (127.0.0.1:PORT) of a running head + 1 worker; stop both after, even on failure.
-    ``head_cpus=0``: every task runs on the worker (started with ``worker_env``, default this environment)."""
+    ``head_cpus=0``: every task runs on the worker (started with ``worker_env``, default this environment,
+    its command prefixed by ``worker_wrap``; it must exec ray, keeping the pid)."""
     tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     port = free_port()
     nodes: list[subprocess.Popen] = []
@@ -65,7 +67,7 @@ def local_cluster(head_cpus: int = 1, worker_env: dict | None = None) -> Iterato
         nodes.append(_start(["--head", "--port", str(port), "--temp-dir", str(tmp / "t"), "--include-dashboard", "false",
                              "--dashboard-port", str(free_port())],
                             tmp / "head.log", head_cpus))
-        nodes.append(_start(["--address", f"127.0.0.1:{port}"], tmp / "worker.log", env=worker_env))
+        nodes.append(_start(["--address", f"127.0.0.1:{port}"], tmp / "worker.log", env=worker_env, wrap=worker_wrap))
         yield f"127.0.0.1:{port}"
     finally:
         for p in reversed(nodes):

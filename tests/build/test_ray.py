@@ -2,8 +2,8 @@
 
 Byte-identical to the local build, one cache shared both ways, a failing package tried twice then
 reported with its typed error and nothing of it in the cache, a package no node can hold refused
-up front from its fit estimate, a node with another toolchain refusing, a worker killed by Ray's
-OOM killer retried then reported; typed errors when Ray is absent or the cluster unreachable.
+up front from its fit estimate, a node with another toolchain or without the shared cache refusing,
+a worker killed by Ray's OOM killer retried then reported; typed errors when Ray is absent or the cluster unreachable.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,27 @@ def test_a_worker_killed_by_rays_memory_monitor_is_retried_then_reported(tmp_pat
     assert r["status"] == "failed" and r["attempts"] == 2, r
     assert r["error"]["error"] == "E_BUILD_EXECUTOR" and "OutOfMemoryError" in r["error"]["message"], r
     assert list((tmp_path / "cache" / "objects").iterdir()) == []
+
+
+def _can_unshare_mounts() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+@RAY
+@pytest.mark.skipif(not _can_unshare_mounts(), reason="needs `unshare --mount` (root) to hide the cache from a node")
+def test_a_node_that_does_not_see_the_shared_cache_refuses_the_task(tmp_path):
+    recipe = project(tmp_path, RECIPE.split('[[package]]\nname = "a2"')[0])  # one package: a1
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    # the worker node runs in its own mount namespace with an empty tmpfs over the cache: a node-local folder
+    hide = ("unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount -t tmpfs tmpfs "$0" && exec "$@"',
+            str(cache))
+    with local_cluster(head_cpus=0, worker_wrap=hide) as address:
+        rc, report = build_json(recipe, "--executor", "ray", "--address", address)
+    assert rc == 2
+    (r,) = report["packages"]
+    assert r["status"] == "failed" and r["attempts"] == 2, r
+    assert r["error"]["error"] == "E_BUILD_NODE" and "does not see the build's cache" in r["error"]["message"], r
+    assert list((cache / "objects").iterdir()) == []
