@@ -3,7 +3,8 @@
 Byte-identical to the local build, one cache shared both ways, a failing package tried twice then
 reported with its typed error and nothing of it in the cache, a package no node can hold refused
 up front from its fit estimate, a node with another toolchain or without the shared cache refusing,
-a worker killed by Ray's OOM killer retried then reported; typed errors when Ray is absent or the cluster unreachable.
+a worker killed by Ray's OOM killer retried then reported; typed errors when Ray is absent or the
+cluster unreachable.
 """
 from __future__ import annotations
 
