@@ -56,7 +56,8 @@ def _stop(p: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def local_cluster(head_cpus: int = 1, worker_env: dict | None = None, worker_wrap: tuple[str, ...] = ()) -> Iterator[str]:
+def local_cluster(head_cpus: int = 1, worker_env: dict | None = None,
+                  worker_wrap: tuple[str, ...] = ()) -> Iterator[str]:
     """Yield the head's address (127.0.0.1:PORT) of a running head + 1 worker; stop both after, even on failure.
     ``head_cpus=0``: every task runs on the worker (started with ``worker_env``, default this environment,
     its command prefixed by ``worker_wrap``; it must exec ray, keeping the pid)."""
@@ -64,8 +65,8 @@ def local_cluster(head_cpus: int = 1, worker_env: dict | None = None, worker_wra
     port = free_port()
     nodes: list[subprocess.Popen] = []
     try:
-        nodes.append(_start(["--head", "--port", str(port), "--temp-dir", str(tmp / "t"), "--include-dashboard", "false",
-                             "--dashboard-port", str(free_port())],
+        nodes.append(_start(["--head", "--port", str(port), "--temp-dir", str(tmp / "t"),
+                             "--include-dashboard", "false", "--dashboard-port", str(free_port())],
                             tmp / "head.log", head_cpus))
         nodes.append(_start(["--address", f"127.0.0.1:{port}"], tmp / "worker.log", env=worker_env, wrap=worker_wrap))
         yield f"127.0.0.1:{port}"
