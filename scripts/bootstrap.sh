@@ -41,8 +41,9 @@ pipi() { .venv/bin/python -m pip install --disable-pip-version-check "$@" >>"$lo
   || { echo "bootstrap: pip install failed; last lines of $log:" >&2; tail -n 20 "$log" >&2; exit 3; }; }
 pipi --upgrade "pip==26.3" "setuptools==84.2.1" "wheel==0.48.0"
 # torch==2.13.0 resolves to the CPU wheel (see ../shared/TOOLCHAIN.md); constraints.txt locks the rest.
-# [all] = every target's toolchain (a user who wants one target: pip install 'slmpack[onnx]').
-pipi -c constraints.txt -e ".[all,test]"
-.venv/bin/python -c "import slmpack.cli, torch, onnxruntime, executorch, coremltools, ai_edge_litert, litert_torch" \
+# [all] = every target's toolchain (a user who wants one target: pip install 'slmpack[onnx]'); [ray] = the
+# Ray executor of `slmpack build` (+263 MB), so the slow tier runs tests/build/test_ray.py.
+pipi -c constraints.txt -e ".[all,test,ray]"
+.venv/bin/python -c "import slmpack.cli, torch, onnxruntime, executorch, coremltools, ai_edge_litert, litert_torch, ray" \
   >>"$log" 2>&1 || { echo "bootstrap: toolchain import check failed (see $log)" >&2; exit 3; }
 echo "$stamp" > .venv/.slmpack-stamp

@@ -3,34 +3,24 @@
 For each package (recipe entry x target): compute its key (slmpack.build.inputs); if the output
 already holds that key's package, untouched, it is up to date; else if the cache holds a package
 that verifies, copy it out; else export it (``slmpack.api.export``, validated) into the cache under
-the key's lock and publish it. Packages build in parallel with ``--jobs N`` (one process each).
+the key's lock and publish it. Packages build in parallel with ``--jobs N`` (one process each), or as
+Ray tasks on a cluster sharing the cache (``--executor ray [--address ADDR]``).
 """
 from __future__ import annotations
 
-import enum
 import json
-import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 from slmpack import quiet
 from slmpack.build import cache
+from slmpack.build.executor import EXECUTORS, Outcome, Task, make_executor, run_tasks
 from slmpack.build.inputs import FileHasher, unit_key
 from slmpack.build.recipe import BuildUnit, Recipe, load_recipe
-from slmpack.errors import BuildFailed, BuildStale, SlmpackError, ToolchainError
-
-QUANT_BITS = {"int8": 8, "w8a8": 8, "int4": 4, "8da4w": 4}
-
-
-class Status(str, enum.Enum):
-    UP_TO_DATE = "up-to-date"    # output already holds this key's package
-    FROM_CACHE = "from-cache"    # copied out of the cache (built earlier, elsewhere or by another build)
-    BUILT = "built"
-    STALE = "stale"              # --check: would be built or copied
-    FAILED = "failed"
+from slmpack.build.resources import package_bits
+from slmpack.build.unit import Status
+from slmpack.errors import BadInputError, BuildFailed, BuildStale, SlmpackError
 
 
 @dataclass(frozen=True)
@@ -41,10 +31,12 @@ class UnitResult:
     status: Status
     seconds: float
     error: dict | None = None
+    attempts: int = 0  # builds tried (a failed Ray task is tried twice); 0: nothing to build
 
     def to_json(self) -> dict:
         return {"package": self.label, "path": self.path, "key": self.key, "status": self.status.value,
-                "seconds": round(self.seconds, 2), **({"error": self.error} if self.error else {})}
+                "seconds": round(self.seconds, 2), "attempts": self.attempts,
+                **({"error": self.error} if self.error else {})}
 
 
 def add_parser(sub, common) -> None:
@@ -57,6 +49,12 @@ def add_parser(sub, common) -> None:
     p.add_argument("--cache", type=Path, default=None,
                    help="cache folder (default: the recipe's `cache`, $SLMPACK_CACHE or ~/.cache/slmpack/build)")
     p.add_argument("--jobs", "-j", type=int, default=1, help="packages built at once, one process each (default 1)")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="where packages build: this machine (default) or a Ray cluster sharing the cache folder "
+                   "(pip install 'slmpack[ray]')")
+    p.add_argument("--address", default=None,
+                   help="with --executor ray: the cluster (HOST:PORT of its head, 'auto', or ray://HOST:10001); "
+                   "default: Ray's own (RAY_ADDRESS, a running local cluster, else a new one on this machine)")
     p.add_argument("--only", action="append", default=[], metavar="NAME[/TARGET]",
                    help="build only these packages (repeatable)")
     p.add_argument("--check", action="store_true", help="build nothing; exit 1 if any package is stale")
@@ -94,52 +92,7 @@ def _gate_devices(u: BuildUnit) -> None:
 
     model = u.entry.model or demo_model_dir()
     for d in u.entry.devices:
-        fit_check(model, d, u.entry.context, QUANT_BITS.get(u.entry.quant or "", 32))
-
-
-def export_unit(u: BuildUnit, dest: Path) -> None:
-    """Export one package to ``dest`` with the Python API; raise unless it validated."""
-    from slmpack import api
-    from slmpack.config import ExportConfig, TraceConfig, ValidationConfig
-    from slmpack.exporter.pipeline import require_passed
-    from slmpack.quantize_config import QuantConfig
-
-    e = u.entry
-    quant = QuantConfig(recipe=e.quant, calib_data=e.calib_data, calib_windows=e.calib_windows,
-                        calib_window_tokens=e.calib_window_tokens, algorithm=e.algorithm, plan_from=e.quant_plan)
-    max_prompt = e.max_prompt or min(TraceConfig.max_prompt, e.context or TraceConfig.max_prompt)
-    cfg = ExportConfig(trace=TraceConfig(max_context=e.context, max_prompt=max_prompt),
-                       validation=ValidationConfig(heldout_tokens=e.heldout_tokens, greedy_tokens=e.greedy_tokens),
-                       quant=quant)
-    pkg = api.export(e.model, u.target, dest, cfg, eval_text=e.eval_text)
-    require_passed(pkg)
-
-
-def build_into_cache(u: BuildUnit, key: str, cache_root: Path, log: Path) -> tuple[Status, dict | None]:
-    """Make ``key``'s package exist in the cache (build it unless a verified one is there)."""
-    store = cache.Store(cache_root)
-    with store.lock(key):
-        if store.verified(key) is not None:
-            return Status.FROM_CACHE, None
-        stage = store.staging()
-        try:
-            with quiet.captured(log):
-                quiet.quiet_third_party()
-                export_unit(u, stage / "pkg")
-            store.put(key, stage / "pkg")
-            return Status.BUILT, None
-        except SlmpackError as e:
-            return Status.FAILED, e.to_json() | {"log": str(log)}
-        except Exception as e:  # a converter bug: reported for this package, the others go on
-            err = ToolchainError(f"internal toolchain failure: {type(e).__name__}: {str(e)[:300]}", "E_INTERNAL")
-            return Status.FAILED, err.to_json() | {"log": str(log)}
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
-
-
-def _worker(u: BuildUnit, key: str, cache_root: Path, log: Path) -> tuple[Status, dict | None]:
-    quiet.quiet_env()
-    return build_into_cache(u, key, cache_root, log)
+        fit_check(model, d, u.entry.context, package_bits(u))
 
 
 def plan(recipe: Recipe, layout: Layout, only: tuple[str, ...]) -> list[tuple[BuildUnit, str, bool]]:
@@ -154,58 +107,59 @@ def plan(recipe: Recipe, layout: Layout, only: tuple[str, ...]) -> list[tuple[Bu
 
 
 def run_build(recipe: Recipe, layout: Layout, jobs: int = 1, only: tuple[str, ...] = (), check: bool = False,
-              on_result=lambda r: None) -> list[UnitResult]:
+              on_result=lambda r: None, executor: str = "local", address: str | None = None) -> list[UnitResult]:
     t0 = time.perf_counter()
     rows = plan(recipe, layout, only)
     results: dict[str, UnitResult] = {}
 
-    def done(u: BuildUnit, key: str, status: Status, started: float, error: dict | None = None) -> None:
-        r = UnitResult(u.label, str(layout.package(u)), key, status, time.perf_counter() - started, error)
+    def done(u: BuildUnit, key: str, status: Status, seconds: float, error: dict | None = None,
+             attempts: int = 0) -> None:
+        r = UnitResult(u.label, str(layout.package(u)), key, status, seconds, error, attempts)
         results[u.label] = r
         on_result(r)
 
-    todo = []
+    store = cache.Store(layout.cache)
+    tasks = []
     for u, key, fresh in rows:
         if fresh:
-            done(u, key, Status.UP_TO_DATE, t0)
+            done(u, key, Status.UP_TO_DATE, time.perf_counter() - t0)
         elif check:
-            done(u, key, Status.STALE, t0)
+            done(u, key, Status.STALE, time.perf_counter() - t0)
         else:
-            todo.append((u, key))
-    gated = []
-    for u, key in todo:
+            try:
+                _gate_devices(u)
+            except SlmpackError as e:
+                done(u, key, Status.FAILED, 0.0, e.to_json())
+                continue
+            with store.lock(key):
+                cached = store.verified(key) is not None
+            if cached:  # no task for what the cache holds (the task would find it too)
+                _finish(Task(u, key, layout.log(u)), Outcome(Status.FROM_CACHE, None, 0, 0.0), layout, done)
+            else:
+                tasks.append(Task(u, key, layout.log(u)))
+    if tasks:
+        ex = make_executor(executor, jobs, address, layout.cache)
         try:
-            _gate_devices(u)
-            gated.append((u, key))
-        except SlmpackError as e:
-            done(u, key, Status.FAILED, time.perf_counter(), e.to_json())
-    store_root = layout.cache
-    cache.Store(store_root)
-    if jobs > 1 and len(gated) > 1:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = [(u, key, time.perf_counter(), pool.submit(_worker, u, key, store_root, layout.log(u)))
-                       for u, key in gated]
-            for u, key, started, fut in futures:
-                _finish(u, key, started, *fut.result(), layout, done)
-    else:
-        for u, key in gated:
-            started = time.perf_counter()
-            _finish(u, key, started, *build_into_cache(u, key, store_root, layout.log(u)), layout, done)
+            run_tasks(ex, tasks, layout.cache, lambda t, o: _finish(t, o, layout, done))
+        finally:
+            ex.close()
     return [results[u.label] for u, _, _ in rows]
 
 
-def _finish(u: BuildUnit, key: str, started: float, status: Status, error: dict | None, layout: Layout,
-            done) -> None:
-    if status is Status.FAILED:
-        return done(u, key, status, started, error)
+def _finish(t: Task, o: Outcome, layout: Layout, done) -> None:
+    """Publish a task's package from the cache to its output (shared by every executor)."""
+    u, key = t.unit, t.key
+    if o.status is Status.FAILED:
+        return done(u, key, o.status, o.seconds, o.error, o.attempts)
+    t0 = time.perf_counter()
     store = cache.Store(layout.cache)
     with cache.file_lock(layout.state(u).with_suffix(".lock")), store.lock(key):
         obj = store.verified(key)
         if obj is None:  # removed or corrupted between build and publish: never publish it
-            return done(u, key, Status.FAILED, started, {"error": "E_CACHE_CORRUPT",
-                                                         "message": f"cached package {key[:12]} does not verify"})
+            return done(u, key, Status.FAILED, o.seconds, {"error": "E_CACHE_CORRUPT",
+                        "message": f"cached package {key[:12]} does not verify"}, o.attempts)
         cache.publish(obj, layout.package(u), key, layout.state(u))
-    done(u, key, status, started)
+    done(u, key, o.status, o.seconds + time.perf_counter() - t0, None, o.attempts)
 
 
 def cmd_build(args) -> int:
@@ -222,9 +176,16 @@ def cmd_build(args) -> int:
             print(f"[{r.label}] {r.status.value} {r.seconds:.1f}s{extra}", file=quiet.stderr(), flush=True)
 
     if args.jobs < 1:
-        from slmpack.errors import BadInputError
-
         raise BadInputError("--jobs must be >= 1", "E_CONFIG")
+    if args.executor == "ray":
+        if args.jobs != 1:
+            raise BadInputError("--jobs is for the local executor (Ray runs as many packages as the cluster holds)",
+                                "E_CONFIG")
+        from slmpack.build.ray_executor import require_ray
+
+        require_ray()
+    elif args.address is not None:
+        raise BadInputError("--address needs --executor ray", "E_CONFIG")
     if args.list:
         from slmpack.build.inputs import input_files
 
@@ -233,7 +194,7 @@ def cmd_build(args) -> int:
         quiet.stdout().write(json.dumps({"packages": units}, indent=2) + "\n")
         return 0
     t0 = time.perf_counter()
-    results = run_build(recipe, layout, args.jobs, tuple(args.only), args.check, report)
+    results = run_build(recipe, layout, args.jobs, tuple(args.only), args.check, report, args.executor, args.address)
     counts = {s.value: sum(r.status is s for r in results) for s in Status}
     summary = {"recipe": str(recipe.path), "out": str(layout.out), "cache": str(layout.cache),
                "seconds": round(time.perf_counter() - t0, 2), "counts": counts,

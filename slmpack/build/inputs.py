@@ -18,6 +18,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import site
+import sys
 import tempfile
 from functools import lru_cache
 from importlib import metadata
@@ -88,10 +90,19 @@ def path_digest(path: Path, hasher: FileHasher, recursive: bool = True) -> dict:
     return {"name": path.name, "sha256": hasher.digest(path)}
 
 
+def _install_path() -> list[str]:
+    """sys.path less the folders inside site-packages: those are a package's vendored copies (Ray puts
+    its ``thirdparty_files`` on the path when imported), part of that package, not installs of their own."""
+    roots = [Path(p).resolve() for p in site.getsitepackages()]
+    entries = [Path(p or ".").resolve() for p in sys.path]
+    return [str(p) for p in entries if not any(p != r and p.is_relative_to(r) for r in roots)]
+
+
 @lru_cache(maxsize=1)
 def toolchain() -> dict:
-    """What is installed: name==version of every distribution, and slmpack's version + source digest."""
-    dists = sorted({f"{d.metadata['Name'].lower()}=={d.version}" for d in metadata.distributions()
+    """What is installed: name==version of every distribution, and slmpack's version + source digest.
+    The same whether or not Ray was imported first (the driver plans before it does; a worker after)."""
+    dists = sorted({f"{d.metadata['Name'].lower()}=={d.version}" for d in metadata.distributions(path=_install_path())
                     if d.metadata["Name"] and d.metadata["Name"].lower() != "slmpack"})
     return {"distributions": hashlib.sha256("\n".join(dists).encode()).hexdigest(),
             "slmpack": _slmpack_version(), "slmpack_source": _source_digest()}

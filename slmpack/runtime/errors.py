@@ -150,6 +150,9 @@ class ErrorCode(str, enum.Enum):
     E_BUILD_STALE = "E_BUILD_STALE", "build --check: some package is missing or out of date"
     E_BUILD_FAILED = "E_BUILD_FAILED", "some packages of the build failed (each one's error is in the details)"
     E_CACHE_CORRUPT = "E_CACHE_CORRUPT", "a cached package no longer verifies (discarded, never served)"
+    E_BUILD_EXECUTOR = "E_BUILD_EXECUTOR", "the Ray cluster cannot be reached, or a package's Ray task died (out of memory, node lost)"
+    E_BUILD_RESOURCES = "E_BUILD_RESOURCES", "no node of the Ray cluster has the memory or CPUs a package's export needs (fit estimate)"
+    E_BUILD_NODE = "E_BUILD_NODE", "a Ray worker node cannot build for this driver: it does not see the shared cache, or its toolchain differs"
     # devices
     E_DEVICE_UNKNOWN = "E_DEVICE_UNKNOWN", "no such device profile"
     E_PROFILE_INVALID = "E_PROFILE_INVALID", "a device profile file is invalid"
