@@ -112,6 +112,16 @@ class ReferenceTrace:
     decode_logits: np.ndarray
 
 
+class OwnVectorsOnly:
+    """For a target whose package test vectors are all it needs: it requests no reference traces."""
+
+    def reference_requests(self, spec, options, trace_cfg) -> tuple[ReferenceRequest, ...]:
+        return ()
+
+    def write_reference(self, pkg_dir: Path, options, traces: tuple[ReferenceTrace, ...]) -> tuple[str, ...]:
+        return ()
+
+
 class Runner(Protocol):
     """Load-and-run protocol shared by host runners, the reference and the device runner.
 
@@ -158,5 +168,6 @@ class Target(Protocol):
     def extra_vectors(self, pkg_dir: Path, manifest: dict, runner: Runner, tol: Tolerance) -> dict | None: ...
 
 
-__all__ = ["Artifact", "Capabilities", "Consumes", "IoSignature", "KvCacheInfo", "Readback", "ReferenceRequest",
+__all__ = ["Artifact", "Capabilities", "Consumes", "IoSignature", "KvCacheInfo", "OwnVectorsOnly", "Readback",
+           "ReferenceRequest",
            "ReferenceTrace", "Report", "Runner", "RuntimeInfo", "Target", "TargetName", "TensorSig", "Tolerance", "Unsupported", "freeze"]

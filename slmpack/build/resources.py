@@ -17,7 +17,7 @@ task's CPUs). The packages are byte-identical whatever the thread count.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from slmpack.build.recipe import BuildUnit
 
@@ -29,8 +29,9 @@ QUANT_BITS = {"int8": 8, "w8a8": 8, "int4": 4, "8da4w": 4}
 TARGET_CPUS = {"onnx": 1, "executorch": 1, "tflite": 1, "coreml": 1}
 
 
-@dataclass(frozen=True)
-class TaskResources:
+class TaskResources(NamedTuple):
+    """What one package build asks of a Ray node (``memory_mb`` from the fit estimate)."""
+
     memory_mb: int
     num_cpus: int
 
@@ -39,7 +40,7 @@ class TaskResources:
         return self.memory_mb * MB
 
     def to_json(self) -> dict:
-        return {"memory_mb": self.memory_mb, "num_cpus": self.num_cpus}
+        return self._asdict()
 
 
 def package_bits(u: BuildUnit) -> int:

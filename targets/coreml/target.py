@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from slmpack.exporter.kv_cache import CacheLayout, CacheUpdate
-from slmpack.targets.base import (Artifact, Capabilities, Consumes, ExecutedQuant, Readback, ReferenceRequest,
-                                  ReferenceTrace, TargetName, Tolerance, Unsupported)
+from slmpack.targets.base import (Artifact, Capabilities, Consumes, ExecutedQuant, OwnVectorsOnly, Readback,
+                                  TargetName, Tolerance, Unsupported)
 from slmpack.targets.coreml.ops import unsupported_features
 from slmpack.targets.coreml.options import ComputePrecision, CoreMLOptions
 
@@ -21,7 +21,7 @@ from slmpack.runtime.tolerance import (COREML_FP16 as FP16_TOLERANCE, COREML_FP3
                                        COREML_FP32_PLAN as FP32_QUANT_TOLERANCE)
 
 
-class CoreMLTarget:
+class CoreMLTarget(OwnVectorsOnly):
     name = TargetName.COREML
     options_type = CoreMLOptions
     consumes = Consumes.EXPORTED_PROGRAM
@@ -57,12 +57,6 @@ class CoreMLTarget:
 
     def extra_vectors(self, pkg_dir: Path, manifest: dict, runner, tol: Tolerance) -> None:
         return None
-
-    def reference_requests(self, spec, options, trace_cfg) -> tuple[ReferenceRequest, ...]:
-        return ()   # the package's own test vectors are all it needs
-
-    def write_reference(self, pkg_dir: Path, options, traces: tuple[ReferenceTrace, ...]) -> tuple[str, ...]:
-        return ()
 
     def lower(self, programs, spec, options: CoreMLOptions, out_dir: Path, gen: dict, plan=None) -> Artifact:
         from slmpack.targets.coreml import lower as _lower

@@ -6,8 +6,8 @@ from pathlib import Path
 import onnx
 
 from slmpack.exporter.kv_cache import CacheLayout, CacheUpdate
-from slmpack.targets.base import (Artifact, Capabilities, Consumes, DynamicActivation, ExecutedQuant, Readback,
-                                  ReferenceRequest, ReferenceTrace, TargetName, Tolerance, Unsupported)
+from slmpack.targets.base import (Artifact, Capabilities, Consumes, DynamicActivation, ExecutedQuant, OwnVectorsOnly,
+                                  Readback, TargetName, Tolerance, Unsupported)
 from slmpack.targets.onnx import lora_inputs
 from slmpack.targets.onnx import lower as _lower
 from slmpack.targets.onnx.names import input_names, output_names
@@ -26,7 +26,7 @@ def quantizes_activations(plan) -> bool:
     return bool(set(plan.summary().get("by_activation", {})) - {"none"})
 
 
-class OnnxTarget:
+class OnnxTarget(OwnVectorsOnly):
     name = TargetName.ONNX
     options_type = OnnxOptions
     consumes = Consumes.EXPORTED_PROGRAM
@@ -86,12 +86,6 @@ class OnnxTarget:
             out["adapters"][a["name"]] = check_vectors(with_adapter, load_file(str(Path(pkg_dir) / VECTORS_FILE)), tol)
         out["passed"] = all(r["passed"] for r in out["adapters"].values())
         return out
-
-    def reference_requests(self, spec, options, trace_cfg) -> tuple[ReferenceRequest, ...]:
-        return ()   # the package's own test vectors are all it needs
-
-    def write_reference(self, pkg_dir: Path, options, traces: tuple[ReferenceTrace, ...]) -> tuple[str, ...]:
-        return ()
 
     def lower(self, programs, spec, options: OnnxOptions, out_dir: Path, gen: dict, plan=None) -> Artifact:
         return _lower.lower(programs, spec, options, out_dir, gen, plan)

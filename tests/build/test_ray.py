@@ -127,19 +127,25 @@ def test_ray_build_is_byte_identical_and_shares_the_cache(tmp_path):
                    == _tree_digests(tmp_path / "out-ray" / n.split("/")[0] / "onnx") for n in GOOD)
 
 
+def _one_package_failing_twice(tmp_path, **cluster) -> tuple[int, dict]:
+    """Build one package (a1) on a head + a worker started with ``cluster``; it fails on both attempts."""
+    recipe = project(tmp_path, RECIPE.split('[[package]]\nname = "a2"')[0])
+    with local_cluster(head_cpus=0, **cluster) as address:
+        rc, report = build_json(recipe, "--executor", "ray", "--address", address)
+    (r,) = report["packages"]
+    assert r["status"] == "failed" and r["attempts"] == 2, r
+    return rc, r
+
+
 @pytest.mark.slow
 @RAY
 def test_a_node_with_another_toolchain_refuses_the_task(tmp_path):
-    recipe = project(tmp_path, RECIPE.split('[[package]]\nname = "a2"')[0])  # one package: a1
     dist = tmp_path / "site-extra" / "slmpack_test_marker-1.0.dist-info"  # one more distribution on the worker
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: slmpack-test-marker\nVersion: 1.0\n")
     path = os.pathsep.join(p for p in (str(dist.parent), os.environ.get("PYTHONPATH")) if p)
-    with local_cluster(head_cpus=0, worker_env={**os.environ, "PYTHONPATH": path}) as address:
-        rc, report = build_json(recipe, "--executor", "ray", "--address", address)
+    rc, r = _one_package_failing_twice(tmp_path, worker_env={**os.environ, "PYTHONPATH": path})
     assert rc == 2
-    (r,) = report["packages"]
-    assert r["status"] == "failed" and r["attempts"] == 2, r
     assert r["error"]["error"] == "E_BUILD_NODE" and r["error"]["details"]["differs"] == ["distributions"]
     assert list((tmp_path / "cache" / "objects").iterdir()) == []
     assert list((tmp_path / "cache" / "tmp").iterdir()) == []
@@ -148,14 +154,10 @@ def test_a_node_with_another_toolchain_refuses_the_task(tmp_path):
 @pytest.mark.slow
 @RAY
 def test_a_worker_killed_by_rays_memory_monitor_is_retried_then_reported(tmp_path):
-    recipe = project(tmp_path, RECIPE.split('[[package]]\nname = "a2"')[0])  # one package: a1
     # the worker node's raylet kills any task worker once node memory use passes 0.1% (Ray's OOM killer)
     env = {**os.environ, "RAY_memory_usage_threshold": "0.001", "RAY_memory_monitor_refresh_ms": "100"}
-    with local_cluster(head_cpus=0, worker_env=env) as address:
-        rc, report = build_json(recipe, "--executor", "ray", "--address", address)
+    rc, r = _one_package_failing_twice(tmp_path, worker_env=env)
     assert rc == 3
-    (r,) = report["packages"]
-    assert r["status"] == "failed" and r["attempts"] == 2, r
     assert r["error"]["error"] == "E_BUILD_EXECUTOR" and "OutOfMemoryError" in r["error"]["message"], r
     assert list((tmp_path / "cache" / "objects").iterdir()) == []
 
@@ -169,16 +171,12 @@ def _can_unshare_mounts() -> bool:
 @RAY
 @pytest.mark.skipif(not _can_unshare_mounts(), reason="needs `unshare --mount` (root) to hide the cache from a node")
 def test_a_node_that_does_not_see_the_shared_cache_refuses_the_task(tmp_path):
-    recipe = project(tmp_path, RECIPE.split('[[package]]\nname = "a2"')[0])  # one package: a1
     cache = tmp_path / "cache"
     cache.mkdir()
     # the worker node runs in its own mount namespace with an empty tmpfs over the cache: a node-local folder
     hide = ("unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount -t tmpfs tmpfs "$0" && exec "$@"',
             str(cache))
-    with local_cluster(head_cpus=0, worker_wrap=hide) as address:
-        rc, report = build_json(recipe, "--executor", "ray", "--address", address)
+    rc, r = _one_package_failing_twice(tmp_path, worker_wrap=hide)
     assert rc == 2
-    (r,) = report["packages"]
-    assert r["status"] == "failed" and r["attempts"] == 2, r
     assert r["error"]["error"] == "E_BUILD_NODE" and "does not see the build's cache" in r["error"]["message"], r
     assert list((cache / "objects").iterdir()) == []
