@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # the import name of each top-level folder (setup.py's ROOTS)
 FOLDERS = {"slmpack": "slmpack", "exporter": "slmpack.exporter", "calibration": "slmpack.calibration",
-           "targets": "slmpack.targets", "device_tests": "slmpack.device_tests"}
+           "targets": "slmpack.targets", "device_tests": "slmpack.device_tests", "bench": "bench"}
 SOURCE = (*FOLDERS, "bench", "scripts", "tests", "integrations")
 # front ends of the core: they drive an export, so they may reach into exporter/ and targets/
 FRONT_ENDS = ("slmpack/api.py", "slmpack/cli.py", "slmpack/cli_devices.py", "slmpack/build/")
