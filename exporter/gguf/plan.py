@@ -90,5 +90,8 @@ def from_gguf_plan(g: GgufFile, cfg: dict, layout) -> QuantPlan:
             f"{len(inexact)} tensor(s) are stored in types no QuantPlan scheme represents exactly: {listing}. "
             "Export without --quant (exact dequantized weights) or re-quantize with --quant int4/int8",
             "E_GGUF_INEXACT", details={"tensors": inexact})
+    if not weights:
+        raise BadInputError(f"--quant from-gguf: no Linear/Embedding weight of {g.where} is Q8_0 or Q4_0 (all are "
+                            "float); export without --quant", "E_CONFIG", details={"field": "quant"})
     return QuantPlan(recipe=RECIPE, decisions=decisions, weights=weights,
                      calibration={"source": "gguf", "gguf_sha256": g.sha256})

@@ -93,10 +93,16 @@ def _open_regular(path: Path):
 
 
 def _contents(field, where: str) -> MetaValue:
+    """The field's value; a float32 scalar as the shortest decimal that is that float32 (1e-06,
+    not 9.999999974752427e-07: the number the converter was given)."""
+    from gguf.constants import GGUFValueType
+
     try:
         v = field.contents()
     except UnicodeDecodeError:
         raise invalid(where, f"metadata {field.name} is not UTF-8") from None
+    if field.types == [GGUFValueType.FLOAT32]:
+        return float(str(np.float32(v)))
     return tuple(v) if isinstance(v, list) else v
 
 

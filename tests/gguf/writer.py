@@ -87,8 +87,10 @@ def _tokenizer(w, model_dir: Path, pre: str) -> None:
         w.add_chat_template(template.read_text(encoding="utf-8"))
 
 
-def write_gguf(model_dir: Path, out: Path, qtype=None, *, pre: str = "gpt2", tensors: dict | None = None) -> Path:
-    """``model_dir`` (llama / qwen2 / qwen3 with a byte-level BPE tokenizer) -> ``out``."""
+def write_gguf(model_dir: Path, out: Path, qtype=None, *, pre: str = "gpt2", tensors: dict | None = None,
+               raw_blocks: dict | None = None) -> Path:
+    """``model_dir`` (llama / qwen2 / qwen3 with a byte-level BPE tokenizer) -> ``out``.
+    ``raw_blocks``: GGUF name -> (uint8 block bytes [rows, row_bytes], type) written as given."""
     import gguf
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType as T
     from gguf.quants import quantize
@@ -117,7 +119,9 @@ def write_gguf(model_dir: Path, out: Path, qtype=None, *, pre: str = "gpt2", ten
         _tokenizer(w, model_dir, pre)
     block = GGML_QUANT_SIZES[qtype][0]
     for name, v in (tensors if tensors is not None else gguf_tensors(model_dir)).items():
-        if qtype in (T.F32, T.F16, T.BF16) or (v.ndim == 2 and v.shape[-1] % block == 0):
+        if name in (raw_blocks or {}):
+            w.add_tensor(name, raw_blocks[name][0], raw_dtype=raw_blocks[name][1])
+        elif qtype in (T.F32, T.F16, T.BF16) or (v.ndim == 2 and v.shape[-1] % block == 0):
             if v.ndim == 1 or qtype is T.F32:
                 w.add_tensor(name, v.astype(np.float32))
             elif qtype is T.F16:
