@@ -137,3 +137,15 @@ def test_k_quants_dequantize_through_every_layer(tmp_path, qtype):
         assert dict(src.summary.tensor_types)[qtype] == 3
     assert sorted(got) == sorted(oracle) and all(np.array_equal(got[k], oracle[k]) for k in got)
     assert np.abs(got["model.layers.0.self_attn.q_proj.weight"]).max() > 0
+
+
+def test_inspect_and_fit_read_the_metadata_only(gguf_of):
+    """``slmpack inspect`` / ``fit`` / ``--device`` on a .gguf: the spec from metadata and shapes."""
+    from slmpack import api
+    from slmpack.device_tests import fit_check
+
+    info = api.inspect(gguf_of("Q8_0"))
+    assert (info["family"], info["num_layers"], info["vocab_size"], info["weight_files"]) == \
+        ("llama", 2, 4098, ["instruct-Q8_0.gguf"])
+    report = fit_check(gguf_of("Q8_0"), "rpi4", 256, 8, strict=False)
+    assert report.fits and report.num_parameters == info["num_parameters"]

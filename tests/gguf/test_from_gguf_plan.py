@@ -92,3 +92,20 @@ def test_float_gguf_has_nothing_to_keep(gguf_of):
     with pytest.raises(BadInputError) as e, materialised(gguf_of("F16"), from_gguf=True):
         pass
     assert e.value.code == "E_CONFIG" and "no Linear/Embedding weight" in str(e.value)
+
+
+def test_a_build_recipe_may_name_a_gguf(gguf_of, tmp_path):
+    """slmpack.toml ``model = "x.gguf"``: the file's bytes are the unit's cache key input."""
+    import shutil
+
+    from slmpack.build.inputs import FileHasher, input_files, unit_key
+    from slmpack.build.recipe import load_recipe
+
+    shutil.copy(gguf_of("Q8_0"), tmp_path / "m.gguf")
+    (tmp_path / "slmpack.toml").write_text('[[package]]\nname = "m"\nmodel = "m.gguf"\ntargets = ["onnx"]\n'
+                                           'quant = "from-gguf"\n')
+    unit = load_recipe(tmp_path / "slmpack.toml").units()[0]
+    key = unit_key(unit, FileHasher(None))
+    assert input_files(unit) == [(tmp_path / "m.gguf").absolute()] and unit.entry.quant == "from-gguf"
+    shutil.copy(gguf_of("Q4_0"), tmp_path / "m.gguf")
+    assert unit_key(unit, FileHasher(None)) != key
