@@ -94,3 +94,27 @@ def test_from_gguf_keeps_the_files_integers(gguf_of, tmp_path, qtype):
             sq, ss = permute(sq, 4, 4 if ".q_proj." in hf else 2), permute(ss, 4, 4 if ".q_proj." in hf else 2)
         assert np.array_equal(sq, q), hf
         assert np.array_equal(ss, np.where(d == 0, 1.0, d).astype(np.float32)), hf
+
+
+def test_from_gguf_tied_int4_embedding(tmp_path):
+    """A tied model (no output.weight, as SmolLM2's GGUFs): the int4 embedding table is stored once,
+    lm_head reads it, and the ONNX integers are token_embd's Q4_0 blocks."""
+    from gguf.constants import GGMLQuantizationType as T
+
+    from slmpack import api
+    from slmpack.config import ExportConfig
+    from slmpack.quantize_config import QuantConfig
+    from tests.gguf.writer import write_gguf
+    from tests.tiny_models import write_tiny_model
+
+    ckpt = write_tiny_model(tmp_path / "tied", "llama", tied=True, demo_tokenizer=True, vocab=4096, hidden=64,
+                            inter=128, varied=True)
+    path = write_gguf(ckpt, tmp_path / "tied-Q4_0.gguf", T.Q4_0)
+    pkg = api.export(path, "onnx", tmp_path / "pkg", ExportConfig(quant=QuantConfig(recipe="from-gguf"))).path
+    m = _manifest(pkg)
+    assert m["validation"]["passed"] and m["quantization"]["readback_passed"] and m["precision"] == "int4"
+    assert m["quantization"]["summary"]["tied_tensors"] == 1
+    embd = next(t for t in GGUFReader(path).tensors if t.name == "token_embd.weight")
+    q, d = _blocks_by_hand(np.array(embd.data), embd.tensor_type)
+    sq, ss = _onnx_integers(pkg)["model.embed_tokens.weight"]
+    assert np.array_equal(sq, q) and np.array_equal(ss, np.where(d == 0, 1.0, d).astype(np.float32))
