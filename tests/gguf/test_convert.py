@@ -63,7 +63,7 @@ def test_tokenizer_reproduces_the_original_ids(instruct, gguf_of):
     import transformers as tf
     from tokenizers import Tokenizer
 
-    from slmpack.exporter.inputs import demo_data_dir
+    from slmpack.bundled import demo_data_dir
 
     path = gguf_of("F32")
     lines = (demo_data_dir() / "tokenizer_corpus.txt").read_text(encoding="utf-8").splitlines()
