@@ -84,7 +84,10 @@ def _open_regular(path: Path):
         raise BadInputError(f"{path}: cannot open ({e.strerror})", "E_MODEL_DIR_MISSING") from None
     if not stat.S_ISREG(st.st_mode):
         raise BadInputError(f"{path}: not a regular file (FIFO, device or directory); refused", "E_NOT_REGULAR_FILE")
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise BadInputError(f"{path}: cannot open ({e.strerror})", "E_PATH_UNSAFE") from None
     fst = os.fstat(fd)
     if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(fst.st_mode):
         os.close(fd)

@@ -84,8 +84,11 @@ def hf_config(g: GgufFile) -> dict:
     vocab = g.tensors["token_embd.weight"].shape[0]
     if g.value(f"{arch}.vocab_size", int, vocab) != vocab:
         raise invalid(g.where, f"{arch}.vocab_size disagrees with token_embd.weight ({vocab} rows)")
+    layers = g.value(f"{arch}.block_count", int)
+    if not 1 <= layers <= len(g.tensors):   # every block has tensors: a count the file cannot hold is refused
+        raise invalid(g.where, f"{arch}.block_count {layers} for a file of {len(g.tensors)} tensors")
     cfg = {"architectures": [ARCHITECTURES[arch]], "model_type": arch, "hidden_size": hidden,
-           "num_hidden_layers": g.value(f"{arch}.block_count", int),
+           "num_hidden_layers": layers,
            "intermediate_size": g.value(f"{arch}.feed_forward_length", int),
            "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": head_dim, "vocab_size": vocab,
            "rms_norm_eps": g.value(f"{arch}.attention.layer_norm_rms_epsilon", float),

@@ -149,3 +149,17 @@ def test_inspect_and_fit_read_the_metadata_only(gguf_of):
         ("llama", 2, 4098, ["instruct-Q8_0.gguf"])
     report = fit_check(gguf_of("Q8_0"), "rpi4", 256, 8, strict=False)
     assert report.fits and report.num_parameters == info["num_parameters"]
+
+
+def test_materialisation_is_deterministic_and_removed(gguf_of):
+    """Same file, same bytes (so the manifest's checkpoint_sha256 is stable); the temp dir goes away."""
+    from slmpack.exporter.checkpoint import checkpoint_digest
+
+    digests, roots = [], []
+    for _ in range(2):
+        with materialised(gguf_of("Q8_0"), from_gguf=True) as src:
+            digests.append((checkpoint_digest(src.model_dir),
+                            (src.plan_dir / "quant_plan.safetensors").read_bytes(), (src.plan_dir / "quant_plan.json").read_bytes()))
+            roots.append(src.model_dir.parent)
+    assert digests[0] == digests[1]
+    assert not any(r.exists() for r in roots)

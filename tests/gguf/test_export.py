@@ -118,3 +118,17 @@ def test_from_gguf_tied_int4_embedding(tmp_path):
     q, d = _blocks_by_hand(np.array(embd.data), embd.tensor_type)
     sq, ss = _onnx_integers(pkg)["model.embed_tokens.weight"]
     assert np.array_equal(sq, q) and np.array_equal(ss, np.where(d == 0, 1.0, d).astype(np.float32))
+
+
+def test_from_gguf_on_executorch_and_litert(gguf_of, tmp_path):
+    """Q8_0 (int8 weight-only g32) runs on ExecuTorch (f32-qc8w) and LiteRT; the read-back finds the
+    file's integers (the 4098-row embedding's scale table is stored zero-padded to 16 bytes)."""
+    from slmpack import api
+    from slmpack.config import ExportConfig
+    from slmpack.quantize_config import QuantConfig
+
+    for target in ("executorch", "tflite"):
+        m = api.export(gguf_of("Q8_0"), target, tmp_path / target,
+                       ExportConfig(quant=QuantConfig(recipe="from-gguf"))).manifest
+        assert m["validation"]["passed"] and m["quantization"]["readback_passed"], target
+        assert m["report"]["readback"]["bit_identical"], target

@@ -83,6 +83,7 @@ def _f32(shape, fill=0.0) -> bytes:
 
 
 @pytest.mark.parametrize("case,code", [("architecture", "E_GGUF_UNSUPPORTED"), ("wrong_key_type", "E_GGUF_INVALID"),
+                                       ("huge_block_count", "E_GGUF_INVALID"),
                                        ("unknown_tensor", "E_GGUF_UNSUPPORTED"), ("missing_tensor", "E_GGUF_INVALID"),
                                        ("nan", "E_WEIGHTS_NONFINITE"), ("tokenizer", "E_GGUF_UNSUPPORTED")])
 def test_bad_models_are_refused(gguf_of, tmp_path, case, code):
@@ -97,6 +98,8 @@ def test_bad_models_are_refused(gguf_of, tmp_path, case, code):
         value = field.contents()
         if case == "wrong_key_type" and key == "llama.block_count":
             w.add_string(key, "two")
+        elif case == "huge_block_count" and key == "llama.block_count":
+            w.add_uint32(key, 2 ** 31)
         elif case == "tokenizer" and key == "tokenizer.ggml.pre":
             w.add_string(key, "some-new-pre")
         elif case == "architecture" and key.startswith("llama."):
