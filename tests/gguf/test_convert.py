@@ -3,6 +3,7 @@ against the original checkpoint and against transformers' own GGUF loader (test-
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,42 @@ def test_materialisation_is_deterministic_and_removed(gguf_of):
             roots.append(src.model_dir.parent)
     assert digests[0] == digests[1]
     assert not any(r.exists() for r in roots)
+
+
+def test_sentencepiece_tokenizer_matches_sentencepiece(tmp_path):
+    """``tokenizer.ggml.model = llama``: a SentencePiece BPE model with byte fallback (trained here on
+    the bundled text, Llama-2 settings: identity normalization, dummy prefix, whitespace kept),
+    written the way convert_hf_to_gguf.py writes a tokenizer.model (pieces, scores, types, no
+    merges). The rebuilt tokenizer.json gives sentencepiece's own ids on the parity corpus, decodes
+    back to the text, and prepends BOS."""
+    import sentencepiece as spm
+    from tokenizers import Tokenizer
+
+    from slmpack.bundled import demo_data_dir
+    from tests.tiny_models import write_tiny_model
+
+    spm.SentencePieceTrainer.train(input=str(demo_data_dir() / "calibration.txt"), model_prefix=str(tmp_path / "sp"),
+                                   vocab_size=600, model_type="bpe", byte_fallback=True, character_coverage=1.0,
+                                   normalization_rule_name="identity", remove_extra_whitespaces=False,
+                                   unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "sp.model"))
+    ckpt = write_tiny_model(tmp_path / "m", "llama", vocab=600)
+    path = write_gguf(ckpt, tmp_path / "sp.gguf", spm_model=tmp_path / "sp.model")
+    with materialised(path) as src:
+        ours = Tokenizer.from_file(str(src.model_dir / "tokenizer.json"))
+        cfg = json.loads((src.model_dir / "tokenizer_config.json").read_text())
+    lines = (demo_data_dir() / "tokenizer_corpus.txt").read_text(encoding="utf-8").splitlines()
+    control = {sp.id_to_piece(i): i for i in range(sp.vocab_size()) if sp.is_control(i) or sp.is_unknown(i)}
+    split = re.compile("(" + "|".join(map(re.escape, control)) + ")")
+
+    def expected(line: str) -> list[int]:
+        """Control-token strings in the text are those tokens (Hugging Face's added tokens, llama.cpp's
+        parse_special), each text segment between them encoded by sentencepiece with its own prefix."""
+        return [i for seg in split.split(line) if seg for i in ([control[seg]] if seg in control else sp.encode(seg))]
+
+    assert sum(bool(split.search(line)) for line in lines) > 10
+    mismatched = [line for line in lines if ours.encode(line, add_special_tokens=False).ids != expected(line)]
+    assert not mismatched, (len(mismatched), mismatched[:3])
+    for line in lines:
+        assert ours.decode(sp.encode(line)) == sp.decode(sp.encode(line)), line
+    assert ours.encode("hello").ids[0] == 1 and cfg["add_bos_token"] and cfg["unk_token"] == "<unk>"

@@ -87,9 +87,34 @@ def _tokenizer(w, model_dir: Path, pre: str) -> None:
         w.add_chat_template(template.read_text(encoding="utf-8"))
 
 
+def _sentencepiece(w, model: Path) -> None:
+    """convert_hf_to_gguf.py ``_create_vocab_sentencepiece``: pieces, scores and types from a
+    ``tokenizer.model``, ``add_space_prefix`` from its normalizer spec, no merges."""
+    import gguf
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    proto = pb.ModelProto()
+    proto.ParseFromString(model.read_bytes())
+    tt = gguf.TokenType
+    types = [tt.UNKNOWN if sp.is_unknown(i) else tt.CONTROL if sp.is_control(i) else tt.UNUSED if sp.is_unused(i)
+             else tt.BYTE if sp.is_byte(i) else tt.NORMAL for i in range(sp.vocab_size())]
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list([sp.id_to_piece(i) for i in range(sp.vocab_size())])
+    w.add_token_scores([sp.get_score(i) for i in range(sp.vocab_size())])
+    w.add_token_types(types)
+    w.add_add_space_prefix(proto.normalizer_spec.add_dummy_prefix)
+    w.add_bos_token_id(sp.bos_id())
+    w.add_eos_token_id(sp.eos_id())
+    w.add_unk_token_id(sp.unk_id())
+
+
 def write_gguf(model_dir: Path, out: Path, qtype=None, *, pre: str = "gpt2", tensors: dict | None = None,
-               raw_blocks: dict | None = None) -> Path:
-    """``model_dir`` (llama / qwen2 / qwen3 with a byte-level BPE tokenizer) -> ``out``.
+               raw_blocks: dict | None = None, spm_model: Path | None = None) -> Path:
+    """``model_dir`` (llama / qwen2 / qwen3 with a byte-level BPE tokenizer, or ``spm_model``: a
+    SentencePiece ``tokenizer.model``) -> ``out``.
     ``raw_blocks``: GGUF name -> (uint8 block bytes [rows, row_bytes], type) written as given."""
     import gguf
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType as T
@@ -115,7 +140,9 @@ def write_gguf(model_dir: Path, out: Path, qtype=None, *, pre: str = "gpt2", ten
         w.add_key_length(head_dim)
         w.add_value_length(head_dim)
     w.add_vocab_size(cfg["vocab_size"])
-    if (model_dir / "tokenizer.json").exists():
+    if spm_model is not None:
+        _sentencepiece(w, spm_model)
+    elif (model_dir / "tokenizer.json").exists():
         _tokenizer(w, model_dir, pre)
     block = GGML_QUANT_SIZES[qtype][0]
     for name, v in (tensors if tensors is not None else gguf_tensors(model_dir)).items():
