@@ -31,7 +31,7 @@ PRE_TOKENIZERS = {"gpt2": "gpt2", "smollm": "digits+gpt2", "llama-bpe": "llama3"
 
 @dataclass(frozen=True)
 class TokenizerFiles:
-    """What the model directory gets: file name -> text (``tokenizer.json`` absent: no tokenizer)."""
+    """What the model directory gets (``tokenizer_json`` None: the file has no tokenizer)."""
 
     tokenizer_json: str | None
     tokenizer_config: dict

@@ -203,3 +203,45 @@ def test_sentencepiece_tokenizer_matches_sentencepiece(tmp_path):
     for line in lines:
         assert ours.decode(sp.encode(line)) == sp.decode(sp.encode(line)), line
     assert ours.encode("hello").ids[0] == 1 and cfg["add_bos_token"] and cfg["unk_token"] == "<unk>"
+
+
+def _trained_byte_level(pre: str):
+    """A byte-level BPE tokenizer.json laid out as that family's own (splits from transformers'
+    sources: Qwen2's PRETOKENIZE_REGEX, the Llama-3 split transformers' GGUF code uses; SmolLM2's
+    digit split), trained here on the bundled text."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers as pt, trainers
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
+
+    from slmpack.bundled import demo_data_dir
+
+    tok = Tokenizer(models.BPE(ignore_merges=pre == "llama-bpe"))
+    if pre == "smollm":
+        tok.pre_tokenizer = pt.Sequence([pt.Digits(individual_digits=True), pt.ByteLevel(add_prefix_space=False)])
+    else:
+        tok.pre_tokenizer = pt.Sequence([pt.Split(Regex(GGUF_PRE_TOKENIZER_SPLITS[pre]), behavior="isolated"),
+                                         pt.ByteLevel(add_prefix_space=False, use_regex=False)])
+    if pre == "qwen2":
+        tok.normalizer = normalizers.NFC()
+    tok.decoder = decoders.ByteLevel()
+    text = (demo_data_dir() / "calibration.txt").read_text(encoding="utf-8").splitlines()
+    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=800, special_tokens=["<|endoftext|>"],
+                                                      initial_alphabet=pt.ByteLevel.alphabet()))
+    return tok
+
+
+@pytest.mark.parametrize("pre", ["llama-bpe", "qwen2", "smollm"])
+def test_pre_tokenizers_reproduce_their_family(tmp_path, pre):
+    from tokenizers import Tokenizer
+
+    from slmpack.bundled import demo_data_dir
+    from tests.tiny_models import write_tiny_model
+
+    orig = _trained_byte_level(pre)
+    ckpt = write_tiny_model(tmp_path / "m", "llama", vocab=orig.get_vocab_size())
+    orig.save(str(ckpt / "tokenizer.json"))
+    (ckpt / "generation_config.json").write_text(json.dumps({"bos_token_id": 0, "eos_token_id": 0}))
+    with materialised(write_gguf(ckpt, tmp_path / "t.gguf", pre=pre)) as src:
+        ours = Tokenizer.from_file(str(src.model_dir / "tokenizer.json"))
+    lines = (demo_data_dir() / "tokenizer_corpus.txt").read_text(encoding="utf-8").splitlines()
+    bad = [line for line in lines if ours.encode(line).ids != orig.encode(line).ids]
+    assert not bad, (len(bad), bad[:3])
