@@ -158,3 +158,13 @@ def test_from_gguf_needs_a_gguf(tmp_path):
     with pytest.raises(BadInputError) as e:
         QuantConfig(recipe="from-gguf", algorithm="gptq")
     assert e.value.code == "E_CONFIG"
+
+
+def test_from_gguf_on_an_inexact_type_stops_before_any_work(gguf_of, tmp_path):
+    from slmpack.config import ExportConfig
+    from slmpack.exporter import pipeline
+    from slmpack.quantize_config import QuantConfig
+
+    with pytest.raises(BadInputError) as e:
+        pipeline.export(gguf_of("Q4_1"), "onnx", tmp_path / "o", ExportConfig(quant=QuantConfig(recipe="from-gguf")))
+    assert e.value.code == "E_GGUF_INEXACT" and e.value.exit_code == 2 and not (tmp_path / "o").exists()
