@@ -15,6 +15,7 @@ from pathlib import Path
 
 from slmpack.config import TraceConfig
 from slmpack.errors import BadInputError
+from slmpack.exporter.gguf.reader import is_gguf
 from slmpack.exporter.spec import load_spec
 from slmpack.runtime.integrity import read_manifest
 from slmpack.runtime.manifest import ModelSummary
@@ -47,8 +48,14 @@ class ModelFacts:
 
 
 def facts_from_config(model_dir: Path) -> ModelFacts:
-    """The model dir's ModelSpec (config.json read confined and checked, every family)."""
-    spec = load_spec(model_dir)
+    """The model dir's ModelSpec (config.json read confined and checked, every family), or a
+    ``.gguf`` file's (from its metadata; no tensor is read)."""
+    if is_gguf(model_dir):
+        from slmpack.exporter.gguf.source import gguf_spec
+
+        spec = gguf_spec(model_dir)
+    else:
+        spec = load_spec(model_dir)
     summary = ModelSummary.from_json({**spec.to_json(), "max_context": spec.max_position_embeddings,
                                       "max_prompt": spec.max_position_embeddings})
     return ModelFacts("config", str(model_dir), summary, spec.intermediate_size, spec.tie_word_embeddings)
@@ -81,7 +88,7 @@ def load_facts(path: str | Path) -> ModelFacts:
     path = Path(path)
     if (path / "manifest.json").is_file():
         return facts_from_package(path)
-    if (path / "config.json").is_file():
+    if (path / "config.json").is_file() or is_gguf(path):
         return facts_from_config(path)
     raise BadInputError(f"{path} has neither manifest.json (a package) nor config.json (a model dir)")
 

@@ -10,18 +10,21 @@ when complete. The stages themselves are in ``exporter/stages.py``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from slmpack.config import ExportConfig
-from slmpack.errors import SlmpackError
+from slmpack.errors import BadInputError, SlmpackError
 from slmpack.exporter import stages
 from slmpack.exporter.encoder.spec import is_encoder_dir
 from slmpack.confine import ModelRoot
+from slmpack.exporter.gguf.reader import is_gguf
 from slmpack.exporter.stages import resolve_model_dir
 from slmpack.package import staged_directory
 from slmpack.progress import QUIET, Progress
+from slmpack.quantize_config import QuantConfig
 from slmpack.targets import registry
 
 MODEL_STAGES = (("preflight", stages.load), ("preflight", stages.preflight), ("load checkpoint", stages.load_checkpoint))
@@ -84,6 +87,7 @@ class ExportState:
     jobs: list[TargetJob]
     eval_text: Path | None = None
     keep_going: bool = False                 # multi-target: record a target's error, go on with the others
+    gguf: Any = None                         # exporter.gguf.source.GgufSummary when the model is a .gguf file
     spec: Any = None
     ref: Any = None
     digest: str | None = None
@@ -129,14 +133,31 @@ def run(st: ExportState, progress: Progress = QUIET) -> ExportState:
 
 def export_many(model_dir: Path | None, requests: list[tuple[str, Path, Any]], cfg: ExportConfig = ExportConfig(),
                 progress: Progress = QUIET, eval_text: Path | None = None, keep_going: bool = False) -> ExportState:
-    """Export one package per (target name, out, options) request; calibrates once for all."""
+    """Export one package per (target name, out, options) request; calibrates once for all.
+    ``model_dir`` may be a ``.gguf`` file: it is materialised as a model directory first."""
+    if is_gguf(model_dir):
+        from slmpack.exporter.gguf.source import materialised
+
+        with contextlib.ExitStack() as stack:
+            with progress.stage("read gguf"):
+                src = stack.enter_context(materialised(model_dir, cfg.quant.from_gguf))
+            if src.plan_dir is not None:   # the file's own blocks, reused like any calibrated plan
+                cfg = dataclasses.replace(cfg, quant=QuantConfig(plan_from=src.plan_dir))
+            return _export_many(src.model_dir, requests, cfg, progress, eval_text, keep_going, src.summary)
+    if cfg.quant.from_gguf:
+        raise BadInputError("--quant from-gguf needs a .gguf model file", "E_CONFIG", details={"field": "quant"})
+    return _export_many(model_dir, requests, cfg, progress, eval_text, keep_going, None)
+
+
+def _export_many(model_dir, requests, cfg, progress, eval_text, keep_going, gguf) -> ExportState:
     if is_encoder_dir(resolve_model_dir(model_dir)):  # BERT / DistilBERT / sentence-transformers
         return export_encoders(model_dir, requests, cfg, progress, eval_text, keep_going)
     jobs = []
     for name, out, options in requests:
         target = registry.get(name)
         jobs.append(TargetJob(target, options if options is not None else target.options_type(), Path(out)))
-    st = ExportState(ModelRoot(resolve_model_dir(model_dir), cfg.follow_symlinks), cfg, jobs, eval_text, keep_going)
+    st = ExportState(ModelRoot(resolve_model_dir(model_dir), cfg.follow_symlinks), cfg, jobs, eval_text, keep_going,
+                     gguf=gguf)
     return run(st, progress)
 
 

@@ -197,7 +197,7 @@ def package(st, job) -> None:
     data = {
         "schema_version": 1, "target": job.target.name.value, "artifact": a.primary,
         "source": {"checkpoint_sha256": st.digest, "architecture": spec.architecture,
-                   "model_dir_name": st.model_dir.path.name,
+                   "model_dir_name": st.model_dir.path.name, **({"gguf": st.gguf.to_json()} if st.gguf else {}),
                    **({"adapter": st.adapter.summary()} if st.adapter is not None else {})},
         "model": {**spec.to_json(), "max_context": cfg.trace.max_context, "max_prompt": cfg.trace.max_prompt,
                   "num_parameters": spec.num_parameters},

@@ -66,9 +66,17 @@ def inspect(model_dir: str | Path | None = None) -> dict:
     from slmpack.exporter.checkpoint import weight_files
     from slmpack.exporter.spec import load_spec
 
-    d = pipeline.resolve_model_dir(Path(model_dir) if model_dir else None)
-    spec = load_spec(d)
-    files = weight_files(d, allow_pickle=True)
+    from slmpack.exporter.gguf.reader import is_gguf
+
+    if is_gguf(model_dir):   # from its metadata and tensor shapes; nothing is dequantized
+        from slmpack.exporter.gguf.source import gguf_spec
+
+        d, spec = Path(model_dir), gguf_spec(Path(model_dir))
+        files = [d]
+    else:
+        d = pipeline.resolve_model_dir(Path(model_dir) if model_dir else None)
+        spec = load_spec(d)
+        files = weight_files(d, allow_pickle=True)
     n = spec.num_parameters
     mb = 1024 * 1024
     return {

@@ -32,7 +32,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _quant_arguments(g) -> None:
     g.add_argument("--quant", metavar="RECIPE", default=None,
-                   help="preset int8 | int4 | 8da4w | w8a8, or a recipe file (.toml/.json); default: fp32")
+                   help="preset int8 | int4 | 8da4w | w8a8, or a recipe file (.toml/.json), or from-gguf (a .gguf "
+                   "model's own integers: Q8_0 -> int8 g32, Q4_0 -> int4 symmetric g32, float types stay float; "
+                   "other block types are refused); default: fp32")
     g.add_argument("--calib-data", type=Path, default=None, metavar="PATH",
                    help="calibration text: a file, a directory of *.txt, or .jsonl (default: bundled calibration.txt)")
     g.add_argument("--calib-format", choices=("text", "jsonl", "directory"), default=None,
@@ -76,10 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("export", help="export a model to one or all targets, then validate",
-                       description="Trace MODEL_DIR (a local Hugging Face directory; default: the bundled demo "
-                       "model), lower it for the target, write a package atomically and run the validation "
-                       "ladder.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model_dir", nargs="?", type=Path, help="HF-format model directory (default: bundled demo)")
+                       description="Trace MODEL_DIR (a local Hugging Face directory, or a llama.cpp .gguf file: "
+                       "llama/qwen2/qwen3, tensor types F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q4_K Q6_K, dequantized; default: "
+                       "the bundled demo model), lower it for the target, write a package atomically and run the "
+                       "validation ladder.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model_dir", nargs="?", type=Path,
+                   help="HF-format model directory or a .gguf file (default: bundled demo)")
     p.add_argument("--target", "-t", default="onnx", choices=TARGET_CHOICES,
                    help="target runtime; 'all' writes OUT/<target>/ for every available target (default: onnx)")
     p.add_argument("--out", "-o", type=Path, default=None, help="output package directory (default: ./slmpack-out/<model>[/<target>])")
@@ -131,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("inspect", help="show what was understood from a checkpoint")
-    p.add_argument("model_dir", nargs="?", type=Path, help="HF-format model directory (default: bundled demo)")
+    p.add_argument("model_dir", nargs="?", type=Path,
+                   help="HF-format model directory or a .gguf file (default: bundled demo)")
     _common(p)
 
     from slmpack.cli_devices import add_parsers
@@ -174,7 +179,9 @@ def cmd_export(args) -> int:
         from slmpack.exporter.pipeline import resolve_model_dir
 
         bits = {"fp32": 32, "fp16": 16, "bf16": 16}.get(cfg.precision.value, 32)
-        model_dir = resolve_model_dir(args.model_dir)
+        from slmpack.exporter.gguf.reader import is_gguf
+
+        model_dir = args.model_dir if is_gguf(args.model_dir) else resolve_model_dir(args.model_dir)
         context = args.max_context or device_context(model_dir, args.device, bits)   # what the device fits
         fit_check(model_dir, args.device, context, bits)
         cfg = dataclasses.replace(cfg, trace=TraceConfig(max_context=context, max_prompt=min(args.max_prompt, context)))

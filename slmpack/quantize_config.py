@@ -19,6 +19,7 @@ from slmpack.errors import BadInputError
 
 
 PRESET_NAMES = ("int8", "int4", "8da4w", "8da8w", "w8a8")
+FROM_GGUF = "from-gguf"   # a .gguf model's own Q8_0 / Q4_0 blocks (exporter/gguf/plan.py); no calibration
 ALGORITHMS = tuple(a.value for a in Algorithm)
 CALIB_FORMATS = tuple(f.value for f in TextFormat)
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3,
@@ -75,9 +76,14 @@ class QuantConfig:
             if given:
                 raise _bad("quant_plan", f"a reused plan already fixes every decision and number; drop "
                                          f"--{given[0].replace('_', '-')}")
+        if self.recipe == FROM_GGUF:
+            given = [f for f, v in (("algorithm", self.algorithm), ("max_ppl_increase", self.max_ppl_increase_pct),
+                                    ("max_size", self.max_size_bytes), ("calib_data", self.calib_data)) if v is not None]
+            if given:
+                raise _bad("quant", f"from-gguf keeps the file's integers: drop --{given[0].replace('_', '-')}")
         if self.recipe is not None and (not isinstance(self.recipe, str) or not self.recipe):
             raise _bad("quant", f"must be a preset ({', '.join(PRESET_NAMES)}) or a recipe file, got {self.recipe!r}")
-        if self.recipe is not None and self.recipe not in PRESET_NAMES \
+        if self.recipe is not None and self.recipe not in (*PRESET_NAMES, FROM_GGUF) \
                 and not self.recipe.endswith((".toml", ".json")):
             raise _bad("quant", f"{self.recipe!r} is neither a preset ({', '.join(PRESET_NAMES)}) nor a "
                                 ".toml/.json recipe file")
@@ -109,6 +115,10 @@ class QuantConfig:
     @property
     def enabled(self) -> bool:
         return self.recipe is not None or self.has_budget or self.plan_from is not None
+
+    @property
+    def from_gguf(self) -> bool:
+        return self.recipe == FROM_GGUF
 
     @property
     def has_budget(self) -> bool:

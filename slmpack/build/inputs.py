@@ -1,7 +1,8 @@
 """The cache key of a build unit: sha256 over a canonical JSON of everything the package depends on.
 
 * the checkpoint folder: every regular file directly in it (weights, config, tokenizer, chat
-  template, generation config), by content; its folder name (recorded in the manifest);
+  template, generation config), by content; its folder name (recorded in the manifest); or a
+  ``.gguf`` file, by content and name;
 * every file a path field names (quant recipe, quant plan package, calibration data, held-out
   text), by content, plus its basename;
 * the recipe entry's other fields and the target (not the entry name: two entries with equal
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from slmpack.build.recipe import BuildUnit
 from slmpack.errors import BadInputError
+from slmpack.exporter.gguf.reader import is_gguf
 from slmpack.package import sha256_file
 
 KEY_VERSION = 1
@@ -137,8 +139,9 @@ def unit_inputs(unit: BuildUnit, hasher: FileHasher) -> dict:
 
     e = unit.entry
     model = e.model if e.model is not None else demo_model_dir()
-    if not model.is_dir():
-        raise BadInputError(f"{model}: model directory not found (package {e.name})", "E_MODEL_DIR_MISSING")
+    if not (model.is_dir() or (is_gguf(model) and model.is_file())):
+        raise BadInputError(f"{model}: model directory or .gguf file not found (package {e.name})",
+                            "E_MODEL_DIR_MISSING")
     doc = {"key_version": KEY_VERSION, "target": unit.target, "model": path_digest(model, hasher, recursive=False)}
     for f in dataclasses.fields(e):
         v = getattr(e, f.name)

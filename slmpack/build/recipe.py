@@ -8,9 +8,9 @@
 
     [[package]]
     name = "chat"                     # output: <out>/<name>/<target>/
-    model = "models/chat"             # HF directory (relative to the recipe) or "demo" (bundled model)
+    model = "models/chat"             # HF directory or .gguf file (relative to the recipe), or "demo"
     targets = ["onnx", "tflite"]
-    quant = "int8"                    # preset or a recipe file; or quant_plan = "path/to/package"
+    quant = "int8"                    # preset, a recipe file or "from-gguf"; or quant_plan = "path/to/package"
     algorithm = "gptq"                # optional (rtn | gptq | awq)
     calib_data = "texts/"             # optional calibration text
     eval_text = "heldout.txt"         # optional held-out text for the ladder

@@ -9,9 +9,10 @@ For every quantized Linear we rebuild those bytes from the plan, look the key up
 stored bytes and compare them with the plan's integers; scales are compared as the runtime
 reads them (bf16 for groups), giving the largest dequantized-weight deviation from the plan.
 Embeddings (``embedding_int8``) are not XNNPACK data but program constants of the portable
-gather: their integers (int8, int4 unpacked), fp32 scales and zero points are stored as-is, so we
-look for the plan's exact bytes among the program's constant buffers (not the XNNPACK data,
-where a tied int8 lm_head holds the same integers): bit-identical or not found.
+gather: their integers (int8, int4 unpacked), fp32 scales and zero points are stored as-is (zero-padded
+to the tensor alignment), so we look for the plan's exact bytes among the program's constant
+buffers (not the XNNPACK data, where a tied int8 lm_head holds the same integers): bit-identical
+or not found.
 """
 from __future__ import annotations
 
@@ -48,6 +49,13 @@ def _program_data(pte: Path) -> tuple[dict[str, bytes], set[bytes]]:
     return named, {bytes(b.storage) for b in f.program.constant_buffer}
 
 
+def stored(data: bytes, constants: set[bytes]) -> bool:
+    """``data`` is one of the program's constant buffers, which the serializer pads with zeros to
+    its tensor alignment (a [4098, 1] fp32 scale table is stored as 16400 bytes)."""
+    return any(len(c) >= len(data) and len(c) - len(data) < 64 and c.startswith(data) and not c[len(data):].strip(b"\0")
+               for c in constants)
+
+
 def _embedding_entry(name: str, qw, constants: set[bytes], problems: list[str]) -> dict:
     rows, cols = qw.q.shape
     parts = {"integers": qw.q.to(torch.int8),
@@ -56,7 +64,7 @@ def _embedding_entry(name: str, qw, constants: set[bytes], problems: list[str]) 
         parts["zero_points"] = qw.zero_point.to(torch.int8)
     entry: dict = {"encoding": "embedding_int8", "bits": qw.bits, "group_size": qw.group_size}
     for label, t in parts.items():
-        found = t.contiguous().numpy().tobytes() in constants
+        found = stored(t.contiguous().numpy().tobytes(), constants)
         entry[f"{label}_found"] = found
         if not found:
             problems.append(f"{name}: the plan's {label} are not in model.pte")
