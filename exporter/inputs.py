@@ -83,15 +83,7 @@ def heldout_tokens(tokenizer, vocab_size: int, n: int, text_path: Path | None) -
 
 def read_eval_text(path: Path) -> str:
     """The held-out text: a readable regular UTF-8 file (checked in preflight too)."""
-    import os
-    import stat
-
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise BadInputError(f"{path}: evaluation text not found ({e.strerror})", "E_EVAL_TEXT") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise BadInputError(f"{path}: evaluation text is not a regular file", "E_EVAL_TEXT")
+    confine.regular_file(path, "evaluation text", "E_EVAL_TEXT", "E_EVAL_TEXT")
     try:
         with open(path, "rb") as f:
             return f.read().decode("utf-8")

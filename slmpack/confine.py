@@ -32,6 +32,18 @@ class ModelRoot:
         return Path(os.path.realpath(self.path))
 
 
+def regular_file(path: Path, what: str, missing: str, irregular: str) -> os.stat_result:
+    """``stat`` of a user-named input that must be a regular file (never a FIFO, device or directory,
+    which could block or never end); a typed error with ``missing`` / ``irregular`` otherwise."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise BadInputError(f"{path}: {what} cannot be opened ({e.strerror})", missing) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BadInputError(f"{path}: {what} is not a regular file (FIFO, device or directory); refused", irregular)
+    return st
+
+
 def plain_name(name, where: str) -> str:
     """A plain relative file name: a string, one path component, no '..', no NUL, no separators."""
     if not isinstance(name, str) or not name or len(name.encode("utf-8", "surrogatepass")) > 255:

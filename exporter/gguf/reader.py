@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from slmpack import confine
 from slmpack.errors import BadInputError
 from slmpack.exporter.gguf.header import TensorInfo, invalid, scan
 
@@ -78,12 +79,7 @@ class GgufFile:
 
 
 def _open_regular(path: Path):
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise BadInputError(f"{path}: cannot open ({e.strerror})", "E_MODEL_DIR_MISSING") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise BadInputError(f"{path}: not a regular file (FIFO, device or directory); refused", "E_NOT_REGULAR_FILE")
+    st = confine.regular_file(path, "GGUF file", "E_MODEL_DIR_MISSING", "E_NOT_REGULAR_FILE")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:

@@ -18,15 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-HF_TO_GGUF_BLOCK = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
-                    "self_attn.q_proj.weight": "attn_q.weight", "self_attn.q_proj.bias": "attn_q.bias",
-                    "self_attn.k_proj.weight": "attn_k.weight", "self_attn.k_proj.bias": "attn_k.bias",
-                    "self_attn.v_proj.weight": "attn_v.weight", "self_attn.v_proj.bias": "attn_v.bias",
-                    "self_attn.o_proj.weight": "attn_output.weight", "self_attn.q_norm.weight": "attn_q_norm.weight",
-                    "self_attn.k_norm.weight": "attn_k_norm.weight", "mlp.gate_proj.weight": "ffn_gate.weight",
-                    "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight"}
-HF_TO_GGUF = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-              "lm_head.weight": "output.weight"}
+from slmpack.exporter.gguf.to_hf import BLOCK, GLOBAL
+
+# llama.cpp's names (convert_hf_to_gguf.py), the inverse of the reader's map; the tensors the
+# reader maps back are compared with transformers' own GGUF loader, which has its own table
+HF_TO_GGUF_BLOCK = {hf: gg for gg, hf in BLOCK.items()}
+HF_TO_GGUF = {hf: gg for gg, hf in GLOBAL.items()}
 
 
 def gguf_name(hf: str) -> str:
