@@ -65,6 +65,7 @@ class EncoderPackage:
 
     def __init__(self, pkg_dir: Path, manifest: dict, backend: EncoderBackend):
         self.path, self.manifest, self.backend = Path(pkg_dir), manifest, backend
+        self.identity: str | None = None   # set by slmpack.load (sha256 of the canonical manifest)
         enc = manifest["encoder"]
         self.output, self.max_sequence = enc["output"], int(enc["max_sequence"])
         self.max_batch = int(enc.get("max_batch") or 1024)

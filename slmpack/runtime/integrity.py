@@ -73,6 +73,12 @@ def manifest_identity(doc: Any) -> str:
 def read_identified(pkg: Path) -> tuple[Manifest, str]:
     """The typed manifest of ``pkg`` (a real directory holding a regular manifest.json) and the
     package identity, both from one read of the file."""
+    doc, identity = read_document(pkg)
+    return Manifest.from_json(doc), identity
+
+
+def read_document(pkg: Path) -> tuple[Any, str]:
+    """The parsed manifest.json of ``pkg`` (untyped: decoder or encoder) and the package identity."""
     pkg = Path(pkg)
     if pkg.is_symlink() or not pkg.is_dir():
         raise BadInputError(f"{pkg}: not a package directory", ErrorCode.E_PACKAGE_MISSING)
@@ -85,7 +91,7 @@ def read_identified(pkg: Path) -> tuple[Manifest, str]:
         identity = manifest_identity(doc)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BadInputError(f"{path}: invalid JSON ({type(exc).__name__})", ErrorCode.E_PACKAGE_INVALID) from None
-    return Manifest.from_json(doc), identity
+    return doc, identity
 
 
 def read_manifest(pkg: Path) -> Manifest:
@@ -123,13 +129,18 @@ def check_safe(pkg: Path) -> Manifest:
 def verify(pkg: Path) -> tuple[Manifest, str]:
     """The typed manifest and the package identity, or PackageIntegrityError naming every bad file."""
     manifest, identity = read_identified(pkg)
+    require_intact(pkg, manifest)
+    return manifest, identity
+
+
+def require_intact(pkg: Path, manifest) -> None:
+    """PackageIntegrityError naming every bad file (``manifest``: any record with ``files``)."""
     bad = check_files(pkg, manifest)
     if bad:
         raise PackageIntegrityError(f"{pkg}: " + "; ".join(f"{b.path}: {b.reason}" for b in bad[:20]),
                                     ErrorCode.E_PACKAGE_INTEGRITY,
                                     details={"bad_files": [b.to_json() for b in bad]})
-    return manifest, identity
 
 
 __all__ = ["BadFile", "sha256_file", "walk", "canonical_manifest", "manifest_identity", "read_identified",
-           "read_manifest", "check_files", "check_safe", "verify"]
+           "read_document", "read_manifest", "check_files", "check_safe", "require_intact", "verify"]

@@ -19,7 +19,8 @@ from . import ladder, safetensors, tolerance
 from .adapters import open_runner
 from .errors import BadInputError, ErrorCode
 from .greedy import greedy
-from .integrity import verify
+from .encoder_manifest import EncoderManifest, is_encoder_document
+from .integrity import read_document, require_intact
 from .manifest import Manifest
 
 TOKENIZER = "tokenizer.json"
@@ -92,10 +93,21 @@ class LoadedPackage:
         return ladder.run(ladder.PACKAGE_ONLY, x)
 
 
-def load(package: str | Path, threads: int = 0) -> LoadedPackage:
-    """Verify ``package`` (integrity, typed manifest) and return it loaded (the runner opens lazily)."""
+def load(package: str | Path, threads: int = 0):
+    """Verify ``package`` (integrity, typed manifest) and return it loaded: a ``LoadedPackage``
+    (decoders; the runner opens lazily) or an ``EncoderPackage`` (``embed`` / ``classify`` / ``run``)."""
     path = Path(package)
-    manifest, identity = verify(path)
+    doc, identity = read_document(path)
+    if is_encoder_document(doc):
+        from .encoder import open_encoder
+
+        manifest = EncoderManifest.from_json(doc)
+        require_intact(path, manifest)
+        pkg = open_encoder(path, manifest.to_json())
+        pkg.identity = identity
+        return pkg
+    manifest = Manifest.from_json(doc)
+    require_intact(path, manifest)
     return LoadedPackage(path, manifest, identity, threads)
 
 

@@ -93,3 +93,36 @@ def test_cli_shows_encoder_metrics(tiny_distilbert_cls, tmp_path, capsys):
     assert main(["export", str(tiny_distilbert_cls), "--target", "onnx", "--out", str(tmp_path / "q"), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["packages"][0]["validation"]["heldout"]["label_agreement"] == 1.0
+
+
+def test_slmpack_load_opens_an_encoder_package(minilm_pkg, minilm_st, sentences, tmp_path):
+    """``slmpack.load`` verifies an encoder package against its typed manifest and embeds with it;
+    a changed file or a manifest naming a file outside ``files`` is refused."""
+    import shutil
+
+    from sentence_transformers import SentenceTransformer
+
+    from slmpack.errors import BadInputError, PackageIntegrityError
+    from slmpack.runtime.encoder_manifest import EncoderManifest
+
+    pkg = slmpack.load(minilm_pkg.path)
+    doc = json.loads((minilm_pkg.path / "manifest.json").read_text())
+    assert EncoderManifest.from_json(doc).to_json() == doc      # the record keeps the whole document
+    assert pkg.identity.startswith("sha256:") and pkg.output == "sentence_embedding"
+    texts = sentences[1::7]
+    want = SentenceTransformer(str(minilm_st), device="cpu", local_files_only=True).encode(texts, batch_size=16)
+    got = pkg.embed(texts)
+    cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cos.min() >= 0.99999, cos.min()
+
+    bad = tmp_path / "tampered"
+    shutil.copytree(minilm_pkg.path, bad)
+    (bad / "tokenizer.json").write_text((bad / "tokenizer.json").read_text().replace("[UNK]", "[UNQ]", 1))
+    with pytest.raises(PackageIntegrityError):
+        slmpack.load(bad)
+    outside = tmp_path / "outside"
+    shutil.copytree(minilm_pkg.path, outside)
+    (outside / "manifest.json").write_text(json.dumps({**doc, "artifact": "../model.onnx"}))
+    with pytest.raises(BadInputError) as e:
+        slmpack.load(outside)
+    assert e.value.code == "E_MANIFEST_INVALID"
