@@ -9,9 +9,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .errors import BadInputError, ErrorCode
-from .manifest import SCHEMA_VERSION
-from .manifest_parts import SHA256, TokenizerInfo, check_relpath
+from .manifest import SCHEMA_VERSION, check_package_files, parse_header
+from .manifest_parts import TokenizerInfo
 from .records import EMPTY, JsonMap, TargetName, Tolerance, freeze, invalid, need, rest, thaw
 
 
@@ -72,16 +71,9 @@ class EncoderManifest:
     KNOWN = ("schema_version", "target", "artifact", "encoder", "tolerance", "tokenizer", "files")
 
     def check_files(self) -> None:
-        for rel, digest in self.files.items():
-            check_relpath(rel, f"files[{rel!r}]")
-            if not isinstance(digest, str) or not SHA256.match(digest):
-                raise invalid(f"files[{rel!r}]", f"not a sha256 hex digest: {digest!r}")
         named = [("artifact", self.artifact), ("test_vectors.file", self.vectors_file)]
-        named += [(f"tokenizer.files[{i}]", f) for i, f in enumerate(self.tokenizer.files)]
-        for name, rel in named:
-            check_relpath(rel, name)
-            if rel not in self.files and not any(f.startswith(rel + "/") for f in self.files):
-                raise invalid(name, f"{rel!r} is not a file of the package (not in files)")
+        check_package_files(self.files, named + [(f"tokenizer.files[{i}]", f)
+                                                 for i, f in enumerate(self.tokenizer.files)])
 
     def to_json(self) -> dict:
         return {**thaw(self.details), "schema_version": SCHEMA_VERSION, "target": self.target.value,
@@ -91,16 +83,7 @@ class EncoderManifest:
 
     @classmethod
     def from_json(cls, d: Any) -> "EncoderManifest":
-        if not isinstance(d, Mapping):
-            raise invalid("<root>", f"expected an object, got {type(d).__name__}")
-        if d.get("schema_version") != SCHEMA_VERSION:
-            raise BadInputError(f"manifest schema_version {d.get('schema_version')!r} is not supported",
-                                ErrorCode.E_PACKAGE_SCHEMA, details={"field": "schema_version"})
-        target = need(d, "target", str, "")
-        try:
-            tname = TargetName(target)
-        except ValueError:
-            raise invalid("target", f"{target!r} is not one of {[t.value for t in TargetName]}") from None
+        tname = parse_header(d)
         model = need(d, "model", dict, "")
         pad = need(model, "pad_token_id", int, "model")
         m = cls(tname, need(d, "artifact", str, ""), EncoderInfo.from_json(need(d, "encoder", dict, "")),

@@ -61,14 +61,7 @@ class Manifest:
 
     def check_files(self) -> None:
         """Every file-naming field is a plain relative path and an entry of ``files``."""
-        for rel, digest in self.files.items():
-            check_relpath(rel, f"files[{rel!r}]")
-            if not isinstance(digest, str) or not SHA256.match(digest):
-                raise invalid(f"files[{rel!r}]", f"not a sha256 hex digest: {digest!r}")
-        for name, rel in self.file_fields():
-            check_relpath(rel, name)
-            if rel not in self.files and not any(f.startswith(rel + "/") for f in self.files):
-                raise invalid(name, f"{rel!r} is not a file of the package (not in files)")
+        check_package_files(self.files, self.file_fields())
 
     def with_files(self, files: Mapping[str, str]) -> "Manifest":
         m = replace(self, files=files)
@@ -108,20 +101,10 @@ class Manifest:
 
     @classmethod
     def from_json(cls, d: Any) -> "Manifest":
-        if not isinstance(d, Mapping):
-            raise invalid("<root>", f"expected an object, got {type(d).__name__}")
-        version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise BadInputError(f"manifest schema_version {version!r} is not supported (this slmpack reads "
-                                f"{SCHEMA_VERSION})", ErrorCode.E_PACKAGE_SCHEMA, details={"field": "schema_version"})
+        tname = parse_header(d)
         unknown = sorted(set(d) - set(_FIELDS))
         if unknown:
             raise invalid(unknown[0], "unknown manifest field")
-        target = need(d, "target", str, "")
-        try:
-            tname = TargetName(target)
-        except ValueError:
-            raise invalid("target", f"{target!r} is not one of {[t.value for t in TargetName]}") from None
         toolchain = need(d, "toolchain", dict, "")
         if not all(isinstance(v, str) for v in toolchain.values()):
             raise invalid("toolchain", "expected {package: version string}")
@@ -149,6 +132,34 @@ class Manifest:
         except json.JSONDecodeError as e:
             raise BadInputError(f"manifest: invalid JSON ({e})", ErrorCode.E_PACKAGE_INVALID) from None
         return cls.from_json(data)
+
+
+def parse_header(d: Any) -> TargetName:
+    """A manifest document's schema version (must be this one) and its target."""
+    if not isinstance(d, Mapping):
+        raise invalid("<root>", f"expected an object, got {type(d).__name__}")
+    version = d.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BadInputError(f"manifest schema_version {version!r} is not supported (this slmpack reads "
+                            f"{SCHEMA_VERSION})", ErrorCode.E_PACKAGE_SCHEMA, details={"field": "schema_version"})
+    target = need(d, "target", str, "")
+    try:
+        return TargetName(target)
+    except ValueError:
+        raise invalid("target", f"{target!r} is not one of {[t.value for t in TargetName]}") from None
+
+
+def check_package_files(files: Mapping[str, str], named: list[tuple[str, str]]) -> None:
+    """``files`` maps plain relative paths to sha256 digests; every (field, relpath) in ``named`` is one
+    of them (or, for a directory artifact, the prefix of some)."""
+    for rel, digest in files.items():
+        check_relpath(rel, f"files[{rel!r}]")
+        if not isinstance(digest, str) or not SHA256.match(digest):
+            raise invalid(f"files[{rel!r}]", f"not a sha256 hex digest: {digest!r}")
+    for name, rel in named:
+        check_relpath(rel, name)
+        if rel not in files and not any(f.startswith(rel + "/") for f in files):
+            raise invalid(name, f"{rel!r} is not a file of the package (not in files)")
 
 
 _FIELDS = ("schema_version", "target", "artifact", "precision", "source", "model", "io", "kv_cache", "runtime",
