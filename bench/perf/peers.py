@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-VENVS = REPO / "bench" / ".venvs"
+VENVS = Path(os.environ.get("SLMPACK_BENCH_VENVS") or REPO / "bench" / ".venvs")  # e.g. ~/.cache/slmpack/bench-venvs
 LLAMACPP_SDIST_VERSION = "0.3.36"
 
 
@@ -171,3 +171,35 @@ def build_record() -> dict:
         if path.is_file():
             rec[f"{name}_build"] = json.loads(path.read_text())
     return rec
+
+
+def optimum_encoder_export(model_dir: Path, out: Path, build: bool = False) -> dict:
+    """``optimum-cli export onnx --task feature-extraction`` of a sentence-transformers directory (the
+    optimum venv above, plus sentence-transformers so optimum exports its pooling/normalize modules:
+    a ``sentence_embedding`` output)."""
+    if (out / "model.onnx").is_file():
+        return {"ok": True, "path": str(out / "model.onnx"), "cached": True}
+    setup = setup_optimum(build)
+    if not setup["ok"]:
+        return {"ok": False, "error": f"venv setup failed: {setup.get('error')}"}
+    if _run([_py("optimum"), "-c", "import sentence_transformers"], 120)[0] != 0:
+        if not build:
+            return {"ok": False, "error": "sentence-transformers missing in the optimum venv: rerun with --build-peers"}
+        rc, log, _ = _run([_py("optimum"), "-m", "pip", "install", "-q", "sentence-transformers"], 1800)
+        if rc != 0:
+            return {"ok": False, "error": log[-800:]}
+    rc, log, dt = _run([VENVS / "optimum" / "bin" / "optimum-cli", "export", "onnx", "--model", model_dir,
+                        "--task", "feature-extraction", "--framework", "pt", out], 3600)
+    if rc != 0 or not (out / "model.onnx").is_file():
+        return {"ok": False, "error": log[-800:], "seconds": round(dt, 1)}
+    return {"ok": True, "path": str(out / "model.onnx"), "seconds": round(dt, 1)}
+
+
+def versions(venv: str, dists: tuple[str, ...]) -> dict:
+    """The installed version of each distribution in a peer venv (recorded with the results)."""
+    code = "import importlib.metadata as m, json, sys; print(json.dumps({d: m.version(d) for d in sys.argv[1:]}))"
+    rc, out, _ = _run([_py(venv), "-c", code, *dists], 300)
+    try:
+        return json.loads(out.strip().splitlines()[-1]) if rc == 0 else {"error": out[-300:]}
+    except (ValueError, IndexError):
+        return {"error": out[-300:]}

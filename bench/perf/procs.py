@@ -61,12 +61,14 @@ def _vmhwm_kb(pid: int) -> int:
 
 
 class Worker:
-    """One runtime in its own process (see worker.py)."""
+    """One runtime in its own process (worker.py, or ``script``: encoder_worker.py)."""
 
-    def __init__(self, name: str, python: str | Path, backend: str, path: str | Path, threads: int, vocab: int):
+    def __init__(self, name: str, python: str | Path, backend: str, path: str | Path, threads: int,
+                 vocab: int | None = None, script: Path = WORKER):
         self.name = name
         self.proc = subprocess.Popen(
-            [str(python), str(WORKER), backend, str(path), "--threads", str(threads), "--vocab", str(vocab)],
+            [str(python), str(script), backend, str(path), "--threads", str(threads),
+             *(["--vocab", str(vocab)] if vocab is not None else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=thread_env(threads),
             cwd=str(Path(__file__).resolve().parents[2]))
         line = self.proc.stdout.readline()
