@@ -123,7 +123,8 @@ def run_threads(vs: list[dict], threads: int, reps: int, batches: tuple[int, ...
                    "rss_before_load_mb": round(m["rss_before_load_kb"] / 1024, 1),
                    "rss_after_load_mb": round(m["rss_after_load_kb"] / 1024, 1),
                    "load_s": round(m["load_s"], 2)}
-    return {"threads": threads, "reps": reps, "seq": seq, "min_s_per_sample": min_s, "rows": rows}
+    return {"threads": threads, "reps": reps, "seq": seq, "min_s_per_sample": min_s, "rows": rows,
+            "order": [v["variant"] for v in vs]}
 
 
 def markdown(res: dict) -> str:
@@ -132,9 +133,9 @@ def markdown(res: dict) -> str:
     lines = [f"Encoder benchmark {res['date']}: {res['model']['name']}, sequence {res['seq']}, "
              f"{res['machine']['cpu']} ({res['machine']['cores']} cores), medians of {runs[0]['reps']} "
              "interleaved repetitions", "",
-             f"| runtime | {head} | peak RSS MB ({runs[-1]['threads']}T) | RSS before load MB | artifact MB | min cos vs eager |",
+             f"| runtime | {head} | peak RSS MB ({runs[-1]['threads']}T) | RSS after load MB | artifact MB | min cos vs eager |",
              "|---" * (5 + len(runs)) + "|"]
-    for name in runs[0]["rows"]:
+    for name in runs[0].get("order") or runs[0]["rows"]:
         cells, last = [], runs[-1]["rows"].get(name, {})
         for r in runs:
             row = r["rows"].get(name, {})
@@ -142,7 +143,7 @@ def markdown(res: dict) -> str:
         if "error" in last:
             lines.append(f"| {name} | {' | '.join(cells)} | {last['error'][:80]} | | | |")
             continue
-        lines.append(f"| {name} | {' | '.join(cells)} | {last['peak_rss_mb']:.0f} | {last['rss_before_load_mb']:.0f} | "
+        lines.append(f"| {name} | {' | '.join(cells)} | {last['peak_rss_mb']:.0f} | {last['rss_after_load_mb']:.0f} | "
                      f"{last['artifact_mb']:.1f} | {last['min_cos_vs_eager']:.6f} |")
     lines.append("| slmpack Core ML | not timed: Core ML does not run on Linux (only the kit's MIL interpreter) | | | | |")
     return "\n".join(lines) + "\n"
