@@ -37,8 +37,9 @@ def mem_kb() -> dict:
 
 
 def block(batch: int, seq: int, seed: int = 0, vocab: int = 30522):
+    """[batch, seq] int64 ids (word pieces past the specials, [CLS] first, [SEP] last), mask, types."""
     rng = np.random.default_rng(seed)
-    ids = rng.integers(1000, vocab, (batch, seq), dtype=np.int64)
+    ids = rng.integers(1000 if vocab > 2000 else 5, vocab, (batch, seq), dtype=np.int64)
     ids[:, 0], ids[:, -1] = CLS, SEP
     return ids, np.ones_like(ids), np.zeros_like(ids)
 
@@ -114,9 +115,9 @@ def prepare(backend: str, threads: int):
     raise ValueError(f"unknown backend {backend}")
 
 
-def bench(run, batch: int, seq: int, min_s: float, seed: int) -> dict:
+def bench(run, batch: int, seq: int, min_s: float, seed: int, vocab: int = 30522) -> dict:
     """Calls on one fixed block until ``min_s`` has passed (at least 2); sentences/s."""
-    ids, mask, types = block(batch, seq, seed)
+    ids, mask, types = block(batch, seq, seed, vocab)
     calls, t0 = 0, time.perf_counter()
     while True:
         run(ids, mask, types)
@@ -131,6 +132,7 @@ def main() -> None:
     ap.add_argument("backend")
     ap.add_argument("path")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--vocab", type=int, default=30522)
     a = ap.parse_args()
     try:
         os.sched_setaffinity(0, set(range(min(a.threads, os.cpu_count() or 1))))
@@ -148,9 +150,9 @@ def main() -> None:
         if cmd["cmd"] == "quit":
             break
         if cmd["cmd"] == "bench":
-            res = bench(run, cmd["batch"], cmd["seq"], cmd.get("min_s", 1.0), cmd.get("seed", 0))
+            res = bench(run, cmd["batch"], cmd["seq"], cmd.get("min_s", 1.0), cmd.get("seed", 0), a.vocab)
         elif cmd["cmd"] == "embed":
-            res = {"embedding": np.asarray(run(*block(cmd["batch"], cmd["seq"], 7)), np.float64).tolist()}
+            res = {"embedding": np.asarray(run(*block(cmd["batch"], cmd["seq"], 7, a.vocab)), np.float64).tolist()}
         else:
             res = mem_kb()
         print(json.dumps(res), flush=True)
