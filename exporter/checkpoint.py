@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -19,6 +20,16 @@ from slmpack.errors import BadInputError
 from slmpack import confine
 from slmpack.confine import ModelRoot
 from slmpack.exporter.safetensors_reader import FLOAT_DTYPES, load_tensors, read_header
+
+# integer buffers older transformers versions saved beside the weights (BERT's
+# ``embeddings.position_ids`` arange, ``token_type_ids`` zeros): derived from the config, never
+# read by our modules; skipped (not refused) when they are integer tensors
+INDEX_BUFFER = re.compile(r"(^|\.)(position_ids|token_type_ids)$")
+INT_DTYPES = frozenset({"I64", "I32"})
+
+
+def index_buffer(name: str, dtype: str) -> bool:
+    return dtype in INT_DTYPES and bool(INDEX_BUFFER.search(name))
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 INDEX = "model.safetensors.index.json"
@@ -87,12 +98,12 @@ def check_headers(model_dir, allow_pickle: bool = False) -> dict[str, tuple[int,
             continue
         with confine.open_inside(root, path.name) as f:
             _, infos = read_header(f, path.name)
-        bad = [t.name for t in infos if t.dtype not in FLOAT_DTYPES]
+        bad = [t.name for t in infos if t.dtype not in FLOAT_DTYPES and not index_buffer(t.name, t.dtype)]
         if bad:
             raise BadInputError(f"{path.name}: weight(s) {', '.join(bad[:3])} are not floating point "
                                 f"({next(t.dtype for t in infos if t.name == bad[0])}); the config describes a "
                                 "float model", "E_WEIGHTS_DTYPE")
-        shapes.update((t.name, t.shape) for t in infos)
+        shapes.update((t.name, t.shape) for t in infos if not index_buffer(t.name, t.dtype))
     return shapes
 
 
@@ -115,7 +126,8 @@ def load_state_dict(model_dir, allow_pickle: bool = False) -> dict[str, torch.Te
         try:
             if path.suffix == ".safetensors":
                 with confine.open_inside(root, path.name) as f:
-                    part = load_tensors(f, path.name)
+                    part = {k: v for k, v in load_tensors(f, path.name).items()
+                            if v.is_floating_point() or not INDEX_BUFFER.search(k)}
             else:
                 part = _load_pickle(root, path.name)
         except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, TypeError) as e:

@@ -178,9 +178,12 @@ def verify(pkg: Path) -> dict:
     manifest, which lists every other file's sha256).
     Raises PackageIntegrityError (or BadInputError for an unreadable or invalid manifest)."""
     from slmpack.runtime import integrity
+    from slmpack.runtime.encoder_manifest import EncoderManifest, is_encoder_document
+    from slmpack.runtime.manifest import Manifest
 
     pkg = Path(pkg)
-    manifest, identity = integrity.read_identified(pkg)
+    doc, identity = integrity.read_document(pkg)   # a decoder or an encoder package
+    manifest = (EncoderManifest if is_encoder_document(doc) else Manifest).from_json(doc)
     bad = integrity.check_files(pkg, manifest)
     by = {"sha256 mismatch": "changed", "missing": "missing", "not in manifest": "extra"}
     groups: dict[str, list[str]] = {"changed": [], "missing": [], "extra": [], "unsafe": []}

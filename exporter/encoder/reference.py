@@ -103,7 +103,9 @@ class EncoderReference(nn.Module):
         if out is EncoderOutput.LAST_HIDDEN_STATE:
             return h
         if out is EncoderOutput.LOGITS:
-            return self.head_out(self._head_act(self.head_dense(h[:, 0])))
+            # on [B, 1, D] (not [B, D]): ONNX gets MatMul + Add, not Gemm, like every other linear, so a
+            # QuantPlan's weights are found and encoded the same way (same math, row by row)
+            return self.head_out(self._head_act(self.head_dense(h[:, :1])))[:, 0]
         return pool(h, attention_mask, self.spec.sentence.pooling, self.spec.sentence.normalize)
 
 

@@ -141,6 +141,7 @@ class ErrorCode(str, enum.Enum):
     E_QUANT_PLAN_MISMATCH = "E_QUANT_PLAN_MISMATCH", "a reused plan comes from another checkpoint"
     E_QUANT_PLAN_UNCALIBRATED = "E_QUANT_PLAN_UNCALIBRATED", "the target needs calibration data the plan lacks"
     E_QUANT_TARGET_UNSUPPORTED = "E_QUANT_TARGET_UNSUPPORTED", "the target cannot run the plan (refused before calibration)"
+    E_QUANT_ENCODER_UNSUPPORTED = "E_QUANT_ENCODER_UNSUPPORTED", "an encoder export asked for more than the round-to-nearest presets (int8, int4, 8da8w, 8da4w)"
     E_ACCURACY_GATE = "E_ACCURACY_GATE", "the quantized package loses more perplexity vs fp32 than --max-ppl-loss allows"
     E_RECIPE_MISSING = "E_RECIPE_MISSING", "the recipe file does not exist"
     E_RECIPE_PARSE = "E_RECIPE_PARSE", "the recipe TOML cannot be parsed"

@@ -16,7 +16,8 @@ Steps, in order:
   1. program    the traced encoder (dynamic batch and sequence), core ATen (the decoder's decompositions)
   2. convert    ct.convert: int32 input_ids / attention_mask [/ token_type_ids] of shape
                 [batch 1..max_batch, sequence 2..max_sequence] -> the spec's one output, fp32
-  3. passes     fix_select_broadcast (the decoder's; max pooling's ``torch.where``)
+  3. passes     fix_select_broadcast (the decoder's; max pooling's ``torch.where``); with a QuantPlan,
+                its integers as constexpr_blockwise_shift_scale weights (quantize.apply_plan)
   4. serialize + save + normalize (deterministic bytes), metadata naming the output
   5. describe   I/O read back from the saved package
 """
@@ -31,7 +32,7 @@ from slmpack.targets.base import Artifact, IoSignature, Report, RuntimeInfo, fre
 from slmpack.targets.coreml import normalize as _normalize
 from slmpack.targets.coreml.check import check_program, interpreter_loads
 from slmpack.targets.coreml.describe import op_types, signature
-from slmpack.targets.coreml.lower import PACKAGE, conversion_state, decompositions, serialize
+from slmpack.targets.coreml.lower import PACKAGE, conversion_state, decompositions, param_names, serialize
 from slmpack.targets.coreml.options import CoreMLOptions
 from slmpack.targets.coreml.passes import run_pass
 from slmpack.targets.coreml.passes.fix_select_broadcast import fix_select_broadcast
@@ -42,11 +43,16 @@ MIN_SEQUENCE = 2                           # the traced program's bound ([CLS] [
 
 
 def convert(programs):
-    import coremltools as ct
-
+    """(the decomposed ExportedProgram, its MIL program)."""
     if programs.program is None:
         raise ToolchainError("the Core ML encoder lowering needs the traced program", "E_COREML_CONVERT")
     ep = programs.program.run_decompositions(decompositions())
+    return ep, _convert(ep, programs)
+
+
+def _convert(ep, programs):
+    import coremltools as ct
+
     shape = (ct.RangeDim(lower_bound=1, upper_bound=programs.max_batch, default=1, symbol=BATCH),
              ct.RangeDim(lower_bound=MIN_SEQUENCE, upper_bound=programs.max_sequence, default=MIN_SEQUENCE,
                          symbol=SEQUENCE))
@@ -62,16 +68,28 @@ def convert(programs):
                                  f"{str(e).splitlines()[0]}", "E_COREML_CONVERT") from e
 
 
-def lower_encoder(programs, spec, out_dir: Path) -> Artifact:
-    prog = convert(programs)
+def lower_encoder(programs, spec, out_dir: Path, plan=None) -> Artifact:
+    ep, prog = convert(programs)
     passes = {"fix_select_broadcast": run_pass(prog, fix_select_broadcast)}
+    encoded = None
+    if plan is not None and plan.quantized_names():
+        from slmpack.targets.coreml.quantize import apply_plan
+
+        encoded = run_pass(prog, apply_plan, plan, param_names(ep), ENCODER_OPTIONS)
+        passes["apply_quant_plan"] = len(encoded)
     sdpa = sum(op.op_type == "scaled_dot_product_attention" for op in prog.functions["main"].operations)
     model = serialize(prog, ENCODER_OPTIONS)
     path = Path(out_dir) / PACKAGE
     model.save(str(path))
-    files = _normalize.normalize(path, {"slmpack.architecture": spec.architecture,
-                                        "slmpack.encoder.output": programs.output_name,
-                                        "slmpack.compute_precision": ENCODER_OPTIONS.compute_precision.value})
+    metadata = {"slmpack.architecture": spec.architecture, "slmpack.encoder.output": programs.output_name,
+                "slmpack.compute_precision": ENCODER_OPTIONS.compute_precision.value}
+    if encoded is not None:
+        import json
+
+        from slmpack.targets.coreml.quantize import META_KEY
+
+        metadata[META_KEY] = json.dumps(encoded, sort_keys=True)
+    files = _normalize.normalize(path, metadata)
     o = ENCODER_OPTIONS
     return Artifact(
         primary=PACKAGE, files=tuple(f"{PACKAGE}/{f}" for f in files),
@@ -81,6 +99,7 @@ def lower_encoder(programs, spec, out_dir: Path) -> Artifact:
             "compute_precision": o.compute_precision.value, "specification_version": o.deployment_target.level})),
         report=Report.from_json({
             "passes": passes, "op_types": op_types(path), "precision": "fp32",
+            **({"quantization": encoded} if encoded else {}),
             "attention_blocks_fused": f"{sdpa}/{spec.num_layers}",
             "summary": f"flexible batch 1..{programs.max_batch} and sequence {MIN_SEQUENCE}..{programs.max_sequence} "
                        f"(RangeDim), fp32 compute, {sdpa}/{spec.num_layers} attention blocks as "

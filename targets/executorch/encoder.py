@@ -7,6 +7,8 @@ max_sequence, plus it), exactly memory-planned; the runtime pads each text to th
 that holds it and masks the padding.
 
 Steps, in order:
+  0. quantize (QuantPlan only) the plan's integers into a copy of the module (quantize.apply_plan:
+              int8 weight-only, 8da8w, 8da4w as XNNPACK runs them; embeddings gathered from int8)
   1. export   torch.export of each length (static shapes, under no_grad)
   2. lower    to_edge_transform_and_lower of all methods with XnnpackPartitioner
   3. report   delegated vs not-delegated op counts (the longest method's edge graph)
@@ -22,8 +24,11 @@ import torch
 
 from slmpack.targets.base import Artifact, IoSignature, Report, RuntimeInfo, freeze
 from slmpack.targets.executorch.lower import MODEL_FILE, _fail, emit
+from slmpack.targets.executorch.options import ExecuTorchOptions
 from slmpack.targets.executorch.partition import partitioner
 from slmpack.targets.tflite.encoder import sample_kwargs, signature_lengths, signature_name
+
+ENCODER_OPTIONS = ExecuTorchOptions()
 
 
 def _delegation(edge_program) -> dict:
@@ -47,11 +52,26 @@ def _delegation(edge_program) -> dict:
             "backend": "XnnpackBackend"}
 
 
-def lower_encoder(programs, spec, out_dir: Path) -> Artifact:
+def quantized_module(programs, plan):
+    """The program module with the plan applied to a private copy of its encoder."""
+    import copy
+
+    from slmpack.exporter.encoder.program import EncoderProgram
+    from slmpack.targets.executorch.quantize import apply_plan, encodings
+
+    ref = copy.deepcopy(programs.module.ref)
+    count = apply_plan(ref, plan, ENCODER_OPTIONS)
+    return EncoderProgram(ref).eval(), {"quantized_linears": count,
+                                        "encodings": dict(sorted(encodings(plan).items()))}
+
+
+def lower_encoder(programs, spec, out_dir: Path, plan=None) -> Artifact:
     from executorch.exir import to_edge_transform_and_lower
     from torch.export import export
 
     lengths = signature_lengths(programs.max_sequence)
+    module, qreport = (programs.module, None) if plan is None or not plan.quantized_names() \
+        else quantized_module(programs, plan)
     methods = {}
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -59,7 +79,7 @@ def lower_encoder(programs, spec, out_dir: Path) -> Artifact:
             for n in lengths:
                 kw = sample_kwargs(programs.input_names, n, spec.vocab_size)
                 args = tuple(kw[k].to(torch.long) for k in programs.input_names)
-                methods[signature_name(n)] = export(programs.module, args, strict=False)
+                methods[signature_name(n)] = export(module, args, strict=False)
     except Exception as e:
         raise _fail("export", e) from e
     try:
@@ -84,6 +104,7 @@ def lower_encoder(programs, spec, out_dir: Path) -> Artifact:
         kv_cache=None,
         runtime=RuntimeInfo("executorch", "1.5.0", freeze({"backends": delegates, "operators": operators})),
         report=Report.from_json({"delegation": rep, "pte_bytes": len(et_program.buffer), "methods": len(lengths),
+                **({"quantization": qreport} if qreport else {}),
                 "summary": f"{len(lengths)} static methods ({', '.join(map(str, lengths))}); XNNPACK: "
                            f"{rep['xnnpack_partitions']} partitions, {rep['delegated_op_count']} ops delegated, "
                            f"{rep['portable_op_count']} not ({', '.join(rep['portable_ops']) or '-'})"}),

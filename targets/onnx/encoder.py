@@ -6,8 +6,12 @@ Steps, in order:
   2. fuse       onnxscript's ORT transformer fusions (``optimize_for_ort``): SkipLayerNormalization,
                 MultiHeadAttention / Attention, BiasGelu / FastGelu; every fusion counted
   3. name_dims  batch_size / sequence_length on the I/O
-  4. normalize  strip nondeterministic metadata (the decoder lowering's ``normalize``)
-  5. save + check
+  4. quantize   (QuantPlan only) the plan's integers encoded natively, as for decoders
+                (targets/onnx/quantize.py: int8 weight-only dequantized at load, MatMulNBits for int4
+                and for dynamic int8 activations, GatherBlockQuantized embeddings); sites are found
+                by value in the fused graph (MultiHeadAttention keeps q/k/v MatMuls outside it)
+  5. normalize  strip nondeterministic metadata (the decoder lowering's ``normalize``)
+  6. save + check
 """
 from __future__ import annotations
 
@@ -21,8 +25,10 @@ from slmpack.errors import ToolchainError
 from slmpack.runtime.records import PassResult, passes_to_json
 from slmpack.targets.base import Artifact, Report, RuntimeInfo
 from slmpack.targets.onnx.lower import MODEL_FILE, check, io_signature, normalize
+from slmpack.targets.onnx.options import OnnxOptions
 
 ENCODER_OPSET = 18
+ENCODER_OPTIONS = OnnxOptions()
 # ORT contrib ops the fusions produce, counted in the manifest's report
 FUSED_OPS = ("SkipLayerNormalization", "MultiHeadAttention", "Attention", "BiasGelu", "FastGelu", "Gelu",
              "EmbedLayerNormalization")
@@ -61,13 +67,17 @@ def name_dims(model: onnx.ModelProto) -> None:
     del model.graph.value_info[:]
 
 
-def lower_encoder(programs, spec, out_dir: Path) -> Artifact:
+def lower_encoder(programs, spec, out_dir: Path, plan=None) -> Artifact:
     import onnx_ir as ir
 
     ir_model = export(programs)
     ir_model, fused = fuse(ir_model, spec.num_layers)
     model = ir.to_proto(ir_model)
     name_dims(model)
+    if plan is not None and plan.quantized_names():
+        from slmpack.targets.onnx.quantize import encode
+
+        fused["quantization"] = encode(model, plan)
     normalize(model)
     onnx.save_model(model, str(out_dir / MODEL_FILE))
     check(out_dir)
@@ -78,7 +88,8 @@ def lower_encoder(programs, spec, out_dir: Path) -> Artifact:
                         "opset": ENCODER_OPSET, "node_count": len(model.graph.node), "op_types": ops, **fused,
                         "summary": f"fused {fused['attention_blocks_fused']} attention, "
                                    f"{fused['fusions']['SkipLayerNormalization']} SkipLayerNormalization, "
-                                   f"{fused['gelu_fused']} GELU"}))
+                                   f"{fused['gelu_fused']} GELU"
+                                   + (f"; {len(plan.quantized_names())} weights quantized" if plan else "")}))
 
 
 def check_encoder(pkg_dir: Path, manifest: dict) -> list[str]:
