@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from slmpack.errors import UnsupportedError
-from slmpack.runtime.tolerance import COREML_FP32
+from slmpack.runtime.tolerance import ENCODER_FP32
 from slmpack.targets.base import TargetName, Tolerance
 
 
@@ -27,14 +27,15 @@ class EncoderTarget:
 
 
 ENCODER_TARGETS = {
-    TargetName.ONNX: EncoderTarget(TargetName.ONNX, "slmpack.targets.onnx.encoder", Tolerance(atol=1e-4, rtol=1e-4)),
+    TargetName.ONNX: EncoderTarget(TargetName.ONNX, "slmpack.targets.onnx.encoder", ENCODER_FP32[TargetName.ONNX]),
     # static batch-1 methods per length (targets/executorch/encoder.py says why); the runtime loops rows
     TargetName.EXECUTORCH: EncoderTarget(TargetName.EXECUTORCH, "slmpack.targets.executorch.encoder",
-                                         Tolerance(atol=1e-4, rtol=1e-4), max_batch=32, needs_program=False),
+                                         ENCODER_FP32[TargetName.EXECUTORCH], max_batch=32, needs_program=False),
     TargetName.TFLITE: EncoderTarget(TargetName.TFLITE, "slmpack.targets.tflite.encoder",
-                                     Tolerance(atol=1e-4, rtol=1e-4), max_batch=32, needs_program=False),
+                                     ENCODER_FP32[TargetName.TFLITE], max_batch=32, needs_program=False),
     # flexible batch / sequence (RangeDim), fp32 compute: targets/coreml/encoder.py says why fp32's bound
-    TargetName.COREML: EncoderTarget(TargetName.COREML, "slmpack.targets.coreml.encoder", COREML_FP32,
+    TargetName.COREML: EncoderTarget(TargetName.COREML, "slmpack.targets.coreml.encoder",
+                                     ENCODER_FP32[TargetName.COREML],
                                      max_batch=64),
 }
 

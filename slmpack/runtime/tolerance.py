@@ -67,13 +67,34 @@ def coreml_stateful(kv: KvCacheInfo) -> bool:
     return kv.details.get("kind") == "state" or kv.layout in ("state", "buffer")
 
 
-def checked(m: Manifest) -> Tolerance:
-    """``for_manifest(m)``, refusing a manifest whose stated tolerance is not the declared one."""
-    tol = for_manifest(m)
+# fp32 encoder packages (embeddings / hidden states / logits vs the reference); nothing else is exported
+ENCODER_FP32 = {TargetName.ONNX: FP32, TargetName.EXECUTORCH: FP32, TargetName.TFLITE: FP32,
+                TargetName.COREML: COREML_FP32}
+
+
+def for_encoder(m) -> Tolerance:
+    """The tolerance the target declares for an encoder package (``EncoderManifest``): fp32 only."""
+    precision = m.details.get("precision", "fp32")
+    if precision != "fp32" or (m.details.get("quantization") or {}).get("plan") is not None:
+        raise invalid("precision", f"{precision!r}: encoder packages are fp32 only")
+    return ENCODER_FP32[m.target]
+
+
+def _same(m, tol: Tolerance) -> Tolerance:
     if (m.tolerance.atol, m.tolerance.rtol) != (tol.atol, tol.rtol):
         raise invalid("tolerance", f"atol={m.tolerance.atol:g} rtol={m.tolerance.rtol:g} is not what target "
                       f"{m.target.value} declares for this package (atol={tol.atol:g} rtol={tol.rtol:g})")
     return tol
 
 
-__all__ = ["for_manifest", "checked", "coreml_stateful"]
+def checked_encoder(m) -> Tolerance:
+    """``for_encoder(m)``, refusing an encoder manifest whose stated tolerance is not the declared one."""
+    return _same(m, for_encoder(m))
+
+
+def checked(m: Manifest) -> Tolerance:
+    """``for_manifest(m)``, refusing a manifest whose stated tolerance is not the declared one."""
+    return _same(m, for_manifest(m))
+
+
+__all__ = ["for_manifest", "checked", "coreml_stateful", "for_encoder", "checked_encoder", "ENCODER_FP32"]
