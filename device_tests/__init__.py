@@ -9,7 +9,7 @@ Plain functions for the CLI (``slmpack devices``, ``slmpack fit``, ``slmpack dev
 from __future__ import annotations
 
 _EXPORTS = {"list_profiles": "profiles", "get_profile": "profiles", "DeviceProfile": "profiles",
-            "fit_check": "fit", "FitReport": "fit", "run_device_test": "harness",
+            "fit_check": "fit", "FitReport": "fit", "EncoderFitReport": "fit_encoder", "run_device_test": "harness",
             "DeviceResult": "harness", "Report": "report"}
 
 

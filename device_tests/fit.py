@@ -17,9 +17,12 @@ from slmpack.config import TraceConfig
 from slmpack.errors import BadInputError
 from slmpack.exporter.gguf.reader import is_gguf
 from slmpack.exporter.spec import load_spec
-from slmpack.runtime.integrity import read_manifest
+from slmpack.runtime.encoder_manifest import EncoderManifest
+from slmpack.runtime.integrity import read_typed
 from slmpack.runtime.manifest import ModelSummary
 
+from .fit_encoder import (EncoderFacts, EncoderFitReport, encoder_facts_from_config, encoder_facts_from_package,
+                          estimate_encoder)
 from .profiles import DeviceProfile, get_profile
 
 MB = 2**20
@@ -61,9 +64,22 @@ def facts_from_config(model_dir: Path) -> ModelFacts:
     return ModelFacts("config", str(model_dir), summary, spec.intermediate_size, spec.tie_word_embeddings)
 
 
-def facts_from_package(pkg: Path) -> ModelFacts:
+def artifact_bytes(pkg: Path, manifest) -> int:
+    """The size of the artifact and what belongs to it (``manifest``: decoder or encoder record)."""
+    total = 0
+    for name in manifest.artifact_files() or [manifest.artifact]:
+        f = pkg / name
+        if f.is_symlink() or not f.is_file():
+            raise BadInputError(f"package {pkg}: artifact file {name} is missing", code="E_PACKAGE_INTEGRITY")
+        total += f.stat().st_size
+    return total
+
+
+def facts_from_package(pkg: Path) -> ModelFacts | EncoderFacts:
     """The package's typed manifest; its weight bytes are its artifact files' sizes."""
-    manifest = read_manifest(pkg)
+    manifest = read_typed(pkg)
+    if isinstance(manifest, EncoderManifest):
+        return encoder_facts_from_package(pkg, manifest)
     notes, details = [], manifest.model.details
     inter = details.get("intermediate_size")
     if not isinstance(inter, int) or inter < 1:
@@ -73,21 +89,19 @@ def facts_from_package(pkg: Path) -> ModelFacts:
     if not isinstance(tied, bool):
         tied = True
         notes.append("tie_word_embeddings not in manifest: bytes/token counts the embedding table once")
-    total = 0
-    for name in manifest.artifact_files() or [manifest.artifact]:
-        f = pkg / name
-        if f.is_symlink() or not f.is_file():
-            raise BadInputError(f"package {pkg}: artifact file {name} is missing", code="E_PACKAGE_INTEGRITY")
-        total += f.stat().st_size
-    return ModelFacts("package", str(pkg), manifest.model, inter, tied, weight_bytes=total,
+    return ModelFacts("package", str(pkg), manifest.model, inter, tied, weight_bytes=artifact_bytes(pkg, manifest),
                       kv_bits=KV_BITS.get(manifest.kv_cache.dtype, 32), format=manifest.target.value,
                       notes=tuple(notes))
 
 
-def load_facts(path: str | Path) -> ModelFacts:
+def load_facts(path: str | Path) -> ModelFacts | EncoderFacts:
+    from slmpack.exporter.encoder.spec import is_encoder_dir
+
     path = Path(path)
     if (path / "manifest.json").is_file():
         return facts_from_package(path)
+    if is_encoder_dir(path):  # BERT / DistilBERT / sentence-transformers
+        return encoder_facts_from_config(path)
     if (path / "config.json").is_file() or is_gguf(path):
         return facts_from_config(path)
     raise BadInputError(f"{path} has neither manifest.json (a package) nor config.json (a model dir)")
@@ -180,9 +194,19 @@ def estimate(facts: ModelFacts, profile: DeviceProfile, context: int | None = No
 
 
 def fit_check(path: str | Path, device: str | DeviceProfile, context: int | None = None,
-              bits: float | None = None, *, strict: bool = True, profile_dirs=(), **kwargs) -> FitReport:
-    """Estimate ``path`` (model dir or package) on ``device``. ``strict`` raises E_FIT_TOO_BIG."""
-    report = estimate(load_facts(path), get_profile(device, profile_dirs), context, bits, **kwargs)
+              bits: float | None = None, *, strict: bool = True, profile_dirs=(), batch: int | None = None,
+              **kwargs) -> FitReport | EncoderFitReport:
+    """Estimate ``path`` (model dir or package) on ``device``. ``strict`` raises E_FIT_TOO_BIG.
+    Encoders: ``context`` is the sequence length (default: the encoder's max) and ``batch`` the rows
+    of one forward pass (default 1); decoders take no ``batch``."""
+    facts, profile = load_facts(path), get_profile(device, profile_dirs)
+    if isinstance(facts, EncoderFacts):
+        report = estimate_encoder(facts, profile, context, batch, bits, **kwargs)
+    elif batch is not None:
+        raise BadInputError("--batch is for encoder packages and models; a decoder's fit is per context",
+                            code="E_FIT_CONTEXT")
+    else:
+        report = estimate(facts, profile, context, bits, **kwargs)
     return report.raise_if_too_big() if strict else report
 
 
@@ -192,6 +216,8 @@ def device_context(path: str | Path, device: str | DeviceProfile, bits: float | 
     ``device`` (never below 256 or the default itself if smaller). If even that does not fit, the
     default is returned and ``fit_check`` reports why."""
     facts, profile = load_facts(path), get_profile(device, profile_dirs)
+    if isinstance(facts, EncoderFacts):  # an encoder has no KV cache: its sequence bound is the model's
+        return facts.max_sequence
     context = TraceConfig().resolved(facts.model.max_context or TraceConfig.DEFAULT_CONTEXT).max_context
     floor = min(256, context)
     while context > floor and not estimate(facts, profile, context, bits).fits:

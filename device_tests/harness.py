@@ -8,12 +8,17 @@ sha256 verified on the device, logits within tolerance, greedy tokens equal to t
 With ``signature_key`` (a PEM public key) the package's signature (``PKG.sig`` beside it, pushed
 when present) and the key go too, and the runner runs with ``--require-signature``: the device
 itself refuses a package whose signature is missing or does not verify, and the host requires
-its ``signature_ok``.
+its ``signature_ok``. Encoder packages take the same path (identity, sha256 of every file,
+signature) and are judged on their test-vector batch (``host_checks.py``); their fit is weights +
+activations at the vectors' batch × sequence (``fit_encoder.py``), and an encoder target the device
+runner cannot run there (ExecuTorch: its runtime needs torch; Core ML off Apple) is skipped with
+``E_DEVICE_RUNTIME_UNAVAILABLE`` before anything is pushed.
 """
 from __future__ import annotations
 
 import json
 import os
+import platform
 import tempfile
 import time
 import uuid
@@ -22,10 +27,14 @@ from pathlib import Path
 from typing import Sequence
 
 from slmpack.errors import BadInputError, SlmpackError, UnsupportedError
-from slmpack.runtime import integrity, safetensors
+from slmpack.runtime import integrity
+from slmpack.runtime.device_encoder import require_device_runtime
+from slmpack.runtime.records import TargetName
 
 from . import device_runner
 from .fit import estimate, load_facts
+from .fit_encoder import estimate_encoder
+from .host_checks import HostPackage, PackageKind, compare_on_host, read_package
 from .profiles import DeviceProfile, load_registry
 from .report import Report
 from .transports import Transport, make_transport
@@ -47,35 +56,14 @@ class DeviceResult:
     device_json: dict | None = None  # what the runner printed
     transport_info: dict = field(default_factory=dict)
     wall_s: float = 0.0
+    kind: PackageKind = PackageKind.DECODER
 
     @property
     def ok(self) -> bool:
         return self.status == PASSED
 
     def to_json(self) -> dict:
-        return {**asdict(self), "ok": self.ok}
-
-
-def read_package(pkg: Path) -> tuple[dict, dict]:
-    """The manifest and the test vectors, read on the host with the kit the device runs: the
-    package must be safe to push (a valid typed manifest with a known target and file fields
-    inside ``files``; regular files only, no symlinks) before anything of it is pushed."""
-    manifest = integrity.check_safe(pkg)
-    return manifest.to_json(), safetensors.load(pkg / manifest.test_vectors.file)
-
-
-def compare_on_host(vectors: dict, result: dict, signature_required: bool = False) -> dict:
-    """Host verdicts on the device's JSON; the greedy comparison is done here, not trusted."""
-    ref = [int(t) for t in vectors["greedy_ids"]]
-    got = result.get("greedy_ids")
-    signed = {"signature_ok": result.get("signature_ok") is True} if signature_required else {}
-    return {**signed,
-        "hashes_ok": result.get("hashes_ok") is True,
-        "runtime_version_ok": bool((result.get("runtime") or {}).get("version_ok")),
-        "prefill_within_tolerance": result.get("prefill_within_tolerance") is True,
-        "decode_within_tolerance": result.get("decode_within_tolerance") is True,
-        "greedy_match": isinstance(got, list) and [int(t) for t in got] == ref,
-    }
+        return {**asdict(self), "kind": self.kind.value, "ok": self.ok}
 
 
 def _parse(stdout: str) -> dict | None:
@@ -99,6 +87,20 @@ def _fetch_json(transport: Transport, remote_name: str, raw_dir: Path | None, lo
     return doc if isinstance(doc, dict) else None
 
 
+def is_apple(profile: DeviceProfile) -> bool:
+    os_name = profile.os.lower()
+    return "ios" in os_name or "macos" in os_name or (os_name == "auto" and platform.system() == "Darwin")
+
+
+def fit_for(package: HostPackage, profile: DeviceProfile):
+    """The fit estimate at what the test will run: a decoder's context, an encoder's vector batch."""
+    facts = load_facts(package.path)
+    if package.kind is PackageKind.ENCODER:
+        rows, width = package.vectors["input_ids"].shape
+        return estimate_encoder(facts, profile, int(width), int(rows))
+    return estimate(facts, profile, context_needed(package.manifest, package.vectors))
+
+
 def context_needed(manifest: dict, vectors: dict, max_new: int = 32) -> int:
     need = max(len(vectors["prompt_ids"]) + len(vectors["decode_ids"]),
                len(vectors["greedy_prompt_ids"]) + max_new)
@@ -111,12 +113,17 @@ def run_one(pkg: Path, profile: DeviceProfile, transport: Transport, *, index: i
             signature_key: Path | None = None) -> DeviceResult:
     """One package on one device through an open transport."""
     start = time.monotonic()
-    base = dict(package=pkg.name, device=profile.name, transport=transport.name)
-    manifest, vectors = read_package(pkg)
-    fmt = manifest.get("target")
+    package = read_package(pkg)
+    base = dict(package=pkg.name, device=profile.name, transport=transport.name, kind=package.kind)
+    fmt = package.target
+    if package.kind is PackageKind.ENCODER:
+        try:
+            require_device_runtime(TargetName(fmt), is_apple(profile))
+        except UnsupportedError as exc:  # a typed refusal, before anything is pushed
+            return DeviceResult(**base, status=SKIPPED, reason=f"{exc.code}: {exc}")
     if profile.supports(fmt) is None:
         return DeviceResult(**base, status=SKIPPED, reason=f"{profile.name} lists no runtime for format {fmt!r}")
-    fit = estimate(load_facts(pkg), profile, context_needed(manifest, vectors))
+    fit = fit_for(package, profile)
     if not fit.fits:
         return DeviceResult(**base, status=SKIPPED, reason=f"E_FIT_TOO_BIG: {fit.message()}", fit=fit.to_json())
     try:
@@ -151,10 +158,10 @@ def run_one(pkg: Path, profile: DeviceProfile, transport: Transport, *, index: i
     except SlmpackError as exc:
         return DeviceResult(**base, status=ERROR, reason=f"{exc.code}: {exc}", fit=fit.to_json(),
                             wall_s=round(time.monotonic() - start, 2))
-    checks = compare_on_host(vectors, doc, signature_key is not None)
+    checks = compare_on_host(package, doc, signature_key is not None)
     failed = [k for k, v in checks.items() if not v]
     err = doc.get("error") or {}
-    if err.get("code") in ("E_RUNTIME", "E_BAD_INPUT", "E_RUNTIME_MISSING"):  # the runner could not do its job
+    if err.get("code") in ("E_RUNTIME", "E_BAD_INPUT", "E_RUNTIME_MISSING", "E_DEVICE_RUNTIME_UNAVAILABLE"):  # the runner could not do its job
         status, reason = ERROR, f"{err.get('code')}: {err.get('message')}"
     else:
         status = FAILED if failed else PASSED

@@ -1,6 +1,7 @@
-"""Device-test reports: report.json (everything), report.md (one table), report.html (table +
-inline SVG bar charts of decode tok/s and peak memory per package × device). Deterministic:
-rows in run order, keys sorted, no timestamps or absolute paths beyond what results carry."""
+"""Device-test reports: report.json (everything), report.md (a decoder table and an encoder table,
+each only when it has rows), report.html (the tables + inline SVG bar charts of decode tok/s and
+peak memory per package × device). Deterministic: rows in run order, keys sorted, no timestamps or
+absolute paths beyond what results carry."""
 from __future__ import annotations
 
 import html
@@ -20,14 +21,44 @@ def _num(value, digits: int = 1) -> str:
     return f"{value:,.{digits}f}" if isinstance(value, float) else str(value)
 
 
+ENCODER_COLUMNS = ("package", "device", "transport", "status", "output", "vectors", "max |Δ|", "bound",
+                   "min cosine", "label agreement", "load ms", "run ms", "rows/s", "peak RSS MB",
+                   "fit MB (need/avail)", "note")
+
+
+def _fit_cell(fit: dict) -> str:
+    return f"{fit['needed_mb']:.0f}/{fit['available_mb']}" if fit else "–"
+
+
+def _encoder_row(r) -> list[str]:
+    d, fit = r.device_json or {}, r.fit or {}
+    vec = d.get("vectors") or {}
+    shape = f"{vec['rows']}x{vec['width']}" if "rows" in vec else "–"
+    return [r.package, r.device, r.transport, r.status, str(d.get("output") or "–"), shape,
+            _num(vec.get("max_abs_diff")), _num(vec.get("bound")), _num(vec.get("min_cosine"), 6),
+            _num(vec.get("label_agreement"), 3), _num(d.get("load_ms")), _num(d.get("run_ms")),
+            _num(d.get("rows_per_s"), 2), _num(d.get("peak_rss_mb")), _fit_cell(fit), r.reason]
+
+
+def _tables(results) -> list[tuple[tuple[str, ...], list[list[str]], list]]:
+    """(columns, rows, results) per package kind present, decoders first."""
+    dec = [r for r in results if getattr(r, "kind", "decoder") != "encoder"]
+    enc = [r for r in results if getattr(r, "kind", "decoder") == "encoder"]
+    out = []
+    if dec or not enc:
+        out.append((COLUMNS, [_row(r) for r in dec], dec))
+    if enc:
+        out.append((ENCODER_COLUMNS, [_encoder_row(r) for r in enc], enc))
+    return out
+
+
 def _row(r) -> list[str]:
     d, fit = r.device_json or {}, r.fit or {}
     greedy = "–" if "greedy_match" not in r.checks else ("match" if r.checks["greedy_match"] else "DIFFERS")
     return [r.package, r.device, r.transport, r.status, greedy, _num(d.get("prefill_max_abs_diff")),
             _num(d.get("decode_max_abs_diff")), _num(d.get("ttft_ms")), _num(d.get("prefill_tok_s")),
             _num(d.get("decode_tok_s")), _num(d.get("peak_rss_mb")),
-            f"{fit['needed_mb']:.0f}/{fit['available_mb']}" if fit else "–",
-            _num(fit.get("decode_tok_s_upper")) if fit else "–", r.reason]
+            _fit_cell(fit), _num(fit.get("decode_tok_s_upper")) if fit else "–", r.reason]
 
 
 @dataclass
@@ -51,17 +82,21 @@ class Report:
 
     def to_markdown(self) -> str:
         esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        lines += ["| " + " | ".join(esc(c) for c in _row(r)) + " |" for r in self.results]
+        tables = []
+        for columns, rows, _ in _tables(self.results):
+            lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            tables.append("\n".join(lines + ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]))
         c = self.counts()
         summary = f"**{'OK' if self.ok else 'FAILED'}**: {c['passed']} passed, {c['failed']} failed, " \
                   f"{c['skipped']} skipped, {c['error']} error"
-        return "# Device test report\n\n" + summary + "\n\n" + "\n".join(lines) + "\n"
+        return "# Device test report\n\n" + summary + "\n\n" + "\n\n".join(tables) + "\n"
 
     def to_html(self) -> str:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-        body = "".join("<tr class='%s'>" % r.status + "".join(f"<td>{html.escape(c)}</td>" for c in _row(r))
-                       + "</tr>" for r in self.results)
+        tables = "".join(
+            "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>"
+            + "".join("<tr class='%s'>" % r.status + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                      for r, row in zip(results, rows)) + "</table>"
+            for columns, rows, results in _tables(self.results))
         charts = "".join(_bar_chart(title, [(f"{r.device} / {r.package}", (r.device_json or {}).get(key))
                                             for r in self.results], unit)
                          for title, key, unit in (("Decode throughput", "decode_tok_s", "tok/s"),
@@ -72,7 +107,7 @@ class Report:
                  "tr.error td:nth-child(4){color:#b00020;font-weight:bold}")
         return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>slmpack device tests</title>"
                 f"<style>{style}</style></head><body><h1>Device test report</h1>"
-                f"<p>{html.escape(json.dumps(self.counts()))}</p><table><tr>{head}</tr>{body}</table>"
+                f"<p>{html.escape(json.dumps(self.counts()))}</p>{tables}"
                 f"{charts}</body></html>\n")
 
     def write(self, out_dir) -> dict:

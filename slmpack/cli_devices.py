@@ -20,11 +20,15 @@ def add_parsers(sub, common) -> None:
     p = sub.add_parser("fit", help="estimate peak memory and decode speed of a model or package on a device",
                        description="Estimate peak memory (weights at the given precision + KV cache at --context + "
                        "activations + runtime overhead) and a decode tok/s upper bound from memory bandwidth. "
+                       "Encoders (BERT / DistilBERT / sentence-transformers): weights + activations of one "
+                       "forward pass at --batch x --context tokens + runtime overhead. "
                        "Exit code 2 with the numbers when it does not fit.")
     p.add_argument("path", type=Path, nargs="?", default=None,
                    help="HF model directory or slmpack package (default: the bundled demo model)")
     p.add_argument("--device", "-d", required=True, help="device profile name (see `slmpack devices`)")
-    p.add_argument("--context", type=int, default=None, help="context length in tokens (default: model max)")
+    p.add_argument("--context", type=int, default=None,
+                   help="context length in tokens (default: model max); encoders: sequence length")
+    p.add_argument("--batch", type=int, default=None, help="encoders: rows of one forward pass (default 1)")
     p.add_argument("--bits", type=float, default=None, help="bits per weight for a model dir (default 16)")
     finish(p)
 
@@ -67,16 +71,17 @@ def cmd_devices(args) -> int:
 
 
 def cmd_fit(args) -> int:
-    from slmpack.device_tests import fit_check
+    from slmpack.device_tests import FitReport, fit_check
 
     from slmpack.bundled import demo_model_dir
 
     report = fit_check(args.path or demo_model_dir(), args.device, args.context, args.bits, strict=False,
-                       profile_dirs=tuple(args.profiles))
+                       profile_dirs=tuple(args.profiles), batch=args.batch)
     if args.json:
         stdout().write(json.dumps(report.to_json(), indent=2, default=str) + "\n")
     else:
         print(("fits: " if report.fits else "does NOT fit: ") + report.message(), file=stdout())
+    if not args.json and isinstance(report, FitReport):  # decoders: a memory-bound decode speed
         print(f"decode upper bound {report.decode_tok_s_upper} tok/s ({report.bandwidth_gbs} GB/s, "
               f"{report.bytes_per_token / 1e6:.1f} MB read per token)", file=stdout())
     report.raise_if_too_big()

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from slmpack.runtime.encoder_check import check_vectors as _check_backend
+from slmpack.runtime.encoder_check import cosine as _cos
+
 
 @dataclass(frozen=True)
 class EncoderRequirements:
@@ -24,11 +27,6 @@ class EncoderRequirements:
 
 FP32 = EncoderRequirements()
 QUANTIZED = EncoderRequirements(min_cosine=0.98, mean_cosine=0.99, top5_agreement=0.95, label_agreement=0.0)
-
-
-def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    return (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-30)
 
 
 def top_k_neighbours(emb: np.ndarray, k: int = 5) -> np.ndarray:
@@ -69,15 +67,8 @@ def passes(output: str, m: dict, req: EncoderRequirements) -> bool:
 
 
 def check_vectors(package, vectors: dict, tol) -> dict:
-    got = package.backend.run(vectors["input_ids"], vectors["attention_mask"], vectors.get("token_type_ids"))
-    want = vectors["expected"]
-    if package.output == "last_hidden_state":  # padded positions carry no meaning
-        keep = vectors["attention_mask"].astype(bool)
-        got, want = got[keep], want[keep]
-    diff = float(np.abs(got - want).max())
-    bound = tol.atol + tol.rtol * float(np.abs(want).max())
-    return {"rows": int(vectors["input_ids"].shape[0]), "width": int(vectors["input_ids"].shape[1]),
-            "max_abs_diff": diff, "bound": bound, "passed": diff <= bound}
+    """The package's padded test-vector batch through its backend (``runtime/encoder_check.py``)."""
+    return _check_backend(package.backend, package.output, vectors, tol)
 
 
 def run_encoder_ladder(structural: list[str], package, vectors: dict, tol, reference_out, sentences: list[str],

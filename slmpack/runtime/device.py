@@ -8,76 +8,44 @@ declares for this package (``tolerance.checked``: a manifest whose ``tolerance``
 refused), greedy tokens vs the package's reference, timings and peak RSS. A package that fails
 integrity is never run. Errors are ``SlmpackError``s; ``main`` maps them to exit codes. With
 ``--require-signature``, ``main`` first checks the package's signature (``signature.check``) and
-reads nothing else of a package whose signature is missing or does not verify.
+reads nothing else of a package whose signature is missing or does not verify. An encoder
+package (``encoder`` in its manifest) takes the same identity, integrity and signature steps, then
+``device_encoder.validate_encoder`` runs its test vectors.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 from . import ladder, safetensors, signature, tolerance
 from .adapters import open_runner
+from .device_info import RUNNER_VERSION, base_result, checked_files, machine_info, peak_rss_mb, runtime_record
+from .encoder_manifest import is_encoder_document
 from .errors import BadInputError, ErrorCode, SlmpackError
 from .greedy import prefill_all
-from .integrity import check_files, read_identified
+from .integrity import read_document
+from .manifest import Manifest
 
-RUNNER_VERSION = 2
-
-
-def machine_info() -> dict:
-    info = {"machine": platform.machine(), "system": platform.system(), "release": platform.release(),
-            "python": platform.python_version(), "cpu_count": os.cpu_count()}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("CPU implementer", "CPU part", "Features", "model name") and key not in info:
-                info[key] = value.strip()
-    except OSError:
-        pass
-    return info
-
-
-def peak_rss_mb():
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1), "VmHWM"
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        import resource
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return round(rss / (2**20 if sys.platform == "darwin" else 1024), 1), "ru_maxrss"
-    except (ImportError, OSError):
-        return None, None
-
-
-def _version_tuple(v: str):
-    return tuple(int(p) if p.isdigit() else 0 for p in str(v).replace("-", ".").split(".")[:3])
+DECODER_FIELDS = ("prefill_max_abs_diff", "decode_max_abs_diff", "prefill_within_tolerance", "decode_within_tolerance",
+                  "prefill_top1_agreement", "decode_top1_agreement", "greedy_ids", "greedy_match", "load_ms",
+                  "ttft_ms", "prefill_tok_s", "decode_tok_s")
 
 
 def validate(pkg: Path, threads: int = 0, max_new_tokens: int = 32) -> dict:
+    """The runner's document for a decoder or an encoder package (``device_encoder.py``)."""
     pkg = Path(pkg)
-    result = {"ok": False, "runner_version": RUNNER_VERSION, "package": pkg.name, "identity": None, "target": None,
-              "runtime": None, "machine": machine_info(), "hashes_ok": None, "bad_files": [], "tolerance": None,
-              "prefill_max_abs_diff": None, "decode_max_abs_diff": None,
-              "prefill_within_tolerance": None, "decode_within_tolerance": None,
-              "prefill_top1_agreement": None, "decode_top1_agreement": None, "greedy_ids": None,
-              "greedy_match": None, "load_ms": None, "ttft_ms": None, "prefill_tok_s": None,
-              "decode_tok_s": None, "peak_rss_mb": None, "rss_source": None, "error": None}
-    manifest, result["identity"] = read_identified(pkg)  # typed: file fields inside `files`, target known
-    result["target"] = manifest.target.value
-    bad = check_files(pkg, manifest)
-    result["hashes_ok"], result["bad_files"] = not bad, [b.to_json() for b in bad]
-    if bad:  # never execute an artifact that is not the one the manifest describes
-        result["error"] = {"code": ErrorCode.E_PACKAGE_INTEGRITY.value,
-                           "message": f"{len(bad)} file(s) do not match the manifest"}
+    doc, identity = read_document(pkg)
+    if is_encoder_document(doc):
+        from .device_encoder import validate_encoder
+
+        return validate_encoder(pkg, doc, identity, threads)
+    manifest = Manifest.from_json(doc)  # typed: file fields inside `files`, target known
+    result = base_result(pkg, identity, manifest.target.value, DECODER_FIELDS)
+    if not checked_files(pkg, manifest, result):  # never execute an artifact the manifest does not describe
         return result
     tol = tolerance.checked(manifest)
     result["tolerance"] = {"atol": tol.atol, "rtol": tol.rtol}
@@ -85,9 +53,7 @@ def validate(pkg: Path, threads: int = 0, max_new_tokens: int = 32) -> dict:
     t0 = time.perf_counter()
     runner = open_runner(pkg, manifest, threads)
     result["load_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
-    want = manifest.runtime.min_version
-    result["runtime"] = {"name": runner.runtime_name, "version": runner.runtime_version, "min_version": want,
-                         "version_ok": not want or _version_tuple(runner.runtime_version) >= _version_tuple(want)}
+    result["runtime"] = runtime_record(runner.runtime_name, runner.runtime_version, manifest.runtime.min_version)
     vec = ladder.check_vectors(runner, vectors, tol)
     for key in ("prefill_max_abs_diff", "decode_max_abs_diff", "prefill_within_tolerance",
                 "decode_within_tolerance", "prefill_top1_agreement", "decode_top1_agreement"):

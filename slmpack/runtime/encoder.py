@@ -20,6 +20,8 @@ class EncoderBackend(Protocol):
 
     lengths: tuple[int, ...] | None   # fixed sequence lengths the artifact accepts (None: any length);
                                       # with fixed lengths the backend pads (and masks) to the next one
+    runtime_name: str                 # the runtime that runs the artifact, and its version (reports)
+    runtime_version: str
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None) -> np.ndarray: ...
 
@@ -113,9 +115,12 @@ class EncoderPackage:
 
 class OnnxBackend:
     lengths = None
+    runtime_name = "onnxruntime"
 
     def __init__(self, pkg_dir: Path, manifest: dict, threads: int = 0):
         import onnxruntime as ort
+
+        self.runtime_version = ort.__version__
 
         so = ort.SessionOptions()
         so.log_severity_level = 3
@@ -134,8 +139,14 @@ class ExecuTorchBackend:
     """model.pte through executorch.runtime (its Python bindings take torch tensors): one static
     batch-1 method per length (``encode_<n>``); rows padded to the smallest that holds the batch."""
 
-    def __init__(self, pkg_dir: Path, manifest: dict):
+    runtime_name = "executorch"
+
+    def __init__(self, pkg_dir: Path, manifest: dict, threads: int = 0):
         from executorch.runtime import Runtime, Verification
+
+        from .adapters.base import runtime_version
+
+        self.runtime_version = runtime_version("executorch")
 
         data = (Path(pkg_dir) / manifest["artifact"]).read_bytes()
         self.program = Runtime.get().load_program(data, verification=Verification.InternalConsistency)
@@ -181,13 +192,14 @@ class LiteRTBackend:
     """model.tflite: one fixed-length, batch-1 signature per length (``encode_<n>``). Each row is padded
     to the smallest signature that holds the batch's width (pad id, mask 0) and run on its own."""
 
-    def __init__(self, pkg_dir: Path, manifest: dict):
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:  # the predecessor's module name, on devices
-            from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+    def __init__(self, pkg_dir: Path, manifest: dict, threads: int = 0):
+        from .adapters.base import runtime_version
+        from .adapters.tflite import interpreter_module, load_interpreter  # ai_edge_litert, else tflite_runtime
+
+        _, self.runtime_name = interpreter_module()
+        self.runtime_version = runtime_version(self.runtime_name)
         self._data = (Path(pkg_dir) / manifest["artifact"]).read_bytes()  # the interpreter keeps a view
-        self.interpreter = Interpreter(model_content=self._data)
+        self.interpreter = load_interpreter(self._data, threads)  # the kit's flatbuffer verifier first
         self.lengths = tuple(int(n) for n in manifest["io"]["lengths"])
         self._runners = {n: self.interpreter.get_signature_runner(f"encode_{n}") for n in self.lengths}
         self.pad_id = int(manifest["model"]["pad_token_id"])
@@ -208,8 +220,11 @@ class CoreMLBackend:
 
     lengths = None
 
-    def __init__(self, pkg_dir: Path, manifest: dict):
+    def __init__(self, pkg_dir: Path, manifest: dict, threads: int = 0):
+        from .adapters.base import runtime_version
         from .adapters.coreml import open_predictor
+
+        self.runtime_name, self.runtime_version = "coreml", runtime_version("coremltools")
 
         self.predict = open_predictor(Path(pkg_dir) / manifest["artifact"],
                                       str(manifest["runtime"].get("compute_units", "all")))
@@ -220,12 +235,12 @@ class CoreMLBackend:
         return np.asarray(self.predict(feeds)[self.output], np.float32)
 
 
-# target name -> backend factory (explicit; each adapter imports only its own runtime)
-BACKENDS: dict[str, Callable[[Path, dict], EncoderBackend]] = {"onnx": OnnxBackend, "executorch": ExecuTorchBackend,
+# target name -> backend factory (pkg_dir, manifest, threads); explicit, each imports only its own runtime
+BACKENDS: dict[str, Callable[..., EncoderBackend]] = {"onnx": OnnxBackend, "executorch": ExecuTorchBackend,
                                                                   "tflite": LiteRTBackend, "coreml": CoreMLBackend}
 
 
-def register_backend(target: str, factory: Callable[[Path, dict], EncoderBackend]) -> None:
+def register_backend(target: str, factory: Callable[..., EncoderBackend]) -> None:
     if target in BACKENDS:
         raise ValueError(f"encoder backend {target} is already registered")
     BACKENDS[target] = factory
@@ -235,10 +250,15 @@ def is_encoder_manifest(manifest: dict) -> bool:
     return "encoder" in manifest
 
 
-def open_encoder(pkg_dir: Path, manifest: dict | None = None) -> EncoderPackage:
-    pkg_dir = Path(pkg_dir)
-    manifest = manifest or json.loads((pkg_dir / "manifest.json").read_text(encoding="utf-8"))
+def open_backend(pkg_dir: Path, manifest: dict, threads: int = 0) -> EncoderBackend:
+    """The artifact's backend alone (no tokenizer): what the on-device runner feeds the test vectors."""
     target = manifest["target"]
     if target not in BACKENDS:
         raise BadInputError(f"{pkg_dir}: no encoder runtime for target {target}", "E_TARGET_UNAVAILABLE")
-    return EncoderPackage(pkg_dir, manifest, BACKENDS[target](pkg_dir, manifest))
+    return BACKENDS[target](Path(pkg_dir), manifest, threads)
+
+
+def open_encoder(pkg_dir: Path, manifest: dict | None = None, threads: int = 0) -> EncoderPackage:
+    pkg_dir = Path(pkg_dir)
+    manifest = manifest or json.loads((pkg_dir / "manifest.json").read_text(encoding="utf-8"))
+    return EncoderPackage(pkg_dir, manifest, open_backend(pkg_dir, manifest, threads))

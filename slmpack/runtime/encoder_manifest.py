@@ -9,7 +9,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .manifest import SCHEMA_VERSION, check_package_files, parse_header
+from .manifest import SCHEMA_VERSION, artifact_files, check_package_files, parse_header
 from .manifest_parts import TokenizerInfo
 from .records import EMPTY, JsonMap, TargetName, Tolerance, freeze, invalid, need, rest, thaw
 
@@ -74,6 +74,15 @@ class EncoderManifest:
         named = [("artifact", self.artifact), ("test_vectors.file", self.vectors_file)]
         check_package_files(self.files, named + [(f"tokenizer.files[{i}]", f)
                                                  for i, f in enumerate(self.tokenizer.files)])
+
+    def artifact_files(self) -> list[str]:
+        """The artifact and what belongs to it (external data)."""
+        return artifact_files(self.artifact, self.files)
+
+    @property
+    def model(self) -> dict:
+        """The manifest's ``model`` record as written (the EncoderSpec's facts)."""
+        return thaw(self.details.get("model") or {})
 
     def to_json(self) -> dict:
         return {**thaw(self.details), "schema_version": SCHEMA_VERSION, "target": self.target.value,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadInputError, ErrorCode, PackageIntegrityError
+from .encoder_manifest import EncoderManifest, is_encoder_document
 from .manifest import MANIFEST_FILE, Manifest
 
 
@@ -94,6 +95,17 @@ def read_document(pkg: Path) -> tuple[Any, str]:
     return doc, identity
 
 
+def typed_manifest(doc: Any) -> Manifest | EncoderManifest:
+    """A parsed manifest.json as its typed record: an ``EncoderManifest`` (``encoder`` present) or a
+    decoder ``Manifest``; either way every file-naming field is an entry of ``files``."""
+    return EncoderManifest.from_json(doc) if is_encoder_document(doc) else Manifest.from_json(doc)
+
+
+def read_typed(pkg: Path) -> Manifest | EncoderManifest:
+    """The typed manifest of ``pkg``, decoder or encoder."""
+    return typed_manifest(read_document(pkg)[0])
+
+
 def read_manifest(pkg: Path) -> Manifest:
     """The typed manifest of ``pkg`` (a real directory holding a regular manifest.json)."""
     return read_identified(pkg)[0]
@@ -115,10 +127,10 @@ def check_files(pkg: Path, manifest: Manifest) -> list[BadFile]:
     return sorted(bad, key=lambda b: (b.path, b.reason))
 
 
-def check_safe(pkg: Path) -> Manifest:
-    """The typed manifest, if nothing under ``pkg`` is a symlink or a non-regular file (hashes are
+def check_safe(pkg: Path) -> Manifest | EncoderManifest:
+    """The typed manifest (decoder or encoder), if nothing under ``pkg`` is a symlink or a non-regular file (hashes are
     not compared: a changed file is for the device's own check to find and report)."""
-    manifest = read_manifest(pkg)
+    manifest = read_typed(pkg)
     _, bad = walk(Path(pkg))
     if bad:
         raise PackageIntegrityError(f"{pkg}: " + "; ".join(f"{b.path}: {b.reason}" for b in bad[:20]),
@@ -143,4 +155,4 @@ def require_intact(pkg: Path, manifest) -> None:
 
 
 __all__ = ["BadFile", "sha256_file", "walk", "canonical_manifest", "manifest_identity", "read_identified",
-           "read_document", "read_manifest", "check_files", "check_safe", "require_intact", "verify"]
+           "read_document", "read_manifest", "typed_manifest", "read_typed", "check_files", "check_safe", "require_intact", "verify"]

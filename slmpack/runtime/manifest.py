@@ -73,8 +73,7 @@ class Manifest:
 
     def artifact_files(self) -> list[str]:
         """The artifact and what belongs to it (external data, the files of a directory artifact)."""
-        a = self.artifact
-        return [f for f in self.files if f == a or f.startswith((a + ".", a + "/"))]
+        return artifact_files(self.artifact, self.files)
 
     @property
     def exact(self) -> bool:
@@ -178,6 +177,11 @@ def _nested_files(where: str, details: Any) -> list[tuple[str, str]]:
     return out
 
 
-__all__ = ["Manifest", "SourceDigests", "ModelSummary", "TensorSig", "IoSignature", "KvCacheInfo", "RuntimeInfo",
+def artifact_files(artifact: str, files: Mapping[str, str]) -> list[str]:
+    """``artifact`` and the ``files`` that belong to it (``model.onnx.data``, ``model.mlpackage/...``)."""
+    return [f for f in files if f == artifact or f.startswith((artifact + ".", artifact + "/"))]
+
+
+__all__ = ["artifact_files", "Manifest", "SourceDigests", "ModelSummary", "TensorSig", "IoSignature", "KvCacheInfo", "RuntimeInfo",
            "QuantSummary", "TokenizerInfo", "TestVectorsInfo", "Report", "VectorsReference", "SCHEMA_VERSION",
            "MANIFEST_FILE", "check_relpath", "canonical_json"]

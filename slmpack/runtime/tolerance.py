@@ -67,13 +67,49 @@ def coreml_stateful(kv: KvCacheInfo) -> bool:
     return kv.details.get("kind") == "state" or kv.layout in ("state", "buffer")
 
 
-def checked(m: Manifest) -> Tolerance:
-    """``for_manifest(m)``, refusing a manifest whose stated tolerance is not the declared one."""
-    tol = for_manifest(m)
+# encoder packages (embeddings / hidden states / logits vs the reference). fp32; quantized (a plan,
+# vs its fake-quant reference): weight-only plans compute the plan's values in fp32, dynamic int8
+# activations differ from the reference's rounding by an activation step here and there: ONNX
+# MatMulNBits accuracy_level 4 (measured max |Δ| 2.5e-3 on all-MiniLM-L6-v2 8da8w, 2026-12-02) and
+# XNNPACK qd8 (1.2e-2, 8da4w). LiteRT runs no quantized encoders (exporter/encoder/quant.py).
+ENCODER_FP32 = {TargetName.ONNX: FP32, TargetName.EXECUTORCH: FP32, TargetName.TFLITE: FP32,
+                TargetName.COREML: COREML_FP32}
+ENCODER_PLAN = {TargetName.ONNX: FP32, TargetName.EXECUTORCH: FP32, TargetName.COREML: COREML_FP32}
+ENCODER_PLAN_ACT = {TargetName.ONNX: Tolerance(atol=2e-3, rtol=2e-2),
+                    TargetName.EXECUTORCH: Tolerance(atol=2e-2, rtol=2e-2)}
+
+
+def for_encoder(m) -> Tolerance:
+    """The tolerance the target declares for an encoder package (``EncoderManifest``), from what it
+    is: fp32, or a quantized plan with or without dynamic int8 activations."""
+    q = m.details.get("quantization") or {}
+    precision = m.details.get("precision", "fp32")
+    if not q.get("recipe"):
+        if precision != "fp32" or q.get("plan") is not None:
+            raise invalid("precision", f"{precision!r} without a quantization recipe")
+        return ENCODER_FP32[m.target]
+    table = ENCODER_PLAN_ACT if q.get("dynamic_activations") else ENCODER_PLAN
+    if m.target not in table:
+        raise invalid("quantization", f"target {m.target.value} declares no quantized encoder of this kind")
+    return table[m.target]
+
+
+def _same(m, tol: Tolerance) -> Tolerance:
     if (m.tolerance.atol, m.tolerance.rtol) != (tol.atol, tol.rtol):
         raise invalid("tolerance", f"atol={m.tolerance.atol:g} rtol={m.tolerance.rtol:g} is not what target "
                       f"{m.target.value} declares for this package (atol={tol.atol:g} rtol={tol.rtol:g})")
     return tol
 
 
-__all__ = ["for_manifest", "checked", "coreml_stateful"]
+def checked_encoder(m) -> Tolerance:
+    """``for_encoder(m)``, refusing an encoder manifest whose stated tolerance is not the declared one."""
+    return _same(m, for_encoder(m))
+
+
+def checked(m: Manifest) -> Tolerance:
+    """``for_manifest(m)``, refusing a manifest whose stated tolerance is not the declared one."""
+    return _same(m, for_manifest(m))
+
+
+__all__ = ["for_manifest", "checked", "coreml_stateful", "for_encoder", "checked_encoder", "ENCODER_FP32",
+           "ENCODER_PLAN", "ENCODER_PLAN_ACT"]

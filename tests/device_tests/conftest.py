@@ -49,3 +49,26 @@ def demo_tflite_package(tmp_path_factory):
     from slmpack import api
 
     return api.export(None, "tflite", tmp_path_factory.mktemp("demo") / "tflite")
+
+
+# the encoder fixtures (random tiny checkpoints + the MiniLM-shaped sentence-transformers dir)
+from tests.encoders.conftest import minilm_st, tiny_bert_cls, tokenizer_dir  # noqa: E402,F401
+
+
+@pytest.fixture(scope="session")
+def encoder_package(request, tmp_path_factory):
+    """``encoder_package(model_fixture, target)``: slmpack's validated package of that encoder
+    fixture for that target, exported once per session. Do not modify: copy it."""
+    from slmpack import api
+
+    made: dict = {}
+
+    def get(model: str, target: str):
+        if (model, target) not in made:
+            out = tmp_path_factory.mktemp("encpkgs") / f"{model}-{target}"
+            pkg = api.export(request.getfixturevalue(model), target, out)
+            assert pkg.passed, pkg.validation
+            made[model, target] = pkg
+        return made[model, target]
+
+    return get

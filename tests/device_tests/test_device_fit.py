@@ -81,3 +81,39 @@ def test_bad_model_dirs(tmp_path):
     assert "hidden_size" in str(err.value)
     with pytest.raises(BadInputError) as err:
         fit_check(tmp_path, "toaster")
+
+
+def test_encoder_model_dir_fit(minilm_st):
+    """MiniLM geometry (6 x 384, 12 heads, FFN 1536), fp32: weights = torch's parameter count x 4 bytes;
+    activations at batch 32 x 128 = 4 B x 32 x 128 x (6*384 + 2*1536 + 2*12*128) = 132.0 MB."""
+    from transformers import BertModel
+
+    params = sum(p.numel() for p in BertModel.from_pretrained(str(minilm_st), add_pooling_layer=False).parameters())
+    r = fit_check(minilm_st, "rpi4", context=128, batch=32)
+    assert r.kind == "encoder" and r.num_parameters == params and r.bits_per_weight == 32
+    assert r.weights_mb == pytest.approx(params * 4 / MB, abs=0.01)
+    assert r.activations_mb == pytest.approx(132.0, abs=0.01) and (r.run_batch, r.run_sequence) == (32, 128)
+    assert r.needed_mb == pytest.approx(params * 4 / MB * 1.05 + 132.0 + 110, abs=0.1)  # onnx runtime overhead
+    assert r.fits and "batch 32 x sequence 128" in r.message()
+    with pytest.raises(BadInputError) as err:  # 4096 x 256: 45 GB of activations
+        fit_check(minilm_st, "rpi4", context=256, batch=4096)
+    assert err.value.code.value == "E_FIT_TOO_BIG"
+    with pytest.raises(BadInputError) as err:
+        fit_check(minilm_st, "rpi4", context=257)  # sentence_bert_config max_seq_length 256
+    assert err.value.code.value == "E_FIT_CONTEXT"
+
+
+def test_encoder_package_fit_uses_the_artifact_and_its_signatures(encoder_package, tiny_llama, capsys):
+    from slmpack.cli import main
+
+    pkg = encoder_package("tiny_bert_cls", "tflite").path
+    r = fit_check(pkg, "rpi5", context=100, batch=8)
+    assert r.weights_mb == pytest.approx((pkg / "model.tflite").stat().st_size / MB, abs=0.01)
+    assert (r.run_batch, r.run_sequence) == (1, 128)  # batch-1 signatures; the next length that holds 100
+    assert r.format == "tflite" and r.format_supported and r.overhead_mb >= 60
+    assert main(["fit", str(pkg), "-d", "rpi5", "--batch", "4", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["kind"] == "encoder" and doc["batch"] == 4 and doc["sequence"] == 512  # default: max sequence
+    with pytest.raises(BadInputError) as err:
+        fit_check(tiny_llama, "rpi5", batch=4)
+    assert err.value.code.value == "E_FIT_CONTEXT"

@@ -110,3 +110,42 @@ def test_runner_detects_wrong_reference(package_copy):
     (package_copy / "manifest.json").write_text(json.dumps(manifest))
     rc, doc = run_runner(package_copy)
     assert rc == 1 and doc["hashes_ok"] and not doc["greedy_match"] and doc["error"]["code"] == "E_VALIDATION"
+
+
+def _retargeted(src, tmp_path, target):
+    """A copy of an encoder package that claims another target (manifest re-hashed)."""
+    import shutil
+
+    from slmpack.package import MANIFEST, hash_tree, write_json
+
+    d = tmp_path / f"as-{target}"
+    shutil.copytree(src, d)
+    m = json.loads((d / MANIFEST).read_text())
+    write_json(d / MANIFEST, {**m, "target": target, "files": hash_tree(d)})
+    return d
+
+
+def test_runner_validates_an_encoder_package_without_torch(encoder_package):
+    pkg = encoder_package("tiny_bert_cls", "tflite").path
+    rc, doc = run_runner(pkg, "--threads", "1")  # torch, safetensors, transformers, slmpack unimportable
+    assert rc == 0 and doc["ok"], doc
+    assert doc["kind"] == "encoder" and doc["output"] == "logits" and doc["hashes_ok"]
+    assert doc["runtime"]["name"] == "ai_edge_litert" and doc["runtime"]["version_ok"]
+    v = doc["vectors"]
+    assert v["rows"] == 8 and v["passed"] and v["label_agreement"] == 1.0 and v["max_abs_diff"] < 1e-4
+    assert np.asarray(doc["outputs"]).shape == (8, 3) and doc["peak_rss_mb"] > 0
+
+
+@pytest.mark.parametrize("target", ["executorch", "coreml"])
+def test_encoder_targets_without_a_device_runtime_are_refused(encoder_package, tmp_path, target):
+    """Typed refusal, on the device and before the harness pushes anything."""
+    from slmpack.device_tests import run_device_test
+
+    pkg = _retargeted(encoder_package("tiny_bert_cls", "onnx").path, tmp_path, target)
+    rc, doc = run_runner(pkg)
+    assert rc == 2 and doc["error"]["code"] == "E_DEVICE_RUNTIME_UNAVAILABLE", doc
+    assert f"target {target}" in doc["error"]["message"]
+    assert ("torch" if target == "executorch" else "Apple") in doc["error"]["message"]
+    (r,) = run_device_test([pkg], ["host"]).results
+    assert r.status == "skipped" and r.reason.startswith("E_DEVICE_RUNTIME_UNAVAILABLE: ")
+    assert r.device_json is None and r.kind == "encoder"

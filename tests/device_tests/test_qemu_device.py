@@ -74,3 +74,109 @@ def test_demo_tflite_package_on_emulated_rpi5(aarch64_sysroot, demo_tflite_packa
     assert doc["runtime"]["name"] == "ai_edge_litert" and doc["runtime"]["version"] == "2.3.0"
     assert r.checks == {k: True for k in r.checks}
     print(f"qemu tflite run: {r.wall_s} s")
+
+
+def _on_emulated_rpi5(pkg_dir, sysroot, out):
+    (r,) = run_device_test([pkg_dir], ["rpi5-emulated"], out_dir=out, transport_options={"sysroot": sysroot}).results
+    return r
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+@pytest.mark.parametrize("model", ["minilm_st", "tiny_bert_cls"])
+def test_encoder_package_on_emulated_rpi5(model, target, encoder_package, aarch64_sysroot, tmp_path):
+    """Issue #14: an encoder package (MiniLM-shaped sentence embeddings / a classification head) runs
+    on the emulated Pi 5 with the package's own aarch64 runtime; the device's outputs for the test
+    vectors equal the host's torch reference and the host runtime's within the declared tolerance."""
+    import numpy as np
+
+    import slmpack
+    from slmpack.runtime import safetensors
+
+    pkg = encoder_package(model, target)
+    r = _on_emulated_rpi5(pkg.path, aarch64_sysroot, tmp_path / "report")
+    assert r.status == "passed", r.reason
+    assert r.kind == "encoder" and r.transport == "qemu"
+    want_checks = {"identity_ok", "hashes_ok", "runtime_version_ok", "vectors_within_tolerance",
+                   "labels_match" if model == "tiny_bert_cls" else "cosine_ok"}
+    assert r.checks == {k: True for k in want_checks}
+    doc = r.device_json
+    assert doc["machine"]["machine"] == "aarch64" and doc["machine"]["CPU part"] == "0xd0b"
+    assert doc["runtime"]["name"] == ("onnxruntime" if target == "onnx" else "ai_edge_litert")
+    assert doc["runtime"]["version"] == ("1.32.0" if target == "onnx" else "2.3.0")
+    assert doc["identity"] == slmpack.load(pkg.path).identity and doc["hashes_ok"]
+    vectors = safetensors.load(pkg.path / "test_vectors.safetensors")
+    want = vectors["expected"]
+    got = np.asarray(doc["outputs"], np.float32)
+    assert got.shape == want.shape == (8, 384 if model == "minilm_st" else 3)
+    bound = 1e-4 + 1e-4 * float(np.abs(want).max())  # ONNX and LiteRT declare atol = rtol = 1e-4 for fp32 encoders
+    assert doc["tolerance"] == {"atol": 1e-4, "rtol": 1e-4}
+    assert float(np.abs(got - want).max()) <= bound  # vs the host's torch reference
+    host = slmpack.load(pkg.path).backend.run(vectors["input_ids"], vectors["attention_mask"],
+                                               vectors.get("token_type_ids"))
+    assert float(np.abs(got - host).max()) <= bound  # vs the same package on the host's runtime
+    assert abs(doc["vectors"]["max_abs_diff"] - float(np.abs(got - want).max())) <= 1e-6 * bound
+    if model == "tiny_bert_cls":
+        assert doc["vectors"]["label_agreement"] == 1.0
+        assert (got.argmax(-1) == want.argmax(-1)).all() and len(set(want.argmax(-1).tolist())) > 1
+    else:  # mean pooling + Normalize inside the graph: unit vectors, the reference's directions
+        assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+        assert doc["vectors"]["min_cosine"] >= 0.99999
+    assert doc["peak_rss_mb"] > 0 and doc["rows_per_s"] > 0
+    assert r.fit["kind"] == "encoder" and r.fit["batch"] == 8 and r.fit["fits"]
+    assert r.fit["run_batch"] == (8 if target == "onnx" else 1)
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| label agreement |" in md and f"| {pkg.path.name} | rpi5-emulated | qemu | passed |" in md
+    print(f"{model}/{target} on rpi5-emulated: max|Δ| {doc['vectors']['max_abs_diff']:.2e} (bound {bound:.2e}), "
+          f"{doc['vectors'].get('min_cosine', doc['vectors'].get('label_agreement'))}, run {doc['run_ms']} ms, "
+          f"peak RSS {doc['peak_rss_mb']} MB, wall {r.wall_s} s")
+
+
+def test_tampered_encoder_package_is_refused_on_emulated_rpi5(encoder_package, aarch64_sysroot, tmp_path):
+    """On the device: a changed artifact byte fails the sha256 check (the model is not run); an
+    edited tolerance (files re-hashed, so integrity passes) is refused as not the declared one; an
+    edited reference output (re-hashed) fails the vectors."""
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from slmpack.package import MANIFEST, hash_tree, write_json
+    from tests.hardening.keys import flip
+
+    src = encoder_package("tiny_bert_cls", "onnx").path
+
+    def variant(name):
+        d = tmp_path / name
+        shutil.copytree(src, d)
+        return d
+
+    def rehash(d, **changes):
+        m = json.loads((d / MANIFEST).read_text())
+        write_json(d / MANIFEST, {**m, **changes, "files": hash_tree(d)})
+
+    flipped = variant("flipped")
+    flip(flipped / "model.onnx", (flipped / "model.onnx").stat().st_size // 2)
+    r = _on_emulated_rpi5(flipped, aarch64_sysroot, tmp_path / "r1")
+    doc = r.device_json
+    assert r.status == "failed" and doc["machine"]["machine"] == "aarch64"
+    assert doc["error"]["code"] == "E_PACKAGE_INTEGRITY" and doc["hashes_ok"] is False
+    assert {"path": "model.onnx", "reason": "sha256 mismatch"} in doc["bad_files"]
+    assert doc["outputs"] is None and doc["load_ms"] is None  # never run
+    assert r.checks["hashes_ok"] is False and r.checks["vectors_within_tolerance"] is False
+
+    loose = variant("loose")
+    rehash(loose, tolerance={"atol": 1e9, "rtol": 0.0})
+    r = _on_emulated_rpi5(loose, aarch64_sysroot, tmp_path / "r2")
+    assert r.status == "failed" and r.device_json["error"]["code"] == "E_MANIFEST_INVALID"
+    assert "tolerance" in r.device_json["error"]["message"]
+
+    wrong = variant("wrong-reference")
+    tv = load_file(str(wrong / "test_vectors.safetensors"))
+    tv["expected"] = tv["expected"] + np.float32(1e-2)
+    save_file(tv, str(wrong / "test_vectors.safetensors"))
+    rehash(wrong)
+    r = _on_emulated_rpi5(wrong, aarch64_sysroot, tmp_path / "r3")
+    doc = r.device_json
+    assert r.status == "failed" and doc["hashes_ok"] and doc["error"]["code"] == "E_VALIDATION"
+    assert doc["vectors"]["max_abs_diff"] > doc["vectors"]["bound"]
+    assert r.checks["identity_ok"] and not r.checks["vectors_within_tolerance"]

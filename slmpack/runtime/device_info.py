@@ -1,0 +1,76 @@
+"""What the on-device runner reports about the machine it runs on, shared by the decoder and the
+encoder paths (standard library only): machine facts, peak RSS, the runtime and its version check,
+and the package's identity + file integrity, read before anything of the package is run."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import ErrorCode
+from .integrity import check_files, read_document
+
+RUNNER_VERSION = 2
+
+
+def machine_info() -> dict:
+    info = {"machine": platform.machine(), "system": platform.system(), "release": platform.release(),
+            "python": platform.python_version(), "cpu_count": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("CPU implementer", "CPU part", "Features", "model name") and key not in info:
+                info[key] = value.strip()
+    except OSError:
+        pass
+    return info
+
+
+def peak_rss_mb():
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1), "VmHWM"
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(rss / (2**20 if sys.platform == "darwin" else 1024), 1), "ru_maxrss"
+    except (ImportError, OSError):
+        return None, None
+
+
+def version_tuple(v: str):
+    return tuple(int(p) if p.isdigit() else 0 for p in str(v).replace("-", ".").split(".")[:3])
+
+
+def runtime_record(name: str, version: str, min_version: str | None) -> dict:
+    """The runtime that ran the artifact, and whether it is at least the manifest's minimum."""
+    return {"name": name, "version": version, "min_version": min_version,
+            "version_ok": not min_version or version_tuple(version) >= version_tuple(min_version)}
+
+
+def base_result(pkg: Path, identity: str, target: str, fields: tuple[str, ...]) -> dict:
+    """The runner's document before anything is run: every key present (``fields`` are None)."""
+    return {"ok": False, "runner_version": RUNNER_VERSION, "package": Path(pkg).name, "identity": identity,
+            "target": target, "runtime": None, "machine": machine_info(), "hashes_ok": None, "bad_files": [],
+            "tolerance": None, **{k: None for k in fields}, "peak_rss_mb": None, "rss_source": None, "error": None}
+
+
+def checked_files(pkg: Path, manifest: Any, result: dict) -> bool:
+    """Record the integrity check in ``result``; False (and ``E_PACKAGE_INTEGRITY``) if any file is
+    changed, missing, extra or a link: such an artifact is never executed."""
+    bad = check_files(pkg, manifest)
+    result["hashes_ok"], result["bad_files"] = not bad, [b.to_json() for b in bad]
+    if bad:
+        result["error"] = {"code": ErrorCode.E_PACKAGE_INTEGRITY.value,
+                           "message": f"{len(bad)} file(s) do not match the manifest"}
+    return not bad
+
+
+__all__ = ["RUNNER_VERSION", "machine_info", "peak_rss_mb", "version_tuple", "runtime_record", "base_result",
+           "checked_files", "read_document"]
