@@ -11,6 +11,7 @@ def encoder_rows(pkgs) -> list[dict]:
         v = p.validation or {}
         h, vec = v.get("heldout", {}), v.get("vectors", {})
         out.append({"target": p.target, "path": str(p.path), "output": enc["output"],
+                    "precision": p.manifest.get("precision", "fp32"),
                     "vectors_max_abs_diff": vec.get("max_abs_diff"), "sentences": h.get("sentences"),
                     "min_cosine": h.get("min_cosine"), "mean_cosine": h.get("mean_cosine"),
                     "top5": h.get("top5_agreement"), "labels": h.get("label_agreement"),
@@ -26,12 +27,12 @@ def encoder_table(console, pkgs) -> None:
     from rich.table import Table
 
     t = Table(title="slmpack export (encoders)")
-    for col in ("target", "package", "output", "max|Δ| vectors", "sentences", "min cos", "mean cos", "top-5",
+    for col in ("target", "package", "output", "precision", "max|Δ| vectors", "sentences", "min cos", "mean cos", "top-5",
                 "labels", "result"):
         t.add_column(col)
     fmt = lambda x, f: "-" if x is None else format(x, f)  # noqa: E731
     for r in rows:
-        t.add_row(r["target"], r["path"], r["output"], fmt(r["vectors_max_abs_diff"], ".1e"), fmt(r["sentences"], "d"),
+        t.add_row(r["target"], r["path"], r["output"], r["precision"], fmt(r["vectors_max_abs_diff"], ".1e"), fmt(r["sentences"], "d"),
                   fmt(r["min_cosine"], ".6f"), fmt(r["mean_cosine"], ".6f"),
                   fmt(None if r["top5"] is None else 100 * r["top5"], ".1f"),
                   fmt(None if r["labels"] is None else 100 * r["labels"], ".1f"), r["passed"])

@@ -180,3 +180,31 @@ def test_tampered_encoder_package_is_refused_on_emulated_rpi5(encoder_package, a
     assert r.status == "failed" and doc["hashes_ok"] and doc["error"]["code"] == "E_VALIDATION"
     assert doc["vectors"]["max_abs_diff"] > doc["vectors"]["bound"]
     assert r.checks["identity_ok"] and not r.checks["vectors_within_tolerance"]
+
+
+@pytest.mark.parametrize("preset", ["int8", "8da8w"])
+def test_quantized_encoder_package_on_emulated_rpi5(preset, tiny_bert_cls, aarch64_sysroot, tmp_path):
+    """A quantized encoder (the plan's integers: int8 dequantized at load / MatMulNBits with ORT's
+    int8 per-block activations, whose aarch64 kernels are not x86's) on the emulated Pi 5: the
+    device's outputs are within the tolerance the target declares for that package
+    (runtime/tolerance.py ``for_encoder``) of the host's fake-quant reference, labels agree."""
+    import numpy as np
+
+    import slmpack
+    from slmpack.runtime import safetensors
+    from slmpack.runtime.tolerance import ENCODER_PLAN, ENCODER_PLAN_ACT
+    from slmpack.targets.base import TargetName
+
+    pkg = slmpack.export(tiny_bert_cls, target="onnx", out=tmp_path / f"q-{preset}", quant=preset)
+    assert pkg.validation["vectors"]["passed"], pkg.validation
+    r = _on_emulated_rpi5(pkg.path, aarch64_sysroot, tmp_path / "report")
+    assert r.status == "passed", r.reason
+    tol = (ENCODER_PLAN_ACT if preset == "8da8w" else ENCODER_PLAN)[TargetName.ONNX]
+    doc = r.device_json
+    assert doc["tolerance"] == {"atol": tol.atol, "rtol": tol.rtol}
+    want = safetensors.load(pkg.path / "test_vectors.safetensors")["expected"]
+    got = np.asarray(doc["outputs"], np.float32)
+    diff = float(np.abs(got - want).max())
+    assert diff <= tol.atol + tol.rtol * float(np.abs(want).max())
+    assert (got.argmax(-1) == want.argmax(-1)).all()
+    print(f"onnx {preset} encoder on rpi5-emulated: max|Δ| vs the x86 fake-quant reference {diff:.2e}")

@@ -111,3 +111,19 @@ def test_real_minilm_int4_fails_its_ladder_honestly(real_minilm, tmp_path):
     h = pkg.validation["heldout"]
     assert not pkg.passed and not h["passed"]
     assert h["top5_agreement"] < 0.95
+
+
+def test_cli_exports_a_quantized_encoder(tiny_distilbert_cls, tmp_path, capsys):
+    import json
+
+    from slmpack.cli import main
+
+    rc = main(["export", str(tiny_distilbert_cls), "--target", "onnx", "--quant", "int8", "--out", str(tmp_path / "p"),
+               "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    pkg = doc["packages"][0]
+    assert pkg["validation"]["vectors"]["passed"]
+    assert json.loads((tmp_path / "p" / "manifest.json").read_text())["precision"] == "int8"
+    assert rc == (0 if pkg["validation"]["passed"] else 1)
+    main(["export", str(tiny_distilbert_cls), "--target", "onnx", "--quant", "int8", "--out", str(tmp_path / "q")])
+    assert "int8" in capsys.readouterr().out
