@@ -31,11 +31,14 @@ from slmpack.quantize_config import QuantConfig
 
 EMBEDDINGS = ("word.weight", "pos.weight", "tok_type.weight")
 SUPPORTED = ("int8", "int4", "8da8w", "8da4w")
-# measured 2026-12-02 (litert-torch, all-MiniLM-L6-v2 and the tiny BERTs): the converter folds each
-# LayerNorm's gamma into the FULLY_CONNECTED weights it feeds (q / k / v, fc1), so those weights are
-# not the plan's dequantized values and cannot carry its integers; o / fc2 / embeddings are found
-TFLITE_FOLDED = ("litert-torch folds the preceding LayerNorm's scale into this weight (q/k/v/fc1), so the "
-                 "plan's integers cannot be stored exactly; quantized LiteRT encoders are not supported yet")
+# measured 2026-12-02 (litert-torch, all-MiniLM-L6-v2 and the tiny BERTs): the converted model holds
+# o / fc2 / the embeddings verbatim, but not the weights that read a LayerNorm's output (q / k / v,
+# fc1): the converter folds the LayerNorm's scale into them (a max(x, -3e38) barrier before fc1 keeps
+# fc1 verbatim; q / k / v are rewritten further, not yet understood), so they cannot carry the plan's
+# integers
+TFLITE_FOLDED = ("litert-torch rewrites the weights that read a LayerNorm's output (q/k/v/fc1: the LayerNorm "
+                 "scale is folded in), so the plan's integers cannot be stored exactly; quantized LiteRT encoders "
+                 "are not supported yet")
 
 
 def encoder_presets() -> dict:
