@@ -52,7 +52,7 @@ def demo_tflite_package(tmp_path_factory):
 
 
 # the encoder fixtures (random tiny checkpoints + the MiniLM-shaped sentence-transformers dir)
-from tests.encoders.conftest import minilm_st, tiny_bert_cls, tokenizer_dir  # noqa: E402,F401
+from tests.encoders.conftest import minilm_st, tiny_bert_cls, tiny_st, tokenizer_dir  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")

@@ -153,5 +153,17 @@ def minilm_st(tmp_path_factory, tokenizer_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_st(tmp_path_factory, tokenizer_dir) -> Path:
+    """A tiny (2 layers, hidden 32) sentence-transformers dir: mean pooling + Normalize in the graph,
+    for the slow emulated-device runs where the MiniLM geometry costs minutes."""
+    from transformers import BertModel
+
+    d = _save(_init(BertModel(bert_config(), add_pooling_layer=False), 6), tmp_path_factory.mktemp("tiny_st"),
+              tokenizer_dir)
+    write_sentence_transformers_layout(d, dim=32)
+    return d
+
+
+@pytest.fixture(scope="session")
 def sentences() -> list[str]:
     return load_sentences()[0]
