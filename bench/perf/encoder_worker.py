@@ -15,25 +15,17 @@ Backends:
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import sys
 import time
 
 import numpy as np
 
+try:   # run as a script (the peers' venvs): worker.py is beside it; imported: bench.perf.worker
+    from worker import mem_kb, serve   # the shared worker protocol (stdlib + numpy only)
+except ImportError:
+    from bench.perf.worker import mem_kb, serve
+
 CLS, SEP = 101, 102   # BERT uncased WordPiece ids (all-MiniLM-L6-v2)
-
-
-def mem_kb() -> dict:
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmHWM", "VmRSS"):
-                out[key.lower() + "_kb"] = int(rest.split()[0])
-    return out
 
 
 def block(batch: int, seq: int, seed: int = 0, vocab: int = 30522):
@@ -128,34 +120,11 @@ def bench(run, batch: int, seq: int, min_s: float, seed: int, vocab: int = 30522
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("backend")
-    ap.add_argument("path")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--vocab", type=int, default=30522)
-    a = ap.parse_args()
-    try:
-        os.sched_setaffinity(0, set(range(min(a.threads, os.cpu_count() or 1))))
-    except (AttributeError, OSError):
-        pass
-    make = prepare(a.backend, a.threads)
-    before = mem_kb()
-    t0 = time.perf_counter()
-    run = make(a.path)
-    loaded = mem_kb()
-    print(json.dumps({"ready": True, "load_s": time.perf_counter() - t0, "rss_before_load_kb": before["vmrss_kb"],
-                      "rss_after_load_kb": loaded["vmrss_kb"]}), flush=True)
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        if cmd["cmd"] == "quit":
-            break
-        if cmd["cmd"] == "bench":
-            res = bench(run, cmd["batch"], cmd["seq"], cmd.get("min_s", 1.0), cmd.get("seed", 0), a.vocab)
-        elif cmd["cmd"] == "embed":
-            res = {"embedding": np.asarray(run(*block(cmd["batch"], cmd["seq"], 7, a.vocab)), np.float64).tolist()}
-        else:
-            res = mem_kb()
-        print(json.dumps(res), flush=True)
+    serve(prepare, {
+        "bench": lambda run, c, a: bench(run, c["batch"], c["seq"], c.get("min_s", 1.0), c.get("seed", 0), a.vocab),
+        "embed": lambda run, c, a: {"embedding": np.asarray(run(*block(c["batch"], c["seq"], 7, a.vocab)),
+                                                            np.float64).tolist()},
+    }, default_vocab=30522, ready_extra=lambda: {"rss_after_load_kb": mem_kb()["vmrss_kb"]})
 
 
 if __name__ == "__main__":

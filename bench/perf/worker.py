@@ -151,12 +151,15 @@ def bench(runner, prompt: int, decode: int, vocab: int, seed: int) -> dict:
     return {"prefill_s": t1 - t0, "decode_s": t2 - t1}
 
 
-def main() -> None:
+def serve(prepare, handlers: dict, default_vocab: int, ready_extra=None) -> None:
+    """The worker protocol both bench workers speak: parse ``BACKEND PATH --threads N --vocab V``, pin
+    to N cores, load through ``prepare(backend, threads)(path)``, print ``{"ready": ...}``, then answer
+    JSON-line commands: ``handlers[cmd](model, cmd_dict, args)``, ``mem`` (RSS), ``quit``."""
     ap = argparse.ArgumentParser()
     ap.add_argument("backend")
     ap.add_argument("path")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--vocab", type=int, default=4000)
+    ap.add_argument("--vocab", type=int, default=default_vocab)
     a = ap.parse_args()
     try:
         os.sched_setaffinity(0, set(range(min(a.threads, os.cpu_count() or 1))))
@@ -165,18 +168,20 @@ def main() -> None:
     make = prepare(a.backend, a.threads)
     before = mem_kb()  # after imports: the runtime's own memory is what loading the model adds
     t0 = time.perf_counter()
-    runner = make(a.path)
-    print(json.dumps({"ready": True, "load_s": time.perf_counter() - t0, "rss_before_load_kb": before["vmrss_kb"]}),
-          flush=True)
+    model = make(a.path)
+    ready = {"ready": True, "load_s": time.perf_counter() - t0, "rss_before_load_kb": before["vmrss_kb"]}
+    print(json.dumps({**ready, **(ready_extra() if ready_extra else {})}), flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd["cmd"] == "quit":
             break
-        if cmd["cmd"] == "bench":
-            res = bench(runner, cmd["prompt"], cmd["decode"], a.vocab, cmd.get("seed", 0))
-        else:
-            res = mem_kb()
-        print(json.dumps(res), flush=True)
+        handler = handlers.get(cmd["cmd"])
+        print(json.dumps(handler(model, cmd, a) if handler else mem_kb()), flush=True)
+
+
+def main() -> None:
+    serve(prepare, {"bench": lambda runner, c, a: bench(runner, c["prompt"], c["decode"], a.vocab, c.get("seed", 0))},
+          default_vocab=4000)
 
 
 if __name__ == "__main__":
