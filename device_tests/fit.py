@@ -21,6 +21,7 @@ from slmpack.runtime.encoder_manifest import EncoderManifest
 from slmpack.runtime.integrity import read_typed
 from slmpack.runtime.manifest import ModelSummary
 
+from .fit_verdict import FitVerdict
 from .fit_encoder import (EncoderFacts, EncoderFitReport, encoder_facts_from_config, encoder_facts_from_package,
                           estimate_encoder)
 from .profiles import DeviceProfile, get_profile
@@ -108,7 +109,7 @@ def load_facts(path: str | Path) -> ModelFacts | EncoderFacts:
 
 
 @dataclass(frozen=True)
-class FitReport:
+class FitReport(FitVerdict):
     device: str
     model: str
     context: int
@@ -129,20 +130,11 @@ class FitReport:
     format_supported: bool | None = None
     notes: tuple[str, ...] = field(default=())
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
     def message(self) -> str:
         return (f"{Path(self.model).name} at {self.bits_per_weight:g} bits/weight, context "
                 f"{self.context}: needs {self.needed_mb:.0f} MB (weights {self.weights_mb:.0f} + KV "
                 f"{self.kv_cache_mb:.0f} + activations {self.activations_mb:.0f} + runtime "
                 f"{self.overhead_mb:.0f}), {self.device} has {self.available_mb} MB available")
-
-    def raise_if_too_big(self) -> "FitReport":
-        if not self.fits:
-            raise BadInputError(f"does not fit: {self.message()}", code="E_FIT_TOO_BIG",
-                                details=self.to_json())
-        return self
 
 
 def estimate(facts: ModelFacts, profile: DeviceProfile, context: int | None = None,

@@ -9,12 +9,13 @@ signatures) runs one row at a time at the smallest signature length that holds t
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from slmpack.errors import BadInputError
 from slmpack.runtime.encoder_manifest import EncoderManifest
 
+from .fit_verdict import FitVerdict
 from .profiles import DeviceProfile
 
 MB = 2**20
@@ -69,7 +70,7 @@ def encoder_facts_from_config(model_dir: Path) -> EncoderFacts:
 
 
 @dataclass(frozen=True)
-class EncoderFitReport:
+class EncoderFitReport(FitVerdict):
     device: str
     model: str
     batch: int                  # rows of one forward pass as asked
@@ -89,19 +90,11 @@ class EncoderFitReport:
     kind: str = "encoder"
     notes: tuple[str, ...] = field(default=())
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
     def message(self) -> str:
         return (f"{Path(self.model).name} (encoder) at {self.bits_per_weight:g} bits/weight, batch {self.batch} x "
                 f"sequence {self.sequence} (runs {self.run_batch} x {self.run_sequence}): needs "
                 f"{self.needed_mb:.1f} MB (weights {self.weights_mb:.1f} + activations {self.activations_mb:.1f} + "
                 f"runtime {self.overhead_mb:.0f}), {self.device} has {self.available_mb} MB available")
-
-    def raise_if_too_big(self) -> "EncoderFitReport":
-        if not self.fits:
-            raise BadInputError(f"does not fit: {self.message()}", code="E_FIT_TOO_BIG", details=self.to_json())
-        return self
 
 
 def activation_bytes(facts: EncoderFacts, batch: int, sequence: int) -> int:
