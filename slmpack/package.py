@@ -178,12 +178,10 @@ def verify(pkg: Path) -> dict:
     manifest, which lists every other file's sha256).
     Raises PackageIntegrityError (or BadInputError for an unreadable or invalid manifest)."""
     from slmpack.runtime import integrity
-    from slmpack.runtime.encoder_manifest import EncoderManifest, is_encoder_document
-    from slmpack.runtime.manifest import Manifest
 
     pkg = Path(pkg)
-    doc, identity = integrity.read_document(pkg)   # a decoder or an encoder package
-    manifest = (EncoderManifest if is_encoder_document(doc) else Manifest).from_json(doc)
+    doc, identity = integrity.read_document(pkg)
+    manifest = integrity.typed_manifest(doc)   # a decoder or an encoder package
     bad = integrity.check_files(pkg, manifest)
     by = {"sha256 mismatch": "changed", "missing": "missing", "not in manifest": "extra"}
     groups: dict[str, list[str]] = {"changed": [], "missing": [], "extra": [], "unsafe": []}

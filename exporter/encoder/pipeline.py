@@ -96,11 +96,11 @@ def quantization_block(quant) -> dict:
 def manifest_for(spec: EncoderSpec, et, artifact, programs, digest, model_dir, files, sentences_src, toolchain,
                  quant=None) -> dict:
     tol = et.tolerance_for(quant)
+    quantization = quantization_block(quant)
     return {
         "schema_version": SCHEMA_VERSION, "target": et.name.value, "artifact": artifact.primary,
         "source": {"checkpoint_sha256": digest, "architecture": spec.architecture, "model_dir_name": model_dir.name},
-        "model": spec.to_json(), "precision": "fp32" if quant is None else quantization_block(quant)["precision"],
-        "quantization": quantization_block(quant),
+        "model": spec.to_json(), "precision": quantization.get("precision", "fp32"), "quantization": quantization,
         "encoder": {"output": spec.output.value, "inputs": list(programs.input_names),
                     "max_sequence": spec.max_sequence, "max_batch": et.max_batch, "id2label": list(spec.id2label),
                     "pooling": spec.sentence.pooling.value if spec.sentence else None,

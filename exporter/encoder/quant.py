@@ -115,15 +115,18 @@ def preflight(spec, encoder_target, qcfg: QuantConfig) -> EncoderQuantPreflight 
 def target_problems(target: str, plan, options) -> list[str]:
     """Limits finer than ``capabilities`` (shape- and combination-dependent), per target."""
     if target == "executorch":  # XNNPACK: int8 weight-only, 8da8w, 8da4w (no int4 weight-only GEMM)
-        from slmpack.targets.executorch.quantize import plan_problems as problems
+        from slmpack.targets.executorch.quantize import plan_problems
+
+        found = plan_problems(plan, None, options)
     elif target == "onnx":      # MatMulNBits / GatherBlockQuantized block sizes
-        from slmpack.targets.onnx.quantize import unsupported as problems
+        from slmpack.targets.onnx.quantize import unsupported
+
+        found = unsupported(None, options, plan)
     elif target == "tflite":
         return [f"{n}: {TFLITE_FOLDED}" for n in plan.quantized_names() if plan.decisions[n].kind == "linear"][:1]
     else:                       # Core ML: its capabilities say it all
-        return []
-    return [f"{u.what}: {u.reason}" for u in (problems(plan, None, options) if target == "executorch"
-                                             else problems(None, options, plan))]
+        found = []
+    return [f"{u.what}: {u.reason}" for u in found]
 
 
 @dataclass
@@ -135,8 +138,9 @@ class EncoderQuant:
 
     @property
     def has_activations(self) -> bool:
-        return bool(self.executed.activations) or any(d.activation.mode.value != "none"
-                                                       for d in self.plan.decisions.values())
+        from slmpack.calibration.schemes import ActivationMode
+
+        return any(d.activation.mode is not ActivationMode.NONE for d in self.plan.decisions.values())
 
 
 def build(pre: EncoderQuantPreflight, ref) -> EncoderQuant:

@@ -8,9 +8,7 @@ the pad id and masks the padding.
 Steps, in order:
   1. wrap      positional (input_ids, attention_mask[, token_type_ids]) module for sample kwargs
   2. convert   litert-torch Converter, one signature per length
-  3. quantize (QuantPlan only) the plan's integers written into the flatbuffer (quant_encode.py, found by
-              value: INT8/INT4 per-channel views + DEQUANTIZE, fp32 compute, as for decoders)
-  4. save + check  LiteRT's interpreter loads it; the signature set is as designed
+  3. save + check  LiteRT's interpreter loads it; the signature set is as designed
 """
 from __future__ import annotations
 
@@ -63,6 +61,8 @@ def sample_kwargs(names: tuple[str, ...], n: int, vocab: int) -> dict:
 
 
 def lower_encoder(programs, spec, out_dir: Path, plan=None) -> Artifact:
+    """``plan``: always None or float-only here; quantized LiteRT encoders are refused in preflight
+    (exporter/encoder/quant.py ``TFLITE_FOLDED``)."""
     import litert_torch
 
     from slmpack.targets.tflite.lower import _quiet_litert_torch
@@ -83,11 +83,6 @@ def lower_encoder(programs, spec, out_dir: Path, plan=None) -> Artifact:
     except Exception as e:  # litert-torch / MLIR raise many types; one line, keep the cause
         raise ToolchainError(f"litert-torch conversion of the encoder failed: {type(e).__name__}: "
                              f"{str(e).splitlines()[0]}", "E_TFLITE_CONVERT") from e
-    qreport = None
-    if plan is not None and plan.quantized_names():
-        from slmpack.targets.tflite.quantize import encode_plan
-
-        data, qreport = encode_plan(data, plan)
     (out_dir / MODEL_FILE).write_bytes(data)
     sigs = load_interpreter(data).get_signature_list()
     return Artifact(
@@ -97,7 +92,6 @@ def lower_encoder(programs, spec, out_dir: Path, plan=None) -> Artifact:
             "lengths": list(lengths), "batch": 1, "token_dtype": "int32"}),
         kv_cache=None, runtime=RuntimeInfo("ai-edge-litert", "2.0.0"),
         report=Report.from_json({"signatures": len(lengths), "tflite_bytes": len(data),
-                **({"quantization": qreport} if qreport else {}),
                 "summary": f"{len(lengths)} fixed-length signatures ({', '.join(map(str, lengths))}), batch 1; "
                            "the runtime pads to the smallest that fits and masks the padding"}))
 
