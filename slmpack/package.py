@@ -123,7 +123,7 @@ def staged_directory(out: Path, force: bool, model_dir: Path | None = None):
 
     Runs under the per-output lock; stale staging from dead processes is removed first. Any
     exception (SIGTERM/SIGINT included) removes the staging dir; nothing appears at ``out``."""
-    from slmpack.staging import new_entry, output_lock, remove_stale
+    from slmpack.staging import new_entry, output_lock, raise_if_interrupted, remove_stale
 
     out = absolute_output(out)
     check_output_path(out, force, model_dir)
@@ -132,6 +132,7 @@ def staged_directory(out: Path, force: bool, model_dir: Path | None = None):
         staging = new_entry(out, "staging")
         try:
             yield staging
+            raise_if_interrupted()  # a signal whose exception something swallowed: commit nothing
             if not staging.exists():  # the caller moved a failed package away
                 return
             _fix_modes(staging)

@@ -36,6 +36,9 @@ class Progress:
 
     @contextlib.contextmanager
     def stage(self, name: str):
+        from slmpack.staging import raise_if_interrupted
+
+        raise_if_interrupted()  # a stop signal whose exception a finalizer or library swallowed
         t0 = time.perf_counter()
         ok = False
         _current.append(self)
@@ -45,6 +48,7 @@ class Progress:
             self._task = self._live.add_task(self._label(name), total=1)
         try:
             yield
+            raise_if_interrupted()
             ok = True
         finally:
             _current.pop()

@@ -36,16 +36,34 @@ class Interrupted(SlmpackError):
         self.exit_code = exit_code
 
 
+_received: list[int] = []  # the signal that asked us to stop, once one has
+
+
+def _stop_exception(signum: int) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
 def install_signal_handlers() -> None:
-    """SIGTERM -> Terminated, SIGINT -> KeyboardInterrupt; a second signal during cleanup is ignored."""
+    """SIGTERM -> Terminated, SIGINT -> KeyboardInterrupt; a second signal during cleanup is ignored.
+
+    The signal is also remembered: an exception raised while a finalizer or a library's
+    ``except BaseException`` runs is swallowed, so stage boundaries and the commit call
+    ``raise_if_interrupted`` and the run still stops before anything is committed."""
 
     def on_signal(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        _received.append(signum)
+        raise _stop_exception(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+
+def raise_if_interrupted() -> None:
+    """Raise the stop exception again if a signal arrived whose first raise was swallowed."""
+    if _received:
+        raise _stop_exception(_received[0])
 
 
 def interrupted_error(exc: KeyboardInterrupt) -> Interrupted:
