@@ -100,7 +100,7 @@ def encoder_metrics(package: HostPackage, result: dict) -> dict | None:
         tol = tolerance.for_encoder(package.record)
     except SlmpackError:
         return None
-    return vector_metrics(output, package.vectors["expected"], got, package.vectors["attention_mask"], tol)
+    return vector_metrics(output, package.vectors, got, tol)
 
 
 def encoder_checks(package: HostPackage, result: dict) -> dict:

@@ -15,6 +15,7 @@ import numpy as np
 
 from slmpack.runtime.encoder_check import check_vectors as _check_backend
 from slmpack.runtime.encoder_check import cosine as _cos
+from slmpack.runtime.encoder_check import label_agreement
 
 
 @dataclass(frozen=True)
@@ -43,15 +44,18 @@ def neighbour_agreement(ref: np.ndarray, got: np.ndarray, k: int = 5) -> float:
     return float(np.mean([set(x) == set(y) for x, y in zip(a, b)]))
 
 
-def compare_outputs(output: str, ref, got, id2label=()) -> dict:
+def compare_outputs(output: str, ref, got, id2label=(), tol=None) -> dict:
+    """Held-out outputs vs the reference; ``tol`` (the target's declared logit tolerance) excuses
+    label ties at that bound (``encoder_check.label_agreement``), none without it."""
     if output == "sentence_embedding":
         cos = _cos(ref, got)
         return {"sentences": len(cos), "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
                 "top5_agreement": neighbour_agreement(ref, got, 5),
                 "max_abs_diff": float(np.abs(ref - got).max())}
     if output == "logits":
-        agree = ref.argmax(-1) == got.argmax(-1)
-        return {"sentences": len(agree), "label_agreement": float(agree.mean()),
+        bound = 0.0 if tol is None else float(tol.atol + tol.rtol * np.abs(ref).max())
+        agreement, ties = label_agreement(ref, got, bound)
+        return {"sentences": len(ref), "label_agreement": agreement, "label_ties": ties,
                 "max_abs_diff": float(np.abs(ref - got).max()),
                 "labels": sorted({id2label[int(i)] for i in ref.argmax(-1)}) if id2label else []}
     cos = np.concatenate([_cos(r, g) for r, g in zip(ref, got)])
@@ -76,7 +80,7 @@ def run_encoder_ladder(structural: list[str], package, vectors: dict, tol, refer
     result: dict = {"structural": {"problems": structural, "passed": not structural}}
     result["vectors"] = check_vectors(package, vectors, tol)  # fixed-length targets: width is a signature
     got = package.run(sentences)
-    m = compare_outputs(package.output, reference_out, got, package.id2label)
+    m = compare_outputs(package.output, reference_out, got, package.id2label, tol)
     m["requirement"] = {k: v for k, v in req.__dict__.items()}
     m["passed"] = passes(package.output, m, req)
     result["heldout"] = m

@@ -109,7 +109,8 @@ def manifest_for(spec: EncoderSpec, et, artifact, programs, digest, model_dir, f
         "tolerance": {"atol": tol.atol, "rtol": tol.rtol}, "report": artifact.report.to_json(),
         "toolchain": toolchain, "tokenizer": {"files": sorted(f for f in files if f in TOKENIZER_FILES)},
         "test_vectors": {"file": "test_vectors.safetensors", "eval_text": sentences_src,
-                         "reference": "fp32" if quant is None else "plan fake-quant (runtime's activation quantization)"},
+                         "reference": "fp32" if quant is None else "plan fake-quant (runtime's activation quantization)",
+                         "activation_slack": bool(quant is not None and quant.has_activations)},
     }
 
 
@@ -148,6 +149,8 @@ def export_encoder(model_dir: Path, target_name: str, out: Path, cfg: ExportConf
             else:
                 with encoder_quant.validation_reference(quant) as fq:
                     vectors = test_vectors(fq, tok, sentences)
+                if quant.has_activations:  # the bound's activation slack (runtime/encoder_check.py)
+                    vectors["expected_float_activations"] = test_vectors(quant.reference, tok, sentences)["expected"]
             save_file(vectors, str(stage / "test_vectors.safetensors"), metadata={"format": "slmpack-encoder-vectors-1"})
         manifest = manifest_for(spec, et, artifact, programs, digest, model_dir, files, sentences_src,
                                 toolchain_versions(), quant)

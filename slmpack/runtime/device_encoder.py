@@ -63,7 +63,7 @@ def validate_encoder(pkg: Path, doc: dict, identity: str, threads: int = 0) -> d
     t2 = time.perf_counter()
     runtime = m.get("runtime") or {}
     result["runtime"] = runtime_record(backend.runtime_name, backend.runtime_version, runtime.get("min_version"))
-    vec = vector_metrics(result["output"], vectors["expected"], got, vectors["attention_mask"], tol)
+    vec = vector_metrics(result["output"], vectors, got, tol)
     rows = int(vectors["input_ids"].shape[0])
     result.update(vectors=vec, load_ms=round((t1 - t0) * 1e3, 2), run_ms=round((t2 - t1) * 1e3, 2),
                   rows_per_s=round(rows / max(t2 - t1, 1e-9), 3))

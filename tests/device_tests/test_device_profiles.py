@@ -4,8 +4,10 @@ from slmpack.device_tests import profiles
 from slmpack.device_tests.profiles import BUILTIN_DIR, ProfileRegistry, list_profiles, load_profile, load_registry
 from slmpack.errors import BadInputError
 
-EXPECTED = {"rpi5", "rpi4", "pixel8", "galaxy-s24", "iphone15pro", "generic-arm64", "host", "rpi5-emulated"}
-QEMU = {"rpi5": "cortex-a76", "rpi5-emulated": "cortex-a76", "rpi4": "cortex-a72", "generic-arm64": "cortex-a53"}
+EMULATED = {"rpi3-emulated": "cortex-a53", "rpi4-emulated": "cortex-a72", "rpi5-emulated": "cortex-a76",
+            "phone-emulated": "max"}
+EXPECTED = {"rpi5", "rpi4", "pixel8", "galaxy-s24", "iphone15pro", "generic-arm64", "host", *EMULATED}
+QEMU = {"rpi5": "cortex-a76", "rpi4": "cortex-a72", "generic-arm64": "cortex-a53", **EMULATED}
 
 
 def test_builtin_profiles_load(monkeypatch):
@@ -24,6 +26,26 @@ def test_builtin_profiles_load(monkeypatch):
     assert by_name["rpi5-emulated"].memory.ram_mb == by_name["rpi5"].memory.ram_mb
     assert by_name["iphone15pro"].supports("coreml") and not by_name["rpi4"].supports("coreml")
     assert by_name["host"].cpu.cores >= 1  # "auto" resolved
+
+
+def test_emulated_profiles_span_four_isa_levels_and_their_cpuinfo_says_so(monkeypatch):
+    """Issue #19: A53 (Armv8.0, no dotprod / fp16), A72, A76 (dotprod, fp16) and qemu max (i8mm,
+    bf16, SVE2); each profile's declared features are in the fake /proc/cpuinfo its qemu view
+    gets (device_tests/sysroot.py), so a runtime reading either sees the same ISA."""
+    from slmpack.device_tests.sysroot import _CORES
+
+    monkeypatch.delenv(profiles.ENV_VAR, raising=False)
+    by_name = {p.name: p for p in list_profiles()}
+    for name, cpu in EMULATED.items():
+        p = by_name[name]
+        assert p.emulated and p.default_transport == "qemu" and p.cpu.qemu_cpu == cpu
+        shown = set(_CORES[cpu][4].split())
+        assert set(p.cpu.features) <= shown, (name, set(p.cpu.features) - shown)
+    feats = {n: set(by_name[n].cpu.features) for n in EMULATED}
+    assert not {"asimddp", "fphp"} & feats["rpi3-emulated"] and not {"asimddp", "fphp"} & feats["rpi4-emulated"]
+    assert {"asimddp", "fphp", "asimdhp"} <= feats["rpi5-emulated"] and "i8mm" not in feats["rpi5-emulated"]
+    assert {"i8mm", "bf16", "sve2", "asimddp"} <= feats["phone-emulated"]
+    assert by_name["rpi4-emulated"].cpu == by_name["rpi4"].cpu
 
 
 def test_profile_is_frozen():

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -167,18 +166,17 @@ def _staging_opened(proc: subprocess.Popen, d: Path) -> float:
 
 @pytest.mark.slow
 def test_kill9_of_a_real_export_at_random_moments(tmp_path):
-    """3 trials on `slmpack export` of the demo model: SIGKILL it at a moment uniform over its
+    """2 trials on `slmpack export` of the demo model: SIGKILL it at a moment uniform over its
     staging window (from the staging dir's creation to the process's end, as measured on the
     previous complete run; 10 s before the first), alternately creating and replacing (--force)
     the package; after each kill `pkg` is absent or verifies; the next run must leave nothing but
-    `pkg`, and every next run's package is byte-identical to the first (exports are deterministic)."""
+    `pkg`, and every next run's package is byte-identical to the first (exports are deterministic).
+    Kills at many more moments, inside the commit's steps, are the 200 in-process trials above."""
     d = tmp_path / "out"
     d.mkdir()
     out, rng = d / "pkg", random.Random(17)
     window, reference, outcomes = 10.0, None, []
-    for trial in range(3):
-        if trial == 2:
-            shutil.rmtree(out)
+    for trial in range(2):
         proc = _export(out, out.exists())
         opened = _staging_opened(proc, d)
         time.sleep(max(0.0, opened + rng.uniform(0, window) - time.monotonic()))
@@ -197,7 +195,7 @@ def test_kill9_of_a_real_export_at_random_moments(tmp_path):
         reference = reference or files
         assert files == reference
     # a kill lands inside the window unless that run was much faster than the one before
-    assert sum(rc == -signal.SIGKILL for rc, _ in outcomes) >= 2, outcomes
+    assert sum(rc == -signal.SIGKILL for rc, _ in outcomes) >= 1, outcomes
 
 
 SWALLOWED_SIGNAL = """
