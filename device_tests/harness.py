@@ -34,7 +34,7 @@ from slmpack.runtime.records import TargetName
 from . import device_runner
 from .fit import estimate, load_facts
 from .fit_encoder import estimate_encoder
-from .host_checks import HostPackage, PackageKind, compare_on_host, read_package
+from .host_checks import HostPackage, PackageKind, compare_on_host, greedy_record, read_package
 from .profiles import DeviceProfile, load_registry
 from .report import Report
 from .transports import Transport, make_transport
@@ -159,6 +159,8 @@ def run_one(pkg: Path, profile: DeviceProfile, transport: Transport, *, index: i
         return DeviceResult(**base, status=ERROR, reason=f"{exc.code}: {exc}", fit=fit.to_json(),
                             wall_s=round(time.monotonic() - start, 2))
     checks = compare_on_host(package, doc, signature_key is not None)
+    if package.kind is PackageKind.DECODER:
+        doc = {**doc, "host_greedy": greedy_record(package, doc)}
     failed = [k for k, v in checks.items() if not v]
     err = doc.get("error") or {}
     if err.get("code") in ("E_RUNTIME", "E_BAD_INPUT", "E_RUNTIME_MISSING", "E_DEVICE_RUNTIME_UNAVAILABLE"):  # the runner could not do its job

@@ -75,7 +75,8 @@ def validate(pkg: Path, threads: int = 0, max_new_tokens: int = 32) -> dict:
                    "prefill_tok_s": round(len(prompt) / max(t1 - t0, 1e-9), 2),
                    "decode_tok_s": round((len(generated) - 1) / (t2 - t1), 2) if len(generated) > 1 else None})
     result["peak_rss_mb"], result["rss_source"] = peak_rss_mb()
-    result["ok"] = bool(vec["passed"] and result["greedy_match"] and result["runtime"]["version_ok"])
+    greedy_ok = result["greedy_match"] or not tol.greedy_exact  # lossy arithmetic: recorded, not judged
+    result["ok"] = bool(vec["passed"] and greedy_ok and result["runtime"]["version_ok"])
     if not result["ok"]:
         result["error"] = {"code": ErrorCode.E_VALIDATION.value, "message": "device outputs differ from the test vectors"}
     return ladder.rounded(result)
