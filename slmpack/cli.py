@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -379,5 +380,20 @@ def _fail(args, e: SlmpackError, log: Path | None = None) -> int:
     return e.exit_code
 
 
+def entry() -> None:
+    """The console script: ``main``, then, unless ``--verbose`` / ``--debug``, fd 2 points at
+    /dev/null while the interpreter exits. Native libraries print from their static destructors
+    after our last line (LiteRT: "INFO: [accelerator_registry.cc:43] DestroyAccelerator"), when
+    no log capture is active any more; our own output is complete by then."""
+    rc = main()
+    if not {"--verbose", "--debug"} & set(sys.argv[1:]):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

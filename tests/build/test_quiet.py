@@ -75,3 +75,23 @@ def test_export_all_prints_only_our_lines(tmp_path):
     for t in ("onnx", "executorch", "tflite", "coreml"):
         assert not (out / t / "build.log").exists()
         verify(out / t)
+
+
+EXIT_NOISE = """
+import atexit, os, sys
+from slmpack import cli
+atexit.register(lambda: os.write(2, b"INFO: [accelerator_registry.cc:43] DestroyAccelerator\\n"))
+sys.argv = ["slmpack", *sys.argv[1:]]
+cli.entry()
+"""
+
+
+@pytest.mark.parametrize("flag", [None, "--verbose"])
+def test_native_output_at_interpreter_exit_stays_off_the_terminal(flag):
+    """What native libraries print while the interpreter exits (after our last line, outside any
+    capture) is dropped unless --verbose; our own output is unchanged."""
+    p = subprocess.run([sys.executable, "-c", EXIT_NOISE, "devices", *([flag] if flag else [])],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "rpi5-emulated" in p.stdout
+    assert ("DestroyAccelerator" in p.stderr) is (flag == "--verbose"), p.stderr
