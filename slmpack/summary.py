@@ -60,6 +60,7 @@ def export_table(pkgs, errors=()) -> None:
     for p in pkgs:  # one line a target may add about its artifact (e.g. ExecuTorch delegation)
         line = (p.manifest.get("report") or {}).get("summary")
         if line:
-            console.print(f"{p.target}: {line}", highlight=False)
+            console.print(f"{p.target}: {line}", highlight=False, soft_wrap=True)  # one line, never wrapped
     for target, e in errors:
-        Console(file=stderr(), highlight=False).print(f"[red]{target}[/red]: error[{e.code}]: {e}")
+        Console(file=stderr(), highlight=False).print(f"[red]{target}[/red]: error[{e.code}]: {e}",
+                                                         soft_wrap=True)

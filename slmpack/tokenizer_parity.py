@@ -31,6 +31,7 @@ class Parity:
     first_mismatch: int | None      # 1-based corpus line
     detail: str | None = None        # what differed on that line
     decode_unchecked: int = 0        # lines whose decode the runtime's binding cannot return (see executorch_cpp)
+    not_checked: str | None = None   # why no line was compared (the runtime is not installed here)
 
     @property
     def passed(self) -> bool:
@@ -112,6 +113,12 @@ def unloadable(runtime: str, lines: list[str], error: Exception) -> Parity:
     return Parity(runtime, len(lines), len(lines), 1, f"runtime cannot load the tokenizer: {msg}")
 
 
+def not_installed(runtime: str, install: str) -> Parity:
+    """The runtime's Python binding is absent here (e.g. ``slmpack[onnx]`` without onnxruntime-genai):
+    nothing compared, nothing failed; the report says how to get the check."""
+    return Parity(runtime, 0, 0, None, not_checked=f"not installed here: {install}")
+
+
 def certify(target_name: str, pkg_dir: Path, manifest: dict) -> dict[str, Parity]:
     """Parity of the tokenizer(s) the target's runtime uses, on the corpus. Core ML has none (the app
     brings its own, e.g. swift-transformers): empty."""
@@ -124,6 +131,8 @@ def certify(target_name: str, pkg_dir: Path, manifest: dict) -> dict[str, Parity
     if target_name == "onnx":
         try:
             enc, dec = ort_genai(pkg_dir)
+        except ModuleNotFoundError:
+            return {"onnxruntime-genai": not_installed("onnxruntime-genai", "pip install onnxruntime-genai==0.18.0")}
         except RuntimeError as e:   # onnxruntime-extensions rejects some tokenizer.json models
             return {"onnxruntime-genai": unloadable("onnxruntime-genai", lines, e)}
         return {"onnxruntime-genai": compare("onnxruntime-genai", enc, dec, hf, lines, skip_special=True)}

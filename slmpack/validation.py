@@ -97,6 +97,7 @@ def check_tokenizer_parity(target_name: str, pkg_dir, manifest: dict) -> dict:
     runtimes = certify(target_name, pkg_dir, manifest)
     failures = [f"{name}: line {p.first_mismatch} ({p.detail})" for name, p in runtimes.items() if not p.passed]
     return {"runtimes": {k: p.to_json() for k, p in runtimes.items()}, "failures": failures,
+            "not_checked": {name: p.not_checked for name, p in runtimes.items() if p.not_checked},
             "passed": not failures}
 
 

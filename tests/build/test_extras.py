@@ -73,6 +73,8 @@ def test_fresh_venv_with_only_the_onnx_extra(tmp_path):
                        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["packages"][0]["validation"]["passed"] is True
+    parity = json.loads((tmp_path / "pkg" / "manifest.json").read_text())["validation"]["tokenizer_parity"]
+    assert parity["not_checked"] == {"onnxruntime-genai": "not installed here: pip install onnxruntime-genai==0.18.0"}
     r = subprocess.run([slm, "validate", str(tmp_path / "pkg")], capture_output=True, text=True, timeout=300,
                        env=env, cwd=tmp_path)
     assert r.returncode == 0 and "PASSED" in r.stdout, r.stderr
