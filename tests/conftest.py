@@ -1,7 +1,14 @@
 """Shared fixtures: tiny checkpoints and one ONNX export of the demo model per session."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Under pytest-xdist each worker gets its share of the cores for torch / OpenMP, so two workers on
+# two cores do not oversubscribe them (set before anything imports torch).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
 
 import pytest
 
