@@ -12,7 +12,7 @@ from pathlib import Path
 
 from slmpack.errors import BadInputError, UnsupportedError
 from slmpack.exporter import families
-from slmpack.exporter.deltas import AttentionType, Deltas, LayerSpec
+from slmpack.exporter.deltas import AttentionType, BlockStyle, Deltas, LayerSpec, NormKind, Positions, QKNorm
 
 
 class Family(str, enum.Enum):
@@ -191,9 +191,10 @@ class ModelSpec:
     # ---- derived numbers ---------------------------------------------------------------
     @property
     def num_parameters(self) -> int:
+        """Every weight the checkpoint holds for this spec, each delta counted (tied embeddings once)."""
         return count_parameters(self.vocab_size, self.hidden_size, self.intermediate_size, self.num_layers,
                                 self.num_heads, self.num_kv_heads, self.head_dim, self.tie_word_embeddings,
-                                self.attention_bias)
+                                self.attention_bias) + delta_parameters(self)
 
     def kv_cache_bytes(self, context: int, bytes_per_value: int = 4) -> int:
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * context * bytes_per_value
@@ -223,6 +224,28 @@ def count_parameters(vocab: int, hidden: int, inter: int, layers: int, heads: in
         attn += (heads + 2 * kv_heads) * head_dim
     per_layer = attn + 3 * hidden * inter + 2 * hidden
     return vocab * hidden * (1 if tied else 2) + layers * per_layer + hidden
+
+
+def delta_parameters(spec: "ModelSpec") -> int:
+    """What the deltas add to (or take from) the Llama count of ``count_parameters``."""
+    d, h, hd, L = spec.deltas, spec.hidden_size, spec.head_dim, spec.num_layers
+    q, kv = spec.num_heads * hd, spec.num_kv_heads * hd
+    norms = {BlockStyle.PRE_NORM: 2, BlockStyle.SANDWICH: 4, BlockStyle.POST_NORM: 2, BlockStyle.PARALLEL: 1}[d.block]
+    norm_size = 2 * h if d.norm is NormKind.LAYER else h      # LayerNorm: weight + bias
+    per_layer = (norms * norm_size - 2 * h) + (h if d.o_bias else 0)
+    per_layer += {QKNorm.NONE: 0, QKNorm.PER_HEAD: 2 * hd, QKNorm.FULL_WIDTH: q + kv,
+                  QKNorm.LAYER_PER_HEAD: 4 * hd}[d.qk_norm]
+    inter = spec.intermediate_size
+    if not d.gated_mlp:                                        # up + down, no gate
+        per_layer -= h * inter
+    if spec.mlp_bias:
+        per_layer += (2 * inter if d.gated_mlp else inter) + h
+    out = L * per_layer + (norm_size - h)                      # the final norm
+    if d.lm_head_bias:
+        out += spec.vocab_size
+    if d.positions is Positions.LEARNED:
+        out += spec.max_position_embeddings * h
+    return out
 
 
 def _rope_from_config(cfg: dict) -> RopeSpec:

@@ -29,6 +29,7 @@ def test_family_matches_transformers(tmp_path, family, variant):
     hf = tf.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
     spec = load_spec(path)
     assert spec.delta_names(), "a family config must switch some delta on"
+    assert spec.num_parameters == hf.num_parameters()   # every delta's weights counted (fit, inspect, manifest)
     ref = build_reference(spec, load_state_dict(path), max_context=64)
     ids = torch.randint(3, spec.vocab_size, (1, SEQ), generator=torch.Generator().manual_seed(variant))
     with torch.no_grad():
