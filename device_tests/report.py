@@ -1,6 +1,7 @@
 """Device-test reports: report.json (everything), report.md (a decoder table and an encoder table,
-each only when it has rows), report.html (the tables + inline SVG bar charts of decode tok/s and
-peak memory per package × device). Deterministic: rows in run order, keys sorted, no timestamps or
+each only when it has rows, then the package × device matrix of matrix.py), report.html (the tables,
+the matrix with its log-scale chart of max |Δ|, inline SVG bar charts of decode tok/s and peak
+memory per package × device). Deterministic: rows in run order, keys sorted, no timestamps or
 absolute paths beyond what results carry."""
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import matrix
 
 COLUMNS = ("package", "device", "transport", "status", "greedy", "prefill Δ", "decode Δ", "TTFT ms",
            "prefill tok/s", "decode tok/s", "peak RSS MB", "fit MB (need/avail)", "tok/s bound", "note")
@@ -84,7 +87,7 @@ class Report:
 
     def to_json(self) -> dict:
         return {"schema_version": 1, "ok": self.ok, "counts": self.counts(),
-                "results": [r.to_json() for r in self.results]}
+                "results": [r.to_json() for r in self.results], "matrix": matrix.to_json(self.results)}
 
     def to_markdown(self) -> str:
         esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
@@ -95,7 +98,9 @@ class Report:
         c = self.counts()
         summary = f"**{'OK' if self.ok else 'FAILED'}**: {c['passed']} passed, {c['failed']} failed, " \
                   f"{c['skipped']} skipped, {c['error']} error"
-        return "# Device test report\n\n" + summary + "\n\n" + "\n\n".join(tables) + "\n"
+        grid = matrix.markdown(self.results)
+        return "# Device test report\n\n" + summary + "\n\n" + "\n\n".join(tables) + "\n" + \
+            ("\n" + grid if grid else "")
 
     def to_html(self) -> str:
         tables = "".join(
@@ -110,11 +115,13 @@ class Report:
         style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
                  "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}"
                  "tr.passed td:nth-child(4){color:#176f2c}tr.failed td:nth-child(4),"
-                 "tr.error td:nth-child(4){color:#b00020;font-weight:bold}")
+                 "tr.error td:nth-child(4){color:#b00020;font-weight:bold}"
+                 "table.matrix td.passed{background:#eaf5ec}table.matrix td.failed,"
+                 "table.matrix td.error{background:#fbe9eb}")
         return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>slmpack device tests</title>"
                 f"<style>{style}</style></head><body><h1>Device test report</h1>"
                 f"<p>{html.escape(json.dumps(self.counts()))}</p>{tables}"
-                f"{charts}</body></html>\n")
+                f"{matrix.html_section(self.results)}{charts}</body></html>\n")
 
     def write(self, out_dir) -> dict:
         out = Path(out_dir)

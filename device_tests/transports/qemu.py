@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from .local import LocalTransport
 
+# what an idle Python costs under this emulator (qemu's translation buffers + the interpreter): the
+# high-water mark of `python -c` that imports nothing; the report subtracts it from the runner's peak
+IDLE_RSS = ("from pathlib import Path; print(next(ln.split()[1] for ln in "
+            "Path('/proc/self/status').read_text().splitlines() if ln.startswith('VmHWM:')))")
+
 
 class QemuTransport(LocalTransport):
     name = "qemu"
@@ -16,6 +21,7 @@ class QemuTransport(LocalTransport):
         super().__init__()
         self.cpu, self.cores = cpu, cores
         self._sysroot = sysroot
+        self._baseline: float | None = None
 
     @property
     def sysroot(self):
@@ -27,6 +33,16 @@ class QemuTransport(LocalTransport):
     def python_argv(self):
         return self.sysroot.qemu_argv(self.cpu, self.cores)
 
+    def rss_baseline_mb(self) -> float | None:
+        """Peak RSS of an idle Python under the same qemu and CPU model (measured once)."""
+        if self._baseline is None:
+            res = self.run([*self.python_argv(), "-c", IDLE_RSS], timeout=300)
+            try:
+                self._baseline = round(int(res.stdout.strip().splitlines()[-1]) / 1024, 1)
+            except (ValueError, IndexError):
+                return None
+        return self._baseline
+
     def describe(self):
         return {"transport": self.name, "qemu_cpu": self.cpu, "cores": self.cores,
-                "sysroot": self.sysroot.path.name}
+                "sysroot": self.sysroot.path.name, "rss_baseline_mb": self.rss_baseline_mb()}

@@ -45,6 +45,14 @@ def test_matrix_on_host_writes_reports(tiny_package, package_copy, tmp_path):
     assert "| tiny-onnx | host | local | passed | match |" in md
     html = (out / "report.html").read_text()
     assert "<svg" in html and "Decode throughput" in html
+    # the matrix view: one cell per package x device, judged numbers beside the bound that judged them
+    ok_cell, bad_cell = doc["matrix"]
+    assert (ok_cell["status"], bad_cell["status"]) == ("passed", "failed")
+    assert ok_cell["max_abs_diff"] <= ok_cell["atol"] and ok_cell["agreement"] == 1.0 and ok_cell["greedy"] == "match"
+    assert ok_cell["peak_rss_mb"] > 0 and ok_cell["rss_baseline_mb"] is None and ok_cell["emulated"] is False
+    assert ok_cell["fit_needed_mb"] > 0
+    assert "## Matrix" in md and "| package | host |" in md and "| tiny-onnx (2) | FAILED" in md and "qemu" not in md
+    assert "max |Δ| per cell" in html and "class='matrix'" in html
 
 
 def test_matrix_skips_and_errors_are_reported(tiny_package):
