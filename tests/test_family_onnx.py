@@ -30,6 +30,10 @@ def family_model_with_tokenizer(path: Path, family: str, variant: int = 0) -> Pa
     cfg.vocab_size = 4096
     cfg.tie_word_embeddings = False   # tied random embeddings make greedy decoding repeat its input token
     cfg.eos_token_id, cfg.bos_token_id = 0, 1
+    if getattr(cfg, "final_logit_softcapping", None):
+        # Gemma 2's own cap (30): the parity configs' 3.0 saturates tanh at these weights' logits, so
+        # top logits tie exactly in fp32 (2.9999757 twice at new token 11) and greedy is a coin toss
+        cfg.final_logit_softcapping = 30.0
     torch.manual_seed(5)
     path.mkdir(parents=True, exist_ok=True)
     cls(cfg).save_pretrained(path, safe_serialization=True)
@@ -64,12 +68,7 @@ def genai_greedy(pkg_path: Path, prompt: list[int], n: int) -> list[int]:
     return [int(t) for t in gen.get_sequence(0)][len(prompt):]
 
 
-REGRESSED = {"gemma2": "passed before rebasing on main 49f95b3 (core merge); after it the ladder passes but "
-                       "genai's greedy leaves transformers' at new token 11: not yet diagnosed"}
-
-
-@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.xfail(strict=True, reason=REGRESSED[f]))
-                                    if f in REGRESSED else f for f in FAMILIES])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_family_on_onnx(tmp_path, family):
     src = family_model_with_tokenizer(tmp_path / "src", family)
     pkg = api.export(src, "onnx", tmp_path / "pkg", config=CFG)

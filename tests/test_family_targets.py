@@ -50,7 +50,6 @@ def _hf_matches_package_greedy(src, pkg):
 
 
 KNOWN = {  # measured 2026-12-02 on this machine; strict: a fix turns these into failures to remove
-    ("executorch", "gemma2"): "prefill max|dlogit| 7.6e-4 vs reference, greedy diverges at token 7 (not diagnosed)",
     ("coreml", "phi3"): "ladder passes (vs the fp16-cache reference), but on the 22-token prompt greedy leaves "
                         "transformers' at token 7: the fp16 state rounds K/V (|K| ~ 25 on these random weights); "
                         "with kv_cache=io the gemma2 package fails its vectors step (io path + sliding window)",
