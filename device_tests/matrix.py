@@ -33,10 +33,11 @@ class Cell:
     emulated: bool
 
 
-def _greedy(r, doc: dict) -> str:
+def greedy_text(r) -> str:
+    """Judged (the target declares the package exact) or recorded (lossy) greedy vs the host."""
     if "greedy_match" in r.checks:
         return "match" if r.checks["greedy_match"] else "DIFFERS"
-    g = doc.get("host_greedy") or {}
+    g = (r.device_json or {}).get("host_greedy") or {}
     if g:
         return "match" if g.get("match") else f"from token {g.get('first_divergence')} (lossy)"
     return "–"
@@ -49,7 +50,7 @@ def _min(*values):
 
 def cell(r) -> Cell:
     doc = r.device_json or {}
-    if getattr(r.kind, "value", r.kind) == "encoder":
+    if r.kind == "encoder":   # PackageKind is a str enum
         vec = doc.get("vectors") or {}
         diff, atol, rtol = vec.get("max_abs_diff"), vec.get("bound"), 0.0   # the encoder bound is absolute
         agreement = vec.get("label_agreement") if vec.get("label_agreement") is not None else vec.get("min_cosine")
@@ -60,7 +61,7 @@ def cell(r) -> Cell:
         tol = doc.get("tolerance") or {}
         atol, rtol = tol.get("atol"), tol.get("rtol")
         agreement = _min(doc.get("prefill_top1_agreement"), doc.get("decode_top1_agreement"))
-        greedy = _greedy(r, doc)
+        greedy = greedy_text(r)
     peak, base = doc.get("peak_rss_mb"), (r.transport_info or {}).get("rss_baseline_mb")
     net = round(peak - base, 1) if isinstance(peak, (int, float)) and isinstance(base, (int, float)) else None
     return Cell(r.package, r.device, r.status, diff, atol, rtol, agreement, greedy, peak, base, net,

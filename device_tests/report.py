@@ -57,14 +57,7 @@ def _tables(results) -> list[tuple[tuple[str, ...], list[list[str]], list]]:
 
 def _row(r) -> list[str]:
     d, fit = r.device_json or {}, r.fit or {}
-    g = d.get("host_greedy") or {}
-    if "greedy_match" in r.checks:
-        greedy = "match" if r.checks["greedy_match"] else "DIFFERS"
-    elif g:  # not declared exact: recorded, not judged
-        greedy = "match" if g.get("match") else f"from token {g.get('first_divergence')} (lossy)"
-    else:
-        greedy = "–"
-    return [r.package, r.device, r.transport, r.status, greedy, _num(d.get("prefill_max_abs_diff")),
+    return [r.package, r.device, r.transport, r.status, matrix.greedy_text(r), _num(d.get("prefill_max_abs_diff")),
             _num(d.get("decode_max_abs_diff")), _num(d.get("ttft_ms")), _num(d.get("prefill_tok_s")),
             _num(d.get("decode_tok_s")), _num(d.get("peak_rss_mb")),
             _fit_cell(fit), _num(fit.get("decode_tok_s_upper")) if fit else "–", r.reason]

@@ -226,7 +226,7 @@ def count_parameters(vocab: int, hidden: int, inter: int, layers: int, heads: in
     return vocab * hidden * (1 if tied else 2) + layers * per_layer + hidden
 
 
-def delta_parameters(spec: "ModelSpec") -> int:
+def delta_parameters(spec: ModelSpec) -> int:
     """What the deltas add to (or take from) the Llama count of ``count_parameters``."""
     d, h, hd, L = spec.deltas, spec.hidden_size, spec.head_dim, spec.num_layers
     q, kv = spec.num_heads * hd, spec.num_kv_heads * hd

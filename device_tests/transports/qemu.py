@@ -22,6 +22,7 @@ class QemuTransport(LocalTransport):
         self.cpu, self.cores = cpu, cores
         self._sysroot = sysroot
         self._baseline: float | None = None
+        self._baseline_measured = False
 
     @property
     def sysroot(self):
@@ -35,12 +36,13 @@ class QemuTransport(LocalTransport):
 
     def rss_baseline_mb(self) -> float | None:
         """Peak RSS of an idle Python under the same qemu and CPU model (measured once)."""
-        if self._baseline is None:
+        if not self._baseline_measured:   # once per transport, a failed measurement included
+            self._baseline_measured = True
             res = self.run([*self.python_argv(), "-c", IDLE_RSS], timeout=300)
             try:
                 self._baseline = round(int(res.stdout.strip().splitlines()[-1]) / 1024, 1)
             except (ValueError, IndexError):
-                return None
+                self._baseline = None
         return self._baseline
 
     def describe(self):

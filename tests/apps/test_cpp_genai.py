@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from slmpack import api
-from slmpack.config import ExportConfig, TraceConfig, ValidationConfig
 from tests.chat_models import QUESTION, reference_chat_tokens, write_tiny_instruct
+from tests.test_chat import CFG   # the chat prompt (37 tokens) in one prefill chunk
 
 REPO = Path(__file__).resolve().parents[2]
 SUBSET = Path(__file__).parent / "genai_c_subset"
@@ -44,9 +44,7 @@ def test_cpp_snippet_chats_like_transformers(chat_binary, tmp_path):
     model = write_tiny_instruct(tmp_path / "instruct")
     _, want = reference_chat_tokens(model)
     assert want[-1] == 4097 and len(want) >= 3     # greedy ends on <|im_end|>: the stop list matters
-    cfg = ExportConfig(trace=TraceConfig(max_context=96, max_prompt=48),
-                       validation=ValidationConfig(heldout_tokens=64, greedy_tokens=8))
-    pkg = api.export(model, "onnx", tmp_path / "pkg", cfg)
+    pkg = api.export(model, "onnx", tmp_path / "pkg", CFG)
     assert pkg.passed
     p = subprocess.run([str(binary), str(pkg.path), json.dumps(QUESTION), "16"], capture_output=True, text=True,
                        timeout=300, env=env)
