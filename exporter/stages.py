@@ -84,8 +84,21 @@ def preflight(st) -> None:
                                             "use --adapter-mode merged (every target)"))
             if problems:
                 raise UnsupportedError(f"target {job.target.name.value} cannot export this model: "
-                                       + "; ".join(str(p) for p in problems), "E_TARGET_UNSUPPORTED",
+                                       + summarize_problems(problems), "E_TARGET_UNSUPPORTED",
                                        details={"problems": [str(p) for p in problems]})
+
+
+def summarize_problems(problems, shown: int = 3) -> str:
+    """One clause per distinct reason, naming its first ``shown`` subjects and counting the rest
+    (a per-tensor refusal would otherwise repeat one sentence for every linear of the model)."""
+    by_reason: dict[str, list[str]] = {}
+    for p in problems:
+        by_reason.setdefault(p.reason, []).append(p.what)
+    clauses = []
+    for reason, whats in by_reason.items():
+        names = ", ".join(whats[:shown]) + (f" and {len(whats) - shown} more" if len(whats) > shown else "")
+        clauses.append(f"{names}: {reason}")
+    return "; ".join(clauses)
 
 
 def load_checkpoint(st) -> None:
