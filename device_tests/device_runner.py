@@ -7,6 +7,7 @@ runtime), which the harness ships beside this script as the package directory
 imports slmpack, torch or safetensors (ExecuTorch's own pybindings import torch).
 
     python3 device_runner.py PKG_DIR [--threads N] [--max-new-tokens 32] [--out result.json]
+                             [--et-lib et-runtime/libslm_et.so]
                              [--require-signature --public-key KEY.pub [--signature PKG.sig]]
 
 ``--require-signature`` refuses (exit 1, ``E_SIGNATURE_INVALID``) a package whose ``slmpack sign``

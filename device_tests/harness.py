@@ -12,7 +12,9 @@ its ``signature_ok``. Encoder packages take the same path (identity, sha256 of e
 signature) and are judged on their test-vector batch (``host_checks.py``); their fit is weights +
 activations at the vectors' batch × sequence (``fit_encoder.py``), and an encoder target the device
 runner cannot run there (ExecuTorch: its runtime needs torch; Core ML off Apple) is skipped with
-``E_DEVICE_RUNTIME_UNAVAILABLE`` before anything is pushed.
+``E_DEVICE_RUNTIME_UNAVAILABLE`` before anything is pushed. An ExecuTorch decoder on an aarch64
+Linux device (qemu, ssh) runs on the torch-free runtime (``et_runtime.py``), pushed beside the
+runner as ``et-runtime/`` and named with ``--et-lib``.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ from .transports import Transport, make_transport
 
 RUNNER = Path(device_runner.__file__)
 RUNNER_NAME = "device_runner.py"
+ET_RUNTIME_DIR = "et-runtime"
 PASSED, FAILED, SKIPPED, ERROR = "passed", "failed", "skipped", "error"
 
 
@@ -118,7 +121,7 @@ def run_one(pkg: Path, profile: DeviceProfile, transport: Transport, *, index: i
     fmt = package.target
     if package.kind is PackageKind.ENCODER:
         try:
-            require_device_runtime(TargetName(fmt), is_apple(profile))
+            require_device_runtime(TargetName(fmt), is_apple(profile), et_runtime_applies(transport, profile, fmt))
         except UnsupportedError as exc:  # a typed refusal, before anything is pushed
             return DeviceResult(**base, status=SKIPPED, reason=f"{exc.code}: {exc}")
     if profile.supports(fmt) is None:
@@ -142,11 +145,14 @@ def run_one(pkg: Path, profile: DeviceProfile, transport: Transport, *, index: i
                 transport.push(sig, remote_pkg + ".sig")
             transport.push(signature_key, f"signing-key-{index}.pub")
             signed = ["--require-signature", "--public-key", f"signing-key-{index}.pub"]
+        et_args = push_et_runtime(transport, profile, fmt)
+        if et_args:
+            info = {**info, "executorch_runtime": "torch-free libslm_et.so (device_tests/et_runtime.py)"}
         threads = profile.cpu.cores
         if transport.name == "qemu":  # emulated cores are host threads: do not oversubscribe
             threads = min(threads, os.cpu_count() or 1)
         res = transport.run([*transport.python_argv(), RUNNER_NAME, remote_pkg, "--out", out_name,
-                             "--threads", str(threads), *signed], timeout=timeout)
+                             "--threads", str(threads), *signed, *et_args], timeout=timeout)
         doc = _fetch_json(transport, out_name, raw_dir, f"{profile.name}--{pkg.name}.json") or _parse(res.stdout)
         if doc is None:
             return DeviceResult(**base, status=ERROR, fit=fit.to_json(), transport_info=info,
@@ -172,6 +178,24 @@ def run_one(pkg: Path, profile: DeviceProfile, transport: Transport, *, index: i
             reason += f" ({err['code']}: {err.get('message')})"
     return DeviceResult(**base, status=status, reason=reason, checks=checks, fit=fit.to_json(),
                         device_json=doc, transport_info=info, wall_s=round(time.monotonic() - start, 2))
+
+
+def et_runtime_applies(transport: Transport, profile: DeviceProfile, fmt: str) -> bool:
+    """ExecuTorch on an aarch64 Linux device (qemu, ssh) runs on the torch-free runtime. An Android
+    device (adb: bionic, not glibc) and Apple devices keep ExecuTorch's own app runtimes."""
+    return fmt == TargetName.EXECUTORCH.value and profile.arch == "aarch64" and transport.name in ("qemu", "ssh")
+
+
+def push_et_runtime(transport: Transport, profile: DeviceProfile, fmt: str) -> list[str]:
+    """Where ``et_runtime_applies``: push the torch-free runtime (built once on the host, cached)
+    and return the runner's ``--et-lib`` argument. A host that cannot build it (no cross compiler)
+    raises ``E_ET_RUNTIME_BUILD``: an error for that cell only."""
+    if not et_runtime_applies(transport, profile, fmt):
+        return []
+    from .et_runtime import ensure_et_runtime
+
+    transport.push(ensure_et_runtime("aarch64").path, ET_RUNTIME_DIR)
+    return ["--et-lib", f"{ET_RUNTIME_DIR}/libslm_et.so"]
 
 
 def run_device_test(packages: Sequence[str | Path], devices: Sequence[str | DeviceProfile],

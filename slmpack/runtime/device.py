@@ -100,7 +100,11 @@ def main(argv=None) -> int:
                     help="refuse the package unless its model-signing signature verifies (needs cryptography)")
     ap.add_argument("--signature", help="signature bundle (default: PKG.sig beside the package)")
     ap.add_argument("--public-key", help="PEM public key the signature must verify with")
+    ap.add_argument("--et-lib", help="run ExecuTorch programs through this torch-free libslm_et.so "
+                    "(device_tests/et_runtime.py) instead of executorch.runtime (sets SLMPACK_ET_LIB)")
     args = ap.parse_args(argv)
+    if args.et_lib:
+        os.environ["SLMPACK_ET_LIB"] = str(Path(args.et_lib).absolute())
     stdout_fd = os.dup(1)
     os.dup2(2, 1)  # whatever the runtimes print goes to stderr; stdout carries only our JSON
     try:

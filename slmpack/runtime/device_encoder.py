@@ -17,7 +17,7 @@ import platform
 import time
 from pathlib import Path
 
-from . import ladder, safetensors, tolerance
+from . import ladder, native_et, safetensors, tolerance
 from .device_info import base_result, checked_files, peak_rss_mb, runtime_record
 from .encoder import open_backend
 from .encoder_check import POOLED, run_vectors, vector_metrics
@@ -30,17 +30,22 @@ ENCODER_FIELDS = ("kind", "output", "vectors", "outputs", "load_ms", "run_ms", "
 # targets whose encoder packages have no runtime a device can run without torch or Apple's OS
 NO_DEVICE_RUNTIME = {
     TargetName.EXECUTORCH: "ExecuTorch's Python runtime takes torch tensors, and PyPI's aarch64 torch 2.13.0 is a "
-                           "CUDA build: there is no torch-free ExecuTorch encoder runner for an aarch64 device",
+                           "CUDA build: run it through the torch-free libslm_et.so (device_tests/et_runtime.py; "
+                           "the runner's --et-lib), which the harness pushes to aarch64 Linux devices",
     TargetName.COREML: "Core ML runs on Apple devices only; an aarch64 Linux device has no Core ML runtime",
 }  # (Core ML on an Apple device runs through the kit's Core ML backend)
 
 
-def require_device_runtime(target: TargetName, apple: bool | None = None) -> None:
+def require_device_runtime(target: TargetName, apple: bool | None = None, et_native: bool | None = None) -> None:
     """Refuse (``E_DEVICE_RUNTIME_UNAVAILABLE``) an encoder target the device runner cannot run there:
-    ExecuTorch anywhere (torch-free runner), Core ML off Apple (``apple``: default, this machine)."""
+    ExecuTorch without the torch-free runtime (``et_native``: default, ``SLMPACK_ET_LIB`` is set here),
+    Core ML off Apple (``apple``: default, this machine)."""
     if apple is None:
         apple = platform.system() == "Darwin"
-    if target in NO_DEVICE_RUNTIME and not (target is TargetName.COREML and apple):
+    if et_native is None:
+        et_native = native_et.selected() is not None
+    allowed = (target is TargetName.COREML and apple) or (target is TargetName.EXECUTORCH and et_native)
+    if target in NO_DEVICE_RUNTIME and not allowed:
         raise UnsupportedError(f"encoder packages of target {target.value} cannot run on the device: "
                                f"{NO_DEVICE_RUNTIME[target]}", ErrorCode.E_DEVICE_RUNTIME_UNAVAILABLE)
 

@@ -136,25 +136,33 @@ class OnnxBackend:
 
 
 class ExecuTorchBackend:
-    """model.pte through executorch.runtime (its Python bindings take torch tensors): one static
-    batch-1 method per length (``encode_<n>``); rows padded to the smallest that holds the batch."""
+    """model.pte: one static batch-1 method per length (``encode_<n>``); rows padded to the smallest
+    that holds the batch. Through executorch.runtime (its Python bindings take torch tensors), or
+    the torch-free ``libslm_et.so`` when ``SLMPACK_ET_LIB`` names it (``native_et.py``)."""
 
     runtime_name = "executorch"
 
     def __init__(self, pkg_dir: Path, manifest: dict, threads: int = 0):
+        from . import native_et
+
+        path = Path(pkg_dir) / manifest["artifact"]
+        self.lengths = tuple(int(n) for n in manifest["io"]["lengths"])
+        self._methods: dict = {}
+        self.pad_id = int(manifest["model"]["pad_token_id"])
+        self.native = native_et.NativeProgram(path) if native_et.selected() else None
+        if self.native is not None:
+            self.runtime_version = self.native.version
+            return
         from executorch.runtime import Runtime, Verification
 
         from .adapters.base import runtime_version
 
         self.runtime_version = runtime_version("executorch")
-
-        data = (Path(pkg_dir) / manifest["artifact"]).read_bytes()
-        self.program = Runtime.get().load_program(data, verification=Verification.InternalConsistency)
-        self.lengths = tuple(int(n) for n in manifest["io"]["lengths"])
-        self._methods: dict = {}
-        self.pad_id = int(manifest["model"]["pad_token_id"])
+        self.program = Runtime.get().load_program(path.read_bytes(), verification=Verification.InternalConsistency)
 
     def _row(self, n: int, arrays) -> np.ndarray:
+        if self.native is not None:
+            return self.native.run(f"encode_{n}", arrays)[0].copy()
         import torch
 
         if n not in self._methods:

@@ -81,7 +81,11 @@ def _on_emulated_rpi5(pkg_dir, sysroot, out):
     return r
 
 
-@pytest.mark.parametrize("target", ["onnx", "tflite"])
+RUNTIME = {"onnx": ("onnxruntime", "1.32.0"), "tflite": ("ai_edge_litert", "2.3.0"),
+           "executorch": ("executorch", "1.5.1")}   # executorch: the torch-free libslm_et.so
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite", "executorch"])
 @pytest.mark.parametrize("model", ["tiny_st", "tiny_bert_cls"])
 def test_encoder_package_on_emulated_rpi5(model, target, encoder_package, aarch64_sysroot, tmp_path):
     """Issue #14: an encoder package (sentence embeddings with pooling + Normalize / a classification head) runs
@@ -101,14 +105,13 @@ def test_encoder_package_on_emulated_rpi5(model, target, encoder_package, aarch6
     assert r.checks == {k: True for k in want_checks}
     doc = r.device_json
     assert doc["machine"]["machine"] == "aarch64" and doc["machine"]["CPU part"] == "0xd0b"
-    assert doc["runtime"]["name"] == ("onnxruntime" if target == "onnx" else "ai_edge_litert")
-    assert doc["runtime"]["version"] == ("1.32.0" if target == "onnx" else "2.3.0")
+    assert (doc["runtime"]["name"], doc["runtime"]["version"]) == RUNTIME[target]
     assert doc["identity"] == slmpack.load(pkg.path).identity and doc["hashes_ok"]
     vectors = safetensors.load(pkg.path / "test_vectors.safetensors")
     want = vectors["expected"]
     got = np.asarray(doc["outputs"], np.float32)
     assert got.shape == want.shape == (8, 32 if model == "tiny_st" else 3)
-    bound = 1e-4 + 1e-4 * float(np.abs(want).max())  # ONNX and LiteRT declare atol = rtol = 1e-4 for fp32 encoders
+    bound = 1e-4 + 1e-4 * float(np.abs(want).max())  # every target declares atol = rtol = 1e-4 for fp32 encoders
     assert doc["tolerance"] == {"atol": 1e-4, "rtol": 1e-4}
     assert float(np.abs(got - want).max()) <= bound  # vs the host's torch reference
     host = slmpack.load(pkg.path).backend.run(vectors["input_ids"], vectors["attention_mask"],
