@@ -64,6 +64,17 @@ _CORES = {
             "svesha3 svesm4 flagm2 frint svei8mm svebf16 i8mm bf16"),
 }
 
+# qemu's `max` also implements SME / SME2, which no profile lists and the fake /proc/cpuinfo does not
+# show; the runtimes find it through the auxiliary vector (HWCAP2) all the same, and XNNPACK /
+# KleidiAI then run SME kernels (emulated ~5x slower, and not the Armv9 phone core the profile
+# describes). Turned off, so the runtime sees the profile's ISA: i8mm, bf16, SVE2 without SME.
+QEMU_CPU_PROPERTIES = {"max": "sme=off"}
+
+
+def qemu_cpu_arg(cpu: str) -> str:
+    """The ``-cpu`` value for a profile's qemu cpu model."""
+    return f"{cpu},{QEMU_CPU_PROPERTIES[cpu]}" if cpu in QEMU_CPU_PROPERTIES else cpu
+
 
 def cache_root() -> Path:
     base = os.environ.get("SLMPACK_CACHE")
@@ -121,7 +132,7 @@ class Sysroot:
 
     def qemu_argv(self, cpu: str, cores: int = 2) -> list[str]:
         """How to start python3.11 on the emulated device (append the script and its args)."""
-        return [ensure_qemu(), "-cpu", cpu, "-L", str(self.view(cpu, cores)),
+        return [ensure_qemu(), "-cpu", qemu_cpu_arg(cpu), "-L", str(self.view(cpu, cores)),
                 "-E", f"PYTHONPATH={self.site}", "-E", "PYTHONDONTWRITEBYTECODE=1",
                 str(self.python)]
 

@@ -46,5 +46,7 @@ class QemuTransport(LocalTransport):
         return self._baseline
 
     def describe(self):
-        return {"transport": self.name, "qemu_cpu": self.cpu, "cores": self.cores,
-                "sysroot": self.sysroot.path.name, "rss_baseline_mb": self.rss_baseline_mb()}
+        from slmpack.device_tests.sysroot import qemu_cpu_arg
+
+        return {"transport": self.name, "qemu_cpu": self.cpu, "qemu_cpu_arg": qemu_cpu_arg(self.cpu),
+                "cores": self.cores, "sysroot": self.sysroot.path.name, "rss_baseline_mb": self.rss_baseline_mb()}

@@ -15,6 +15,32 @@ from .integrity import check_files, read_document
 RUNNER_VERSION = 2
 
 
+# aarch64 HWCAP / HWCAP2 bits (Linux uapi asm/hwcap.h) that decide which kernels XNNPACK, KleidiAI and
+# MLAS run; the runtimes read them from the auxiliary vector, not from /proc/cpuinfo
+_HWCAP = {"fphp": 1 << 9, "asimdhp": 1 << 10, "asimddp": 1 << 20, "sve": 1 << 22}
+_HWCAP2 = {"sve2": 1 << 1, "i8mm": 1 << 13, "bf16": 1 << 14, "sme": 1 << 23, "sme2": 1 << 37}
+AT_HWCAP, AT_HWCAP2 = 16, 26
+
+
+def hwcaps() -> list[str] | None:
+    """The ISA features the kernel (or qemu-user) reports in /proc/self/auxv, on aarch64 Linux."""
+    if platform.machine() != "aarch64":
+        return None
+    try:
+        return decode_hwcaps(Path("/proc/self/auxv").read_bytes())
+    except OSError:
+        return None
+
+
+def decode_hwcaps(auxv: bytes) -> list[str]:
+    """The named bits of AT_HWCAP / AT_HWCAP2 in a little-endian 64-bit auxiliary vector."""
+    import struct
+
+    pairs = dict(struct.iter_unpack("<QQ", auxv[:len(auxv) // 16 * 16]))
+    h1, h2 = pairs.get(AT_HWCAP, 0), pairs.get(AT_HWCAP2, 0)
+    return [n for n, b in _HWCAP.items() if h1 & b] + [n for n, b in _HWCAP2.items() if h2 & b]
+
+
 def machine_info() -> dict:
     info = {"machine": platform.machine(), "system": platform.system(), "release": platform.release(),
             "python": platform.python_version(), "cpu_count": os.cpu_count()}
@@ -26,6 +52,9 @@ def machine_info() -> dict:
                 info[key] = value.strip()
     except OSError:
         pass
+    caps = hwcaps()
+    if caps is not None:
+        info["hwcaps"] = caps
     return info
 
 

@@ -53,3 +53,21 @@ def test_failed_build_leaves_nothing(stubbed, monkeypatch, tmp_path):
     with pytest.raises(ToolchainError):
         sysroot.ensure_sysroot()
     assert [p.name for p in (tmp_path / "cache" / "aarch64").iterdir()] == [".lock"]
+
+
+def test_qemu_max_runs_without_sme():
+    """qemu's max has SME, which no profile names: the runtimes would dispatch SME kernels through HWCAP2."""
+    from slmpack.device_tests.sysroot import qemu_cpu_arg
+
+    assert qemu_cpu_arg("max") == "max,sme=off"
+    assert qemu_cpu_arg("cortex-a76") == "cortex-a76"
+
+
+def test_hwcaps_are_decoded_from_the_auxiliary_vector():
+    import struct
+
+    from slmpack.runtime.device_info import AT_HWCAP, AT_HWCAP2, decode_hwcaps
+
+    auxv = struct.pack("<QQQQQQQ", 6, 4096, AT_HWCAP, (1 << 20) | (1 << 22), AT_HWCAP2, (1 << 13) | (1 << 23), 0)
+    assert decode_hwcaps(auxv + b"\0" * 8) == ["asimddp", "sve", "i8mm", "sme"]
+    assert decode_hwcaps(struct.pack("<QQ", 0, 0)) == []
