@@ -2,7 +2,8 @@
 # Create (or reuse) .venv with the pinned toolchain. Idempotent: reinstalls only when
 # pyproject.toml, setup.py or constraints.txt changed. Usage: scripts/bootstrap.sh [--system-tools]
 #   --system-tools  also install the Debian packages the device tests use (qemu-user-static,
-#                   openssh-server/client); needs root or sudo.
+#                   openssh-server/client, g++-aarch64-linux-gnu for the torch-free ExecuTorch
+#                   runtime, device_tests/et_runtime.py); needs root or sudo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,8 @@ if [ "${1:-}" = "--system-tools" ]; then
   command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
   command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
   command -v ssh >/dev/null || need+=(openssh-client)
+  command -v g++ >/dev/null || need+=(g++)
+  command -v aarch64-linux-gnu-g++ >/dev/null || need+=(g++-aarch64-linux-gnu)
   if [ ${#need[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
     echo "bootstrap: installing Debian packages: ${need[*]}" >&2
