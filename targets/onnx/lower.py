@@ -32,6 +32,7 @@ from slmpack.targets.onnx.fusions import (fuse_group_query_attention, fuse_rms_n
                                           fuse_skip_simplified_layer_norm)
 from slmpack.targets.onnx.fusions._base import apply
 from slmpack.targets.onnx.genai_config import genai_config
+from slmpack.targets.onnx.genai_tokenizer import rewrite_for_genai
 from slmpack.targets.onnx.options import OnnxOptions
 
 MODEL_FILE, DATA_FILE = "model.onnx", "model.onnx.data"
@@ -166,6 +167,9 @@ def lower(programs, spec, options: OnnxOptions, out_dir: Path, gen: dict, plan=N
                        share_buffer=fused["attention_blocks_fused"] == f"{spec.num_layers}/{spec.num_layers}")
     (out_dir / "genai_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     files.append("genai_config.json")
+    # genai skips a Digits pre-tokenizer: the package gets the equivalent two-Split form (genai_tokenizer.py)
+    tokenizer = {"genai_tokenizer": "Digits + ByteLevel rewritten as Split(digit) + Split(GPT-2 regex) + ByteLevel"} \
+        if rewrite_for_genai(out_dir) else {}
     adapters = []
     if lora:
         files.append(lora_inputs.write_adapter(lora, out_dir))
@@ -178,7 +182,7 @@ def lower(programs, spec, options: OnnxOptions, out_dir: Path, gen: dict, plan=N
         runtime=RuntimeInfo("onnxruntime", "1.20.0" if qreport is None else quantize.MIN_ORT,
                             freeze({"adapters": adapters} if adapters else {})),
         report=Report.from_json({"opset": options.opset, "node_count": len(model.graph.node), "op_types": ops,
-                                 **fused, **({"quantization": qreport} if qreport is not None else {})}),
+                                 **fused, **tokenizer, **({"quantization": qreport} if qreport is not None else {})}),
     )
 
 
