@@ -1,5 +1,5 @@
-// A torch-free C ABI over ExecuTorch's Module API, for the runtime kit's ctypes adapter
-// (slmpack/runtime/adapters/executorch_native.py).
+// A torch-free C ABI over ExecuTorch's Module API, for the runtime kit's ctypes binding
+// (slmpack/runtime/native_et.py).
 //
 // ExecuTorch's Python bindings import torch; on a board or phone there is often no torch to import
 // (PyPI's aarch64 torch is a CUDA build). This shim links only the runtime libraries that the
