@@ -173,6 +173,7 @@ class ErrorCode(str, enum.Enum):
     E_QEMU_MISSING = "E_QEMU_MISSING", "qemu-aarch64-static is not installed"
     E_QEMU_CPU = "E_QEMU_CPU", "qemu does not emulate the requested CPU"
     E_SYSROOT_BUILD = "E_SYSROOT_BUILD", "building the emulated aarch64 root failed"
+    E_ET_RUNTIME_BUILD = "E_ET_RUNTIME_BUILD", "building the torch-free ExecuTorch runtime (libslm_et.so) failed"
     E_DEVICE_RUNTIME_UNAVAILABLE = "E_DEVICE_RUNTIME_UNAVAILABLE", "the device has no runtime for this package's target (Core ML and ExecuTorch encoders on aarch64 Linux)"
     E_REQUIRES_MACOS = "E_REQUIRES_MACOS", "this step needs macOS / Xcode"
     # encoders
