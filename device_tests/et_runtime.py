@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -29,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import slmpack.runtime as _kit
+from slmpack.device_tests.sysroot import WHEEL_PLATFORMS, apt_install, cache_root
+from slmpack.device_tests.sysroot import _run as run
 from slmpack.errors import ToolchainError
 
 ET_VERSION = "1.5.1"  # constraints.txt's executorch pin (tests/device_tests/test_et_runtime.py checks)
@@ -36,7 +37,6 @@ SHIM = Path(_kit.__file__).parent / "native" / "et_shim.cpp"
 LIBS = ("libexecutorch.so", "libexecutorch_threadpool.so", "libexecutorch_backend_xnnpack.so",
         "libexecutorch_kernels_optimized.so", "libexecutorch_kernels_quantized.so")
 CROSS = {"aarch64": ("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu")}  # compiler, Debian package
-WHEEL_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
 FLAGS = ("-std=c++17", "-O2", "-fPIC", "-shared", "-Wno-deprecated-declarations",
          "-DC10_USING_CUSTOM_GENERATED_MACROS", "-DET_EVENT_TRACER_ENABLED")
 
@@ -58,12 +58,8 @@ def _fail(msg: str, **details) -> ToolchainError:
     return ToolchainError(msg, code="E_ET_RUNTIME_BUILD", details=details)
 
 
-def _run(argv: list[str], what: str, cwd: Path | None = None) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd)
-    if proc.returncode != 0:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:])
-        raise _fail(f"{what} failed (exit {proc.returncode}): {tail}", argv=argv)
-    return proc.stdout
+def _run(argv: list[str], what: str) -> str:
+    return run(argv, what=what, code="E_ET_RUNTIME_BUILD")
 
 
 def compiler(arch: str) -> str:
@@ -78,11 +74,7 @@ def compiler(arch: str) -> str:
         raise _fail(f"no cross compiler known for {arch!r}; known: {', '.join(CROSS)}")
     exe, package = CROSS[arch]
     if not shutil.which(exe) and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        cmd = ["apt-get", "install", "-y", "--no-install-recommends", package]
-        if subprocess.run(cmd, capture_output=True, env=env).returncode != 0:
-            subprocess.run(["apt-get", "update"], capture_output=True, env=env)
-            subprocess.run(cmd, capture_output=True, env=env)
+        apt_install(package)   # a failure shows as the compiler still missing, below
     found = shutil.which(exe)
     if not found:
         raise _fail(f"{exe} not found; install it with `apt-get install {package}`")
@@ -121,8 +113,7 @@ def ensure_et_runtime(arch: str | None = None, cache: Path | None = None) -> EtR
     """Build (once) and return the runtime directory for ``arch`` (default: this machine's)."""
     arch = arch or platform.machine()
     cxx = compiler(arch)
-    base = Path(cache) if cache else (Path(os.environ.get("SLMPACK_CACHE") or Path.home() / ".cache" / "slmpack")
-                                      / "et-runtime")
+    base = Path(cache) if cache else cache_root().parent / "et-runtime"   # beside the aarch64 sysroot
     base.mkdir(parents=True, exist_ok=True)
     final = base / f"{arch}-{_key(arch, cxx)}"
     if (final / "stamp.json").exists():

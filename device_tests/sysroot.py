@@ -155,13 +155,25 @@ def _write_fake_cpu(root: Path, cpu: str, cores: int) -> None:
         (cpu_dir / name).write_text(span + "\n")
 
 
-def _run(argv: list[str], *, cwd: Path | None = None, what: str) -> str:
+def _run(argv: list[str], *, cwd: Path | None = None, what: str, code: str = "E_SYSROOT_BUILD") -> str:
     proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         raise ToolchainError(f"{what} failed (exit {proc.returncode}): {' | '.join(tail)}",
-                             code="E_SYSROOT_BUILD", details={"argv": argv})
+                             code=code, details={"argv": argv})
     return proc.stdout
+
+
+def apt_install(package: str) -> str | None:
+    """``apt-get install package`` (again after ``apt-get update`` if the first try fails); needs
+    root. None on success, else apt-get's error."""
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "--no-install-recommends", package]
+    if subprocess.run(cmd, capture_output=True, env=env).returncode == 0:
+        return None
+    subprocess.run(["apt-get", "update"], capture_output=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    return None if proc.returncode == 0 else proc.stderr.strip()[-300:]
 
 
 def ensure_qemu() -> str:
@@ -172,14 +184,9 @@ def ensure_qemu() -> str:
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         raise ToolchainError(f"{QEMU} not found; install it with `apt-get install qemu-user-static`",
                              code="E_QEMU_MISSING")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "qemu-user-static"]
-    if subprocess.run(cmd, capture_output=True, env=env).returncode != 0:
-        subprocess.run(["apt-get", "update"], capture_output=True, env=env)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            raise ToolchainError(f"apt-get install qemu-user-static failed: {proc.stderr.strip()[-300:]}",
-                                 code="E_QEMU_MISSING")
+    failed = apt_install("qemu-user-static")
+    if failed is not None:
+        raise ToolchainError(f"apt-get install qemu-user-static failed: {failed}", code="E_QEMU_MISSING")
     found = shutil.which(QEMU)
     if not found:
         raise ToolchainError(f"{QEMU} still not on PATH after installing qemu-user-static",

@@ -11,6 +11,7 @@ typed error that says so.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from pathlib import Path
 
@@ -30,6 +31,7 @@ def selected() -> str | None:
     return os.environ.get(ENV) or None
 
 
+@functools.lru_cache(maxsize=None)   # one binding per library: reset() reloads programs, not the library
 def _bind(path: str) -> ctypes.CDLL:
     try:
         lib = ctypes.CDLL(path)
