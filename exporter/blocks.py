@@ -51,7 +51,7 @@ def soft_cap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
     return x if cap is None else torch.tanh(x / cap) * cap
 
 
-_ACT = {Activation.SILU: nn.functional.silu,
+ACTIVATIONS = {Activation.SILU: nn.functional.silu,
         Activation.GELU_TANH: lambda x: nn.functional.gelu(x, approximate="tanh"),
         Activation.GELU: nn.functional.gelu}
 
@@ -63,7 +63,7 @@ class MLP(nn.Module):
         super().__init__()
         d, f, b = spec.hidden_size, spec.intermediate_size, spec.mlp_bias
         self.gated = spec.deltas.gated_mlp
-        self.act = _ACT[spec.deltas.activation]
+        self.act = ACTIVATIONS[spec.deltas.activation]
         if self.gated:
             self.gate_proj = nn.Linear(d, f, bias=b)
         self.up_proj = nn.Linear(d, f, bias=b)

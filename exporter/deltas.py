@@ -51,6 +51,44 @@ class WeightLayout(str, enum.Enum):
     GPT2_CONV1D = "gpt2_conv1d" # transformer.h.*, c_attn (fused, [in, out]), c_fc, c_proj
 
 
+class ExpertLayout(str, enum.Enum):
+    MIXTRAL = "mixtral"              # block_sparse_moe.gate, experts.N.w1 (gate) / w3 (up) / w2 (down)
+    GRANITE_FUSED = "granite_fused"  # block_sparse_moe.router.layer, input_linear [E, 2F, D] (gate | up),
+                                     # output_linear [E, D, F]
+
+
+@dataclass(frozen=True)
+class MoESpec:
+    """A sparse mixture-of-experts MLP in every layer (``moe.py`` implements it).
+
+    A linear router scores ``num_experts`` gated MLPs (the family's activation, ``expert_size``
+    wide); each token takes the ``top_k`` largest softmax probabilities (ties as ``torch.topk``),
+    renormalized over the k when ``norm_topk_prob`` (Mixtral; Granite's softmax over the top-k
+    logits is the same number), and sums those experts' outputs weighted by them.
+    """
+    num_experts: int
+    top_k: int
+    expert_size: int
+    norm_topk_prob: bool
+    layout: ExpertLayout
+
+    def __post_init__(self):
+        checks = (("num_local_experts", self.num_experts >= 1, "must be >= 1"),
+                  ("num_experts_per_tok", 1 <= self.top_k <= self.num_experts,
+                   f"({self.top_k}) must be in 1..{self.num_experts}"),
+                  ("intermediate_size", self.expert_size >= 1, "must be >= 1"))
+        for name, ok, why in checks:
+            if not ok:
+                raise BadInputError(f"config.json: {name} {why}", "E_CONFIG_INVALID", details={"field": name})
+
+    def parameters(self, hidden: int) -> int:
+        """Weights of one layer's MoE MLP: the router and every expert's gate, up and down."""
+        return self.num_experts * (hidden + 3 * hidden * self.expert_size)
+
+    def describe(self) -> str:
+        return f"{self.num_experts} experts top-{self.top_k}{' renormalized' if self.norm_topk_prob else ''}"
+
+
 class AttentionType(str, enum.Enum):
     FULL = "full_attention"
     SLIDING = "sliding_attention"
@@ -109,6 +147,7 @@ class Deltas:
     o_bias: bool = False                # Phi-2 dense, GPT-2 c_proj
     lm_head_bias: bool = False          # Phi-2
     local_rope_theta: float | None = None  # Gemma 3 sliding layers' RoPE base
+    moe: MoESpec | None = None          # Mixtral, Granite MoE: the MLP is a sparse mixture of experts
 
     def __post_init__(self):
         for name in ("embedding_scale", "residual_multiplier", "logits_divisor"):
@@ -129,7 +168,9 @@ class Deltas:
         for name in self.__dataclass_fields__:
             v = getattr(self, name)
             if v != getattr(base, name):
-                out.append(f"{name}={v.value if isinstance(v, enum.Enum) else ('on' if name == 'longrope' else v)}")
+                shown = v.value if isinstance(v, enum.Enum) else v.describe() if isinstance(v, MoESpec) else \
+                    "on" if name == "longrope" else v
+                out.append(f"{name}={shown}")
         return out
 
 

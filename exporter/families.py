@@ -5,11 +5,12 @@ Each reader returns the common Llama-shaped numbers plus a typed ``Deltas`` and 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from slmpack.errors import BadInputError
-from slmpack.exporter.deltas import (AttentionType, BlockStyle, Deltas, LayerSpec, LongRope, NormKind,
-                                     Positions, QKNorm, WeightLayout, activation_from, refuse_if)
+from slmpack.exporter.deltas import (AttentionType, BlockStyle, Deltas, ExpertLayout, LayerSpec, LongRope, MoESpec,
+                                     NormKind, Positions, QKNorm, WeightLayout, activation_from, refuse_if)
 
 
 def _rope_params(cfg: dict) -> dict:
@@ -90,6 +91,27 @@ def granite(cfg, hd):
                   attention_scale=float(cfg.get("attention_multiplier", hd ** -0.5)),
                   residual_multiplier=float(cfg.get("residual_multiplier", 1.0)),
                   logits_divisor=float(cfg.get("logits_scaling", 1.0))), tuple(LayerSpec() for _ in range(n))
+
+
+def _moe(cfg: dict, layout: ExpertLayout) -> MoESpec:
+    """Router + experts of every layer. Ignored on purpose: router_jitter_noise (training only, as
+    transformers does at inference), output_router_logits / router_aux_loss_coef (training losses)."""
+    return MoESpec(num_experts=int(cfg.get("num_local_experts", 8)), top_k=int(cfg.get("num_experts_per_tok", 2)),
+                   expert_size=int(cfg["intermediate_size"]), norm_topk_prob=True, layout=layout)
+
+
+def mixtral(cfg, hd):
+    n = int(cfg["num_hidden_layers"])
+    return Deltas(activation=activation_from(cfg.get("hidden_act", "silu"), "hidden_act"),
+                  moe=_moe(cfg, ExpertLayout.MIXTRAL)), _sliding_everywhere(cfg, n)
+
+
+def granite_moe(cfg, hd):
+    """Granite's multipliers (attention_multiplier defaults to 1.0 here, as GraniteMoeConfig) + MoE;
+    the router's softmax over the top-k logits equals the renormalized top-k softmax."""
+    d, layers = granite({"attention_multiplier": 1.0, **cfg}, hd)
+    return dataclasses.replace(d, activation=activation_from(cfg.get("hidden_act", "silu"), "hidden_act"),
+                               moe=_moe(cfg, ExpertLayout.GRANITE_FUSED)), layers
 
 
 def gemma(cfg, hd):
@@ -178,9 +200,11 @@ READERS = {
     "PhiForCausalLM": (phi, False, True, True),
     "Phi3ForCausalLM": (phi3, False, False, False),
     "GPT2LMHeadModel": (gpt2, True, True, True),
+    "MixtralForCausalLM": (mixtral, False, False, False),
+    "GraniteMoeForCausalLM": (granite_moe, False, False, False),
 }
 MODEL_TYPES = {"qwen3": "Qwen3ForCausalLM", "smollm3": "SmolLM3ForCausalLM", "olmo2": "Olmo2ForCausalLM",
                "granite": "GraniteForCausalLM", "gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM",
                "gemma3_text": "Gemma3ForCausalLM", "phi": "PhiForCausalLM", "phi3": "Phi3ForCausalLM",
-               "gpt2": "GPT2LMHeadModel"}
+               "gpt2": "GPT2LMHeadModel", "mixtral": "MixtralForCausalLM", "granitemoe": "GraniteMoeForCausalLM"}
 LAYER_NORM_EPS_KEY = {"PhiForCausalLM": "layer_norm_eps"}

@@ -29,6 +29,8 @@ class Family(str, enum.Enum):
     PHI = "phi"
     PHI3 = "phi3"
     GPT2 = "gpt2"
+    MIXTRAL = "mixtral"
+    GRANITE_MOE = "granitemoe"
 
 
 # config.json "architectures" / "model_type" values we understand. Explicit, no discovery.
@@ -46,6 +48,8 @@ _ARCHITECTURES = {
     "PhiForCausalLM": Family.PHI,
     "Phi3ForCausalLM": Family.PHI3,
     "GPT2LMHeadModel": Family.GPT2,
+    "MixtralForCausalLM": Family.MIXTRAL,
+    "GraniteMoeForCausalLM": Family.GRANITE_MOE,
 }
 _MODEL_TYPES = {"llama": Family.LLAMA, "mistral": Family.MISTRAL, "qwen2": Family.QWEN2,
                 **{t: _ARCHITECTURES[a] for t, a in families.MODEL_TYPES.items()}}
@@ -241,6 +245,8 @@ def delta_parameters(spec: ModelSpec) -> int:
     if spec.mlp_bias:
         per_layer += (2 * inter if d.gated_mlp else inter) + h
     out = L * per_layer + (norm_size - h)                      # the final norm
+    if d.moe is not None:                                      # the dense MLP is replaced by the experts
+        out += L * (d.moe.parameters(h) - 3 * h * inter)
     if d.lm_head_bias:
         out += spec.vocab_size
     if d.positions is Positions.LEARNED:

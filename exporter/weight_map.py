@@ -3,7 +3,8 @@
 Pure renames and splits by name, decided by the spec (from config.json), never by code in the
 checkpoint: Phi-3's fused ``qkv_proj`` / ``gate_up_proj`` are split, GPT-2's Conv1D weights
 ([in, out]) are transposed and its fused ``c_attn`` split, Phi-2's ``dense`` / ``fc1`` / ``fc2`` /
-``final_layernorm`` renamed. Gemma's norm offset (the norm multiplies by ``1 + w``) is folded into
+``final_layernorm`` renamed, mixture-of-experts tensors stacked into the reference's [E, ...]
+``mlp.experts.{gate,up,down}_proj`` (``moe.py``). Gemma's norm offset (the norm multiplies by ``1 + w``) is folded into
 the norm weights here, so the module computes a plain RMSNorm.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 
 import torch
 
-from slmpack.exporter.deltas import WeightLayout
+from slmpack.exporter.deltas import ExpertLayout, WeightLayout
 from slmpack.exporter.spec import ModelSpec
 
 _PHI = [(r"\.self_attn\.dense\.", ".self_attn.o_proj."), (r"\.mlp\.fc1\.", ".mlp.up_proj."),
@@ -25,6 +26,10 @@ _GPT2 = [(r"^transformer\.wte\.", "model.embed_tokens."), (r"^transformer\.wpe\.
          (r"^transformer\.h\.(\d+)\.mlp\.c_fc\.", r"model.layers.\1.mlp.up_proj."),
          (r"^transformer\.h\.(\d+)\.mlp\.c_proj\.", r"model.layers.\1.mlp.down_proj."),
          (r"^transformer\.h\.(\d+)\.attn\.c_attn\.", r"model.layers.\1.self_attn.qkv.")]
+_MOE_ROUTER = {ExpertLayout.MIXTRAL: r"\.block_sparse_moe\.gate\.weight$",
+               ExpertLayout.GRANITE_FUSED: r"\.block_sparse_moe\.router\.layer\.weight$"}
+_MIXTRAL_EXPERT = re.compile(r"^(.*)\.block_sparse_moe\.experts\.(\d+)\.(w1|w2|w3)\.weight$")
+_MIXTRAL_PART = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
 _CONV1D = re.compile(r"\.(self_attn\.(qkv|o_proj)|mlp\.(up_proj|down_proj))\.weight$")
 
 
@@ -49,6 +54,31 @@ def _split(sd: dict, fused: str, parts: list[tuple[str, int]]) -> None:
             sd[name.replace(f".{fused}.", f".{part}.")] = piece.contiguous()
 
 
+def _stack_mixtral_experts(sd: dict, experts: int) -> None:
+    """``<layer>.block_sparse_moe.experts.<i>.w{1,3,2}.weight`` -> ``<layer>.mlp.experts.{gate,up,down}_proj``
+    [E, ...]. A layer whose experts are not exactly 0..E-1 is left as is (the strict load names it)."""
+    groups: dict[tuple[str, str], dict[int, str]] = {}
+    for name in sd:
+        m = _MIXTRAL_EXPERT.match(name)
+        if m:
+            groups.setdefault((m.group(1), _MIXTRAL_PART[m.group(3)]), {})[int(m.group(2))] = name
+    for (layer, part), names in sorted(groups.items()):
+        if sorted(names) == list(range(experts)):
+            sd[f"{layer}.mlp.experts.{part}"] = torch.stack([sd.pop(names[i]) for i in range(experts)])
+
+
+def _moe_names(sd: dict, layout: ExpertLayout, experts: int) -> dict:
+    sd = _rename(sd, [(_MOE_ROUTER[layout], ".mlp.router.weight")])
+    if layout is ExpertLayout.MIXTRAL:
+        _stack_mixtral_experts(sd, experts)
+        return sd
+    for name in [n for n in sd if n.endswith(".block_sparse_moe.input_linear.weight")]:   # [E, 2F, D]: gate | up
+        t, layer = sd.pop(name), name[:-len(".block_sparse_moe.input_linear.weight")]
+        gate, up = t.chunk(2, dim=1)
+        sd[f"{layer}.mlp.experts.gate_proj"], sd[f"{layer}.mlp.experts.up_proj"] = gate.contiguous(), up.contiguous()
+    return _rename(sd, [(r"\.block_sparse_moe\.output_linear\.weight$", ".mlp.experts.down_proj")])
+
+
 def to_reference_names(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     layout = spec.deltas.weights
     sd = dict(state_dict)
@@ -62,6 +92,8 @@ def to_reference_names(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> 
         sd = {k: v for k, v in _rename(sd, _GPT2).items() if not re.search(r"\.attn\.(masked_)?bias$", k)}
         sd = {k: (v.t().contiguous() if _CONV1D.search(k) and v.dim() == 2 else v) for k, v in sd.items()}
         _split(sd, "qkv", [("q_proj", q), ("k_proj", kv), ("v_proj", kv)])
+    if spec.deltas.moe is not None:
+        sd = _moe_names(sd, spec.deltas.moe.layout, spec.deltas.moe.num_experts)
     if spec.deltas.norm_offset:
         sd = {k: (v.float() + spec.deltas.norm_offset if re.search(r"norm\.weight$", k) else v) for k, v in sd.items()}
     return sd

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from slmpack.errors import SlmpackError
-from slmpack.exporter.deltas import AttentionType, BlockStyle, NormKind, Positions, QKNorm, WeightLayout
+from slmpack.exporter.deltas import AttentionType, BlockStyle, ExpertLayout, NormKind, Positions, QKNorm, WeightLayout
 from slmpack.exporter.spec import spec_from_config
 from tests.tiny_families import family_config
 
@@ -40,6 +40,14 @@ def test_family_deltas_are_read_from_config():
     gr = _spec("granite")
     assert (gr.deltas.embedding_scale, gr.deltas.residual_multiplier, gr.deltas.logits_divisor) == (6.0, 0.4, 3.0)
     assert "qk_norm=per_head" in q.delta_names() and "nope_layers=[1]" in _spec("smollm3").delta_names()
+    mx, mx1 = _spec("mixtral"), _spec("mixtral", 1)
+    assert (mx.deltas.moe.num_experts, mx.deltas.moe.top_k, mx.deltas.moe.expert_size) == (4, 2, 40)
+    assert (mx1.deltas.moe.num_experts, mx1.deltas.moe.top_k, mx1.windows) == (8, 3, (12, 12, 12))
+    assert mx.deltas.moe.layout is ExpertLayout.MIXTRAL and mx.deltas.moe.norm_topk_prob
+    assert "moe=4 experts top-2 renormalized" in mx.delta_names()
+    gm = _spec("granitemoe", 1)
+    assert gm.deltas.moe.layout is ExpertLayout.GRANITE_FUSED and (gm.deltas.moe.num_experts, gm.deltas.moe.top_k) == (4, 1)
+    assert (gm.deltas.embedding_scale, gm.deltas.attention_scale, gm.deltas.logits_divisor) == (7.0, 0.2, 4.0)
 
 
 @pytest.mark.parametrize("family,override,field", [
@@ -49,6 +57,9 @@ def test_family_deltas_are_read_from_config():
     ("phi", {"hidden_act": "quick_gelu"}, "hidden_act"),
     ("qwen3", {"layer_types": ["full_attention", "chunked_attention", "full_attention"]}, "layer_types"),
     ("phi3", {"partial_rotary_factor": 1.5, "rope_parameters": None, "rope_scaling": None}, "partial_rotary_factor"),
+    ("mixtral", {"num_experts_per_tok": 5}, "num_experts_per_tok"),
+    ("granitemoe", {"num_local_experts": 0}, "num_local_experts"),
+    ("mixtral", {"hidden_act": "relu2"}, "hidden_act"),
 ])
 def test_unknown_delta_is_refused_naming_the_field(family, override, field):
     with pytest.raises(SlmpackError) as e:

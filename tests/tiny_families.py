@@ -76,10 +76,20 @@ def family_config(family: str, variant: int):
         return tf.GraniteForCausalLM, tf.GraniteConfig(**b, rms_norm_eps=1e-5, embedding_multiplier=6.0 + variant,
                                                        attention_multiplier=0.2, residual_multiplier=0.4,
                                                        logits_scaling=3.0 + variant)
+    if family == "mixtral":   # 4 experts top-2 (GQA, tied) / 8 experts top-3 with a sliding window (MHA)
+        return tf.MixtralForCausalLM, tf.MixtralConfig(**b, rms_norm_eps=1e-5, num_local_experts=4 + 4 * variant,
+                                                       num_experts_per_tok=2 + variant,
+                                                       sliding_window=w if variant == 1 else None)
+    if family == "granitemoe":  # 8 experts top-2 / 4 experts top-1 (the renormalized weight is exactly 1)
+        return tf.GraniteMoeForCausalLM, tf.GraniteMoeConfig(
+            **b, rms_norm_eps=1e-5, num_local_experts=8 - 4 * variant, num_experts_per_tok=2 - variant,
+            embedding_multiplier=6.0 + variant, attention_multiplier=0.2, residual_multiplier=0.4,
+            logits_scaling=3.0 + variant)
     raise KeyError(family)
 
 
-FAMILIES = ("qwen3", "gemma", "gemma2", "gemma3", "phi", "phi3", "gpt2", "smollm3", "olmo2", "granite")
+FAMILIES = ("qwen3", "gemma", "gemma2", "gemma3", "phi", "phi3", "gpt2", "smollm3", "olmo2", "granite", "mixtral",
+            "granitemoe")
 
 
 def write_family_model(path: Path, family: str, variant: int = 0, seed: int = 0) -> Path:

@@ -6,11 +6,13 @@ from slmpack.exporter.spec import Family, ModelSpec
 # onnxruntime-genai 0.18's model type per family: each a decoder-only type it accepts (the strings
 # its library knows), all fed the same GenAI I/O names (input_ids, attention_mask, position_ids,
 # past_key_values.%d.key/value -> logits, present.%d.key/value). Every delta (norms, soft-caps,
-# sliding windows, LongRoPE's switch) is inside our graph, so the type selects no extra behaviour.
+# sliding windows, LongRoPE's switch, the MoE routing) is inside our graph, so the type selects no extra
+# behaviour. 0.18 refuses "mixtral" ("Unsupported model_type in config.json: mixtral", measured): Mixtral
+# is Mistral's decoder with a MoE MLP, so it is typed "mistral".
 GENAI_TYPE = {Family.LLAMA: "llama", Family.MISTRAL: "mistral", Family.QWEN2: "qwen2", Family.QWEN3: "qwen3",
               Family.SMOLLM3: "smollm3", Family.OLMO2: "olmo", Family.GRANITE: "granite", Family.GEMMA: "gemma",
               Family.GEMMA2: "gemma2", Family.GEMMA3: "gemma3_text", Family.PHI: "phi", Family.PHI3: "phi3",
-              Family.GPT2: "llama"}
+              Family.GPT2: "llama", Family.MIXTRAL: "mistral", Family.GRANITE_MOE: "granite"}
 
 
 def genai_config(spec: ModelSpec, filename: str, context_length: int, gen: dict, share_buffer: bool = False) -> dict:

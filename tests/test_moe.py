@@ -1,0 +1,49 @@
+"""The MoE block (exporter/moe.py) on its own: top-k ties resolved as transformers' router resolves
+them, and one static graph whose size does not grow with the number of experts."""
+from __future__ import annotations
+
+import torch
+
+from slmpack.exporter.blocks import ACTIVATIONS
+from slmpack.exporter.deltas import Activation, ExpertLayout, MoESpec
+from slmpack.exporter.moe import SparseMoE, routing_weights
+
+
+def test_top_k_ties_are_resolved_as_transformers_router():
+    import transformers as tf
+
+    # ties straddle the k-th place in rows 0, 1 and 3: a threshold (probs >= k-th) would keep 3 or 4 experts
+    logits = torch.tensor([[2.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.5, -1.0, 3.0, 0.25], [1.0, 3.0, 3.0, 3.0]])
+    cfg = tf.MixtralConfig(hidden_size=4, num_local_experts=4, num_experts_per_tok=2)
+    router = tf.models.mixtral.modeling_mixtral.MixtralTopKRouter(cfg)
+    with torch.no_grad():
+        router.weight.copy_(torch.eye(4))
+        _, scores, idx = router(logits)
+    want = torch.zeros(4, 4).scatter(-1, idx, scores)
+    got = routing_weights(logits, top_k=2, renormalize=True)
+    assert torch.equal(got, want)
+    assert (got > 0).sum(-1).tolist() == [2, 2, 2, 2]
+    assert torch.allclose(got.sum(-1), torch.ones(4))
+    raw = routing_weights(logits, top_k=2, renormalize=False)   # Qwen2-MoE style: not summing to one
+    assert raw[2].sum().item() < 0.99 and torch.equal(raw > 0, got > 0)
+
+
+def test_export_graph_is_static_and_does_not_grow_with_experts():
+    counts = {}
+    for experts in (4, 16):
+        moe = MoESpec(num_experts=experts, top_k=2, expert_size=24, norm_topk_prob=True, layout=ExpertLayout.MIXTRAL)
+        block = SparseMoE(moe, 32, ACTIVATIONS[Activation.SILU])
+        for p in block.parameters():
+            torch.nn.init.normal_(p)
+        x = torch.randn(1, 5, 32)
+        tokens = torch.export.Dim("tokens", min=1, max=64)
+        ep = torch.export.export(block, (x,), dynamic_shapes=({1: tokens},), strict=False)
+        ops = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
+        dynamic = ("aten.nonzero", "aten.index_put", "aten.index_add", "aten._local_scalar_dense", "aten.item",
+                   "aten.masked_select", "aten.scatter")
+        assert not [o for o in ops if o.startswith(dynamic)], ops
+        assert sum(o.startswith("aten.matmul") for o in ops) == 4     # router, gate, up, down: no per-expert loop
+        counts[experts] = len(ops)
+        y = torch.randn(1, 9, 32)                       # another token count through the same program
+        assert torch.allclose(ep.module()(y), block(y), atol=1e-5)
+    assert counts[4] == counts[16], counts
