@@ -253,6 +253,26 @@ def test_litertlm_bundle_generates_reference_greedy_tokens(pkg, ref, tok_model):
     assert bundle["stop_token_ids"] == [0] and bundle["start_token_id"] is None
 
 
+def test_litertlm_prompt_longer_than_every_prefill_signature(pkg, tok_model):
+    """A prompt over twice the longest prefill signature: LiteRT-LM prefills it in chunks of its own
+    choosing (zero-padding the last) and still generates transformers' greedy continuation."""
+    import transformers as tf
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tok_model / "tokenizer.json"))
+    prompt = ("Return the value of the function that was called before the other one returned its first result. "
+              "If the argument is a string, raise TypeError; otherwise return None for it.")   # 34 tokens
+    ids = tok.encode(prompt).ids
+    assert 2 * max(LENGTHS) < len(ids) and len(ids) % max(LENGTHS) not in LENGTHS   # a padded remainder
+    n = CTX - len(ids) - 1
+    model = tf.AutoModelForCausalLM.from_pretrained(tok_model).eval()
+    with torch.no_grad():
+        want = model.generate(torch.tensor(ids)[None], max_new_tokens=n, do_sample=False, eos_token_id=None)
+    want = want[0, len(ids):].tolist()
+    assert 0 not in want and len(set(want)) > 3
+    assert litertlm.generate(pkg.path / "model.litertlm", prompt, max_tokens=n) == tok.decode(want)
+
+
 # ---- options, CLI, preflight -------------------------------------------------------------------------
 def test_options_validate_and_cap_lengths():
     assert TFLiteOptions(prefill_lengths=(128, 8, 32)).prefill_lengths == (8, 32, 128)
