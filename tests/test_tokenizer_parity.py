@@ -87,12 +87,32 @@ def test_manifest_records_parity_and_the_ladder_requires_it(onnx_pkg):
     assert v["runtimes"]["onnxruntime-genai"]["mismatches"] == 0 and v["not_checked"] == {}
 
 
+@pytest.fixture(scope="module")
+def tflite_pkg(tmp_path_factory):
+    model = write_tiny_model(tmp_path_factory.mktemp("tpl") / "m", "llama", vocab=4096, hidden=32)
+    write_tokenizer("byte_level_bpe", model)
+    return model, api.export(model, "tflite", tmp_path_factory.mktemp("tpl_pkg") / "pkg",
+                             ExportConfig(trace=CFG.trace, validation=CFG.validation))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["byte_level_bpe", "sentencepiece_bpe_byte_fallback"])
-def test_litert_lm_tokenizer_matches_hf(kind, tmp_path_factory):
-    model = write_tiny_model(tmp_path_factory.mktemp(f"tpl_{kind}") / "m", "llama", vocab=4096, hidden=32)
-    write_tokenizer(kind, model)
-    pkg = api.export(model, "tflite", tmp_path_factory.mktemp(f"tpl_{kind}_pkg") / "pkg",
-                     ExportConfig(trace=CFG.trace, validation=CFG.validation))
-    parity = pkg.manifest["validation"]["tokenizer_parity"]["runtimes"]["litert-lm"]
-    assert (parity["mismatches"], parity["first_mismatch"]) == (0, None), parity
+@pytest.mark.parametrize("kind", KINDS)
+def test_litert_lm_tokenizer_matches_hf(kind, tflite_pkg, tmp_path):
+    """LiteRT-LM's own tokenizer (the one inside the .litertlm bundle) on every kind: the export's
+    certificate for byte-level BPE, then the same .tflite re-bundled with each other kind's tokenizer."""
+    from slmpack.exporter.spec import load_spec
+    from slmpack.targets.tflite.litertlm import build_bundle
+
+    model, tflite_pkg = tflite_pkg
+    ladder = tflite_pkg.manifest["validation"]["tokenizer_parity"]
+    assert ladder["passed"] and ladder["runtimes"]["litert-lm"]["mismatches"] == 0
+    pkg = tmp_path / "pkg"
+    shutil.copytree(tflite_pkg.path, pkg)
+    write_tokenizer(kind, pkg)
+    bundle = tflite_pkg.manifest["runtime"]["litert_lm"]["file"]
+    (pkg / bundle).unlink()
+    build_bundle(pkg, tflite_pkg.manifest["artifact"], pkg / "tokenizer.json", load_spec(model),
+                 {"eos_token_id": 0}, CFG.trace.max_context)
+    got = tp.certify("tflite", pkg, tflite_pkg.manifest)["litert-lm"]
+    assert got.lines == len(tp.corpus_lines())
+    assert (got.mismatches, got.first_mismatch, got.detail) == (0, None, None), got.to_json()
