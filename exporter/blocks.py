@@ -57,11 +57,12 @@ ACTIVATIONS = {Activation.SILU: nn.functional.silu,
 
 
 class MLP(nn.Module):
-    """Gated (down(act(gate(x)) * up(x))) or plain (down(act(up(x))): Phi-2 fc1/fc2, GPT-2 c_fc/c_proj)."""
+    """Gated (down(act(gate(x)) * up(x))) or plain (down(act(up(x))): Phi-2 fc1/fc2, GPT-2 c_fc/c_proj);
+    ``size`` overrides the intermediate size (a MoE's shared expert)."""
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, size: int | None = None):
         super().__init__()
-        d, f, b = spec.hidden_size, spec.intermediate_size, spec.mlp_bias
+        d, f, b = spec.hidden_size, size or spec.intermediate_size, spec.mlp_bias
         self.gated = spec.deltas.gated_mlp
         self.act = ACTIVATIONS[spec.deltas.activation]
         if self.gated:

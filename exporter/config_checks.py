@@ -55,6 +55,8 @@ def check_config(cfg: dict, where: str = "config.json") -> None:
     if "vocab_size" in cfg:
         _check_int(where, "vocab_size", cfg["vocab_size"], 2)
     for f in DIMS:
+        if f == "sliding_window" and cfg.get(f) == 0 and cfg.get("use_sliding_window") is False:
+            continue   # transformers' Qwen2-MoE config writes 0 for "no window" (use_sliding_window false)
         if cfg.get(f) is not None:
             _check_int(where, f, cfg[f], 1)
     for f in POSITIVE_FLOATS:

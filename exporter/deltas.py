@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from slmpack.errors import BadInputError, UnsupportedError
 
@@ -55,6 +55,7 @@ class ExpertLayout(str, enum.Enum):
     MIXTRAL = "mixtral"              # block_sparse_moe.gate, experts.N.w1 (gate) / w3 (up) / w2 (down)
     GRANITE_FUSED = "granite_fused"  # block_sparse_moe.router.layer, input_linear [E, 2F, D] (gate | up),
                                      # output_linear [E, D, F]
+    QWEN2_MOE = "qwen2_moe"          # mlp.gate, mlp.experts.N.{gate,up,down}_proj, mlp.shared_expert(_gate)
 
 
 @dataclass(frozen=True)
@@ -64,29 +65,37 @@ class MoESpec:
     A linear router scores ``num_experts`` gated MLPs (the family's activation, ``expert_size``
     wide); each token takes the ``top_k`` largest softmax probabilities (ties as ``torch.topk``),
     renormalized over the k when ``norm_topk_prob`` (Mixtral; Granite's softmax over the top-k
-    logits is the same number), and sums those experts' outputs weighted by them.
+    logits is the same number), and sums those experts' outputs weighted by them. A shared expert
+    (Qwen2-MoE) is one more gated MLP on every token, scaled by sigmoid(x . w_gate), added to that.
+    Config fields are named in the errors by the ``keys`` the family's config.json spells them with.
     """
     num_experts: int
     top_k: int
     expert_size: int
     norm_topk_prob: bool
     layout: ExpertLayout
+    shared_expert_size: int = 0         # 0: no shared expert
+    keys: tuple[str, str] = field(default=("num_local_experts", "intermediate_size"), compare=False)
+    # ^ the config's names of num_experts and expert_size (errors name them)
 
     def __post_init__(self):
-        checks = (("num_local_experts", self.num_experts >= 1, "must be >= 1"),
+        checks = ((self.keys[0], self.num_experts >= 1, "must be >= 1"),
                   ("num_experts_per_tok", 1 <= self.top_k <= self.num_experts,
                    f"({self.top_k}) must be in 1..{self.num_experts}"),
-                  ("intermediate_size", self.expert_size >= 1, "must be >= 1"))
+                  (self.keys[1], self.expert_size >= 1, "must be >= 1"),
+                  ("shared_expert_intermediate_size", self.shared_expert_size >= 0, "must be >= 0"))
         for name, ok, why in checks:
             if not ok:
                 raise BadInputError(f"config.json: {name} {why}", "E_CONFIG_INVALID", details={"field": name})
 
     def parameters(self, hidden: int) -> int:
-        """Weights of one layer's MoE MLP: the router and every expert's gate, up and down."""
-        return self.num_experts * (hidden + 3 * hidden * self.expert_size)
+        """Weights of one layer's MoE MLP: router, every expert's gate/up/down, the shared expert + its gate."""
+        shared = 3 * hidden * self.shared_expert_size + hidden if self.shared_expert_size else 0
+        return self.num_experts * (hidden + 3 * hidden * self.expert_size) + shared
 
     def describe(self) -> str:
-        return f"{self.num_experts} experts top-{self.top_k}{' renormalized' if self.norm_topk_prob else ''}"
+        shared = f" + shared expert {self.shared_expert_size}" if self.shared_expert_size else ""
+        return f"{self.num_experts} experts top-{self.top_k}{' renormalized' if self.norm_topk_prob else ''}{shared}"
 
 
 class AttentionType(str, enum.Enum):

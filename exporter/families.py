@@ -100,6 +100,20 @@ def _moe(cfg: dict, layout: ExpertLayout) -> MoESpec:
                    expert_size=int(cfg["intermediate_size"]), norm_topk_prob=True, layout=layout)
 
 
+def qwen2_moe(cfg, hd):
+    """Qwen2-MoE: q/k/v bias (``qkv_bias``, o_proj none), experts + a sigmoid-gated shared expert on
+    every layer. Dense-MLP layers (mlp_only_layers, decoder_sparse_step > 1) are refused."""
+    n = int(cfg["num_hidden_layers"])
+    refuse_if(bool(cfg.get("mlp_only_layers")), "mlp_only_layers", "dense MLP layers between MoE layers")
+    refuse_if(int(cfg.get("decoder_sparse_step", 1)) != 1, "decoder_sparse_step", "MoE on every layer only (1)")
+    moe = MoESpec(num_experts=int(cfg.get("num_experts", 60)), top_k=int(cfg.get("num_experts_per_tok", 4)),
+                  expert_size=int(cfg["moe_intermediate_size"]), norm_topk_prob=bool(cfg.get("norm_topk_prob", False)),
+                  layout=ExpertLayout.QWEN2_MOE, shared_expert_size=int(cfg["shared_expert_intermediate_size"]),
+                  keys=("num_experts", "moe_intermediate_size"))
+    return Deltas(activation=activation_from(cfg.get("hidden_act", "silu"), "hidden_act"), moe=moe), \
+        _layers(cfg, n, bool(cfg.get("use_sliding_window")))
+
+
 def mixtral(cfg, hd):
     n = int(cfg["num_hidden_layers"])
     return Deltas(activation=activation_from(cfg.get("hidden_act", "silu"), "hidden_act"),
@@ -202,9 +216,12 @@ READERS = {
     "GPT2LMHeadModel": (gpt2, True, True, True),
     "MixtralForCausalLM": (mixtral, False, False, False),
     "GraniteMoeForCausalLM": (granite_moe, False, False, False),
+    "Qwen2MoeForCausalLM": (qwen2_moe, False, True, False),
 }
 MODEL_TYPES = {"qwen3": "Qwen3ForCausalLM", "smollm3": "SmolLM3ForCausalLM", "olmo2": "Olmo2ForCausalLM",
                "granite": "GraniteForCausalLM", "gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM",
                "gemma3_text": "Gemma3ForCausalLM", "phi": "PhiForCausalLM", "phi3": "Phi3ForCausalLM",
-               "gpt2": "GPT2LMHeadModel", "mixtral": "MixtralForCausalLM", "granitemoe": "GraniteMoeForCausalLM"}
+               "gpt2": "GPT2LMHeadModel", "mixtral": "MixtralForCausalLM", "granitemoe": "GraniteMoeForCausalLM",
+               "qwen2_moe": "Qwen2MoeForCausalLM"}
 LAYER_NORM_EPS_KEY = {"PhiForCausalLM": "layer_norm_eps"}
+QKV_BIAS_KEY = {"Qwen2MoeForCausalLM": "qkv_bias"}   # q/k/v bias under its own name; o_proj has none

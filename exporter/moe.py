@@ -18,7 +18,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from slmpack.exporter.blocks import ACTIVATIONS, MLP
 from slmpack.exporter.deltas import MoESpec
+from slmpack.exporter.spec import ModelSpec
 
 
 class Router(nn.Module):
@@ -61,17 +63,25 @@ def routing_weights(logits: torch.Tensor, top_k: int, renormalize: bool) -> torc
 
 
 class SparseMoE(nn.Module):
-    """``mlp`` of a MoE layer: x [B, S, D] -> sum over experts of weight x expert(x)."""
+    """``mlp`` of a MoE layer: x [B, S, D] -> sum over experts of weight x expert(x)
+    (+ sigmoid(x . w) x shared_expert(x) when the family has one)."""
 
-    def __init__(self, moe: MoESpec, hidden: int, act):
+    def __init__(self, spec: ModelSpec):
         super().__init__()
+        moe, hidden = spec.deltas.moe, spec.hidden_size
         self.top_k, self.renormalize = moe.top_k, moe.norm_topk_prob
         self.router = Router(moe.num_experts, hidden)
-        self.experts = Experts(moe, hidden, act)
+        self.experts = Experts(moe, hidden, ACTIVATIONS[spec.deltas.activation])
+        self.shared = moe.shared_expert_size > 0
+        if self.shared:
+            self.shared_expert = MLP(spec, moe.shared_expert_size)
+            self.shared_expert_gate = Router(1, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         w = routing_weights(self.router(flat), self.top_k, self.renormalize).to(x.dtype)   # [N, E]
         out = (self.experts(flat) * w.t()[:, :, None]).sum(dim=0)
+        if self.shared:
+            out = out + torch.sigmoid(self.shared_expert_gate(flat)) * self.shared_expert(flat)
         return out.reshape(shape)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from slmpack.errors import BadInputError
-from slmpack.exporter.blocks import ACTIVATIONS, MLP, Attention, RMSNorm, make_norm, rotate_half, soft_cap
+from slmpack.exporter.blocks import MLP, Attention, RMSNorm, make_norm, rotate_half, soft_cap
 from slmpack.exporter.deltas import BlockStyle, Positions
 from slmpack.exporter.moe import SparseMoE
 from slmpack.exporter.rope_tables import rope_tables
@@ -32,8 +32,7 @@ class DecoderLayer(nn.Module):
         self.residual_multiplier = spec.deltas.residual_multiplier
         d = spec.hidden_size
         self.self_attn = Attention(spec, layer)
-        moe = spec.deltas.moe
-        self.mlp = MLP(spec) if moe is None else SparseMoE(moe, d, ACTIVATIONS[spec.deltas.activation])
+        self.mlp = MLP(spec) if spec.deltas.moe is None else SparseMoE(spec)
         if self.style is not BlockStyle.POST_NORM:
             self.input_layernorm = make_norm(spec, d)
         if self.style is not BlockStyle.PARALLEL:

@@ -31,6 +31,7 @@ class Family(str, enum.Enum):
     GPT2 = "gpt2"
     MIXTRAL = "mixtral"
     GRANITE_MOE = "granitemoe"
+    QWEN2_MOE = "qwen2_moe"
 
 
 # config.json "architectures" / "model_type" values we understand. Explicit, no discovery.
@@ -50,6 +51,7 @@ _ARCHITECTURES = {
     "GPT2LMHeadModel": Family.GPT2,
     "MixtralForCausalLM": Family.MIXTRAL,
     "GraniteMoeForCausalLM": Family.GRANITE_MOE,
+    "Qwen2MoeForCausalLM": Family.QWEN2_MOE,
 }
 _MODEL_TYPES = {"llama": Family.LLAMA, "mistral": Family.MISTRAL, "qwen2": Family.QWEN2,
                 **{t: _ARCHITECTURES[a] for t, a in families.MODEL_TYPES.items()}}
@@ -350,10 +352,12 @@ def _family_spec(family: Family, arch: str, archs: list, cfg: dict) -> ModelSpec
                 rms_norm_eps=float(cfg.get(eps_key, 1e-6)),
                 max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
                 tie_word_embeddings=bool(cfg.get("tie_word_embeddings", tied)),
-                attention_bias=bool(cfg.get("attention_bias", qkv_bias)), mlp_bias=bool(cfg.get("mlp_bias", mlp_bias)))
+                attention_bias=bool(cfg.get(families.QKV_BIAS_KEY.get(arch, "attention_bias"), qkv_bias)),
+                mlp_bias=bool(cfg.get("mlp_bias", mlp_bias)))
             rope = _family_rope(cfg)
         deltas, layers = reader(cfg, common["head_dim"])
-        if common["attention_bias"] and not deltas.o_bias:  # these families' o_proj follows attention_bias
+        if common["attention_bias"] and not deltas.o_bias and arch not in families.QKV_BIAS_KEY:
+            # these families' o_proj follows attention_bias
             deltas = dataclasses.replace(deltas, o_bias=True)
         return ModelSpec(family=family, architecture=archs[0] if archs else arch, rope=rope, deltas=deltas,
                          layers=layers, bos_token_id=cfg.get("bos_token_id"),

@@ -27,9 +27,13 @@ _GPT2 = [(r"^transformer\.wte\.", "model.embed_tokens."), (r"^transformer\.wpe\.
          (r"^transformer\.h\.(\d+)\.mlp\.c_proj\.", r"model.layers.\1.mlp.down_proj."),
          (r"^transformer\.h\.(\d+)\.attn\.c_attn\.", r"model.layers.\1.self_attn.qkv.")]
 _MOE_ROUTER = {ExpertLayout.MIXTRAL: r"\.block_sparse_moe\.gate\.weight$",
-               ExpertLayout.GRANITE_FUSED: r"\.block_sparse_moe\.router\.layer\.weight$"}
-_MIXTRAL_EXPERT = re.compile(r"^(.*)\.block_sparse_moe\.experts\.(\d+)\.(w1|w2|w3)\.weight$")
-_MIXTRAL_PART = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
+               ExpertLayout.GRANITE_FUSED: r"\.block_sparse_moe\.router\.layer\.weight$",
+               ExpertLayout.QWEN2_MOE: r"\.mlp\.gate\.weight$"}
+# per-expert tensors -> (layer prefix, expert, reference part); others (Granite) are fused already
+_PER_EXPERT = {ExpertLayout.MIXTRAL: re.compile(r"^(.*)\.block_sparse_moe\.experts\.(\d+)\.(w1|w2|w3)\.weight$"),
+               ExpertLayout.QWEN2_MOE: re.compile(r"^(.*)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")}
+_PART = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj", "gate_proj": "gate_proj", "up_proj": "up_proj",
+         "down_proj": "down_proj"}
 _CONV1D = re.compile(r"\.(self_attn\.(qkv|o_proj)|mlp\.(up_proj|down_proj))\.weight$")
 
 
@@ -54,14 +58,15 @@ def _split(sd: dict, fused: str, parts: list[tuple[str, int]]) -> None:
             sd[name.replace(f".{fused}.", f".{part}.")] = piece.contiguous()
 
 
-def _stack_mixtral_experts(sd: dict, experts: int) -> None:
-    """``<layer>.block_sparse_moe.experts.<i>.w{1,3,2}.weight`` -> ``<layer>.mlp.experts.{gate,up,down}_proj``
-    [E, ...]. A layer whose experts are not exactly 0..E-1 is left as is (the strict load names it)."""
+def _stack_experts(sd: dict, pattern: re.Pattern, experts: int) -> None:
+    """``<layer>.<...>.experts.<i>.<part>.weight`` (Mixtral w1/w3/w2, Qwen2-MoE gate/up/down_proj) ->
+    ``<layer>.mlp.experts.{gate,up,down}_proj`` [E, ...]. A layer whose experts are not exactly
+    0..E-1 is left as is (the strict load names the tensors)."""
     groups: dict[tuple[str, str], dict[int, str]] = {}
     for name in sd:
-        m = _MIXTRAL_EXPERT.match(name)
+        m = pattern.match(name)
         if m:
-            groups.setdefault((m.group(1), _MIXTRAL_PART[m.group(3)]), {})[int(m.group(2))] = name
+            groups.setdefault((m.group(1), _PART[m.group(3)]), {})[int(m.group(2))] = name
     for (layer, part), names in sorted(groups.items()):
         if sorted(names) == list(range(experts)):
             sd[f"{layer}.mlp.experts.{part}"] = torch.stack([sd.pop(names[i]) for i in range(experts)])
@@ -69,8 +74,8 @@ def _stack_mixtral_experts(sd: dict, experts: int) -> None:
 
 def _moe_names(sd: dict, layout: ExpertLayout, experts: int) -> dict:
     sd = _rename(sd, [(_MOE_ROUTER[layout], ".mlp.router.weight")])
-    if layout is ExpertLayout.MIXTRAL:
-        _stack_mixtral_experts(sd, experts)
+    if layout in _PER_EXPERT:
+        _stack_experts(sd, _PER_EXPERT[layout], experts)
         return sd
     for name in [n for n in sd if n.endswith(".block_sparse_moe.input_linear.weight")]:   # [E, 2F, D]: gate | up
         t, layer = sd.pop(name), name[:-len(".block_sparse_moe.input_linear.weight")]

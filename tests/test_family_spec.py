@@ -48,6 +48,10 @@ def test_family_deltas_are_read_from_config():
     gm = _spec("granitemoe", 1)
     assert gm.deltas.moe.layout is ExpertLayout.GRANITE_FUSED and (gm.deltas.moe.num_experts, gm.deltas.moe.top_k) == (4, 1)
     assert (gm.deltas.embedding_scale, gm.deltas.attention_scale, gm.deltas.logits_divisor) == (7.0, 0.2, 4.0)
+    qm, qm1 = _spec("qwen2_moe"), _spec("qwen2_moe", 1)
+    assert (qm.deltas.moe.expert_size, qm.deltas.moe.shared_expert_size, qm.deltas.moe.norm_topk_prob) == (24, 48, False)
+    assert qm.attention_bias and not qm.deltas.o_bias and qm.windows == (None, None, None)
+    assert qm1.deltas.moe.norm_topk_prob and qm1.windows == (12, None, 12)
 
 
 @pytest.mark.parametrize("family,override,field", [
@@ -60,6 +64,9 @@ def test_family_deltas_are_read_from_config():
     ("mixtral", {"num_experts_per_tok": 5}, "num_experts_per_tok"),
     ("granitemoe", {"num_local_experts": 0}, "num_local_experts"),
     ("mixtral", {"hidden_act": "relu2"}, "hidden_act"),
+    ("qwen2_moe", {"mlp_only_layers": [1]}, "mlp_only_layers"),
+    ("qwen2_moe", {"decoder_sparse_step": 2}, "decoder_sparse_step"),
+    ("qwen2_moe", {"num_experts": 0}, "num_experts"),
 ])
 def test_unknown_delta_is_refused_naming_the_field(family, override, field):
     with pytest.raises(SlmpackError) as e:
@@ -82,3 +89,15 @@ def test_llama_spec_has_no_deltas():
     for fam in ("llama", "mistral", "qwen2"):
         s = spec_from_config({**hf_config(fam).to_dict(), "architectures": [f"{fam.capitalize()}ForCausalLM"]})
         assert s.deltas.used() == [] and s.layers == ()
+
+
+def test_sliding_window_zero_is_off_only_when_use_sliding_window_is_false():
+    from slmpack.exporter.config_checks import check_config
+
+    _, cfg = family_config("qwen2_moe", 0)
+    d = cfg.to_dict()
+    assert d["sliding_window"] == 0 and d["use_sliding_window"] is False   # what transformers writes
+    check_config(d)
+    with pytest.raises(SlmpackError) as e:
+        check_config({**d, "use_sliding_window": True})
+    assert e.value.details["field"] == "sliding_window"

@@ -18,7 +18,7 @@ from slmpack.targets.coreml.options import CoreMLOptions
 from tests.test_family_onnx import CFG, NEW, family_model_with_tokenizer
 
 pytestmark = pytest.mark.slow
-FAMILIES = ("gemma2", "phi3", "gpt2")
+FAMILIES = ("gemma2", "phi3", "gpt2", "mixtral")
 
 
 def _no_partial_utf8(path):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from slmpack.exporter.blocks import ACTIVATIONS
-from slmpack.exporter.deltas import Activation, ExpertLayout, MoESpec
 from slmpack.exporter.moe import SparseMoE, routing_weights
+from slmpack.exporter.spec import spec_from_config
+from tests.tiny_families import family_config
 
 
 def test_top_k_ties_are_resolved_as_transformers_router():
@@ -31,8 +31,8 @@ def test_top_k_ties_are_resolved_as_transformers_router():
 def test_export_graph_is_static_and_does_not_grow_with_experts():
     counts = {}
     for experts in (4, 16):
-        moe = MoESpec(num_experts=experts, top_k=2, expert_size=24, norm_topk_prob=True, layout=ExpertLayout.MIXTRAL)
-        block = SparseMoE(moe, 32, ACTIVATIONS[Activation.SILU])
+        cfg = {**family_config("mixtral", 0)[1].to_dict(), "num_local_experts": experts, "intermediate_size": 24}
+        block = SparseMoE(spec_from_config(cfg))
         for p in block.parameters():
             torch.nn.init.normal_(p)
         x = torch.randn(1, 5, 32)

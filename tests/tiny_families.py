@@ -85,11 +85,16 @@ def family_config(family: str, variant: int):
             **b, rms_norm_eps=1e-5, num_local_experts=8 - 4 * variant, num_experts_per_tok=2 - variant,
             embedding_multiplier=6.0 + variant, attention_multiplier=0.2, residual_multiplier=0.4,
             logits_scaling=3.0 + variant)
+    if family == "qwen2_moe":   # shared expert + sigmoid gate; raw top-k probabilities / renormalized
+        return tf.Qwen2MoeForCausalLM, tf.Qwen2MoeConfig(
+            **b, rms_norm_eps=1e-5, num_experts=4 + 4 * variant, num_experts_per_tok=2 + variant,
+            moe_intermediate_size=24, shared_expert_intermediate_size=48 - 8 * variant, norm_topk_prob=variant == 1,
+            qkv_bias=True, use_sliding_window=variant == 1, sliding_window=w, max_window_layers=3)
     raise KeyError(family)
 
 
 FAMILIES = ("qwen3", "gemma", "gemma2", "gemma3", "phi", "phi3", "gpt2", "smollm3", "olmo2", "granite", "mixtral",
-            "granitemoe")
+            "granitemoe", "qwen2_moe")
 
 
 def write_family_model(path: Path, family: str, variant: int = 0, seed: int = 0) -> Path:

@@ -30,6 +30,8 @@ EMITTED_OPS: dict[str, int] = {
     # (mean: reduce_sum + clip; max: fill_like + reduce_max) and the L2 normalization (reduce_l2_norm)
     "layer_norm": IOS15, "relu": IOS15, "reduce_sum": IOS15, "clip": IOS15, "reduce_l2_norm": IOS15,
     "fill_like": IOS16,
+    # mixture-of-experts routing (Mixtral, Granite MoE, Qwen2-MoE's shared-expert gate): exporter/moe.py
+    "topk": IOS15, "sigmoid": IOS15,
     # attention fused by passes/fuse_sdpa.py (iOS18)
     "scaled_dot_product_attention": IOS18,
     # KV cache as state (iOS18): coremltools' coreml_update_state is serialized as write + read

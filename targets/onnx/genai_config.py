@@ -12,7 +12,8 @@ from slmpack.exporter.spec import Family, ModelSpec
 GENAI_TYPE = {Family.LLAMA: "llama", Family.MISTRAL: "mistral", Family.QWEN2: "qwen2", Family.QWEN3: "qwen3",
               Family.SMOLLM3: "smollm3", Family.OLMO2: "olmo", Family.GRANITE: "granite", Family.GEMMA: "gemma",
               Family.GEMMA2: "gemma2", Family.GEMMA3: "gemma3_text", Family.PHI: "phi", Family.PHI3: "phi3",
-              Family.GPT2: "llama", Family.MIXTRAL: "mistral", Family.GRANITE_MOE: "granite"}
+              Family.GPT2: "llama", Family.MIXTRAL: "mistral", Family.GRANITE_MOE: "granite",
+              Family.QWEN2_MOE: "qwen2"}
 
 
 def genai_config(spec: ModelSpec, filename: str, context_length: int, gen: dict, share_buffer: bool = False) -> dict:

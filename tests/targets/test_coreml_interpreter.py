@@ -152,6 +152,22 @@ def test_pooling_ops_reduce_l2_norm_fill_like(tmp_path):
     np.testing.assert_array_equal(full, np.full_like(x, -1e9))
 
 
+def test_topk_values_indices_and_ties_against_torch(tmp_path):
+    x = f32(3, 4, 6)
+    x[0, 0, [1, 4]] = 9.0                        # a tie at the top: the lower index first, as torch.topk
+    x[1, 2, [0, 2, 5]] = -9.0                    # a tie at the bottom (ascending): lower indices first
+    (v, i, va, ia), _ = run(tmp_path, lambda x: (*mb.topk(x=x, k=3), *mb.topk(x=x, k=2, axis=-1, ascending=True)),
+                            {"x": x})
+    tv, ti = torch.topk(torch.from_numpy(x), 3, dim=-1)
+    np.testing.assert_array_equal(v, tv.numpy())
+    np.testing.assert_array_equal(i, ti.numpy())
+    assert i.dtype == np.int32 and i[0, 0, :2].tolist() == [1, 4]
+    si = np.argsort(x, axis=-1, kind="stable")[..., :2]     # torch's smallest-k tie order is not stable
+    np.testing.assert_array_equal(ia, si)
+    np.testing.assert_array_equal(va, np.take_along_axis(x, si, axis=-1))
+    assert ia[1, 2].tolist() == [0, 2]
+
+
 def test_gather_select_compare_minimum_real_div(tmp_path):
     table = f32(10, 4)
     idx = np.array([[3, 0, 9]], dtype=np.int32)

@@ -1,4 +1,4 @@
-"""Linear algebra, normalization-free reductions and softmax / attention MIL ops."""
+"""Linear algebra, normalization-free reductions, top-k and softmax / attention MIL ops."""
 from __future__ import annotations
 
 import numpy as np
@@ -50,6 +50,23 @@ def _l2_norm(x, axis, keepdims):
 for _name, _fn in {"reduce_mean": np.mean, "reduce_sum": np.sum, "reduce_max": np.max, "reduce_min": np.min,
                    "reduce_prod": np.prod, "reduce_l2_norm": _l2_norm}.items():
     register(_name)(_reduce(_fn))
+
+
+@register("topk")
+def topk(args, op):
+    """The k largest (``ascending``: smallest) along ``axis``, sorted, with int32 indices; equal
+    values keep the lower index first (a stable sort: ONNX TopK's rule, and torch.topk's for the largest).
+    ``sort=False`` leaves the order unspecified, so sorted is valid; ``return_indices=False``: values only."""
+    x = np.asarray(args["x"])
+    k = int(scalar(args["k"])) if "k" in args else 1
+    axis = (int(scalar(args["axis"])) if "axis" in args else -1) % x.ndim
+    ascending = bool(scalar(args["ascending"])) if "ascending" in args else False
+    order = np.argsort(x if ascending else -f32(x), axis=axis, kind="stable")
+    idx = np.take(order, np.arange(k), axis=axis)
+    values = np.take_along_axis(x, idx, axis=axis)
+    if "return_indices" in args and not bool(scalar(args["return_indices"])):
+        return values
+    return values, idx.astype(np.int32)
 
 
 @register("scaled_dot_product_attention")
