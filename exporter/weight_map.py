@@ -31,7 +31,7 @@ _MOE_ROUTER = {ExpertLayout.MIXTRAL: r"\.block_sparse_moe\.gate\.weight$",
                ExpertLayout.QWEN2_MOE: r"\.mlp\.gate\.weight$"}
 # per-expert tensors -> (layer prefix, expert, reference part); others (Granite) are fused already
 _PER_EXPERT = {ExpertLayout.MIXTRAL: re.compile(r"^(.*)\.block_sparse_moe\.experts\.(\d+)\.(w1|w2|w3)\.weight$"),
-               ExpertLayout.QWEN2_MOE: re.compile(r"^(.*)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")}
+               ExpertLayout.QWEN2_MOE: re.compile(r"^(.*)\.mlp\.experts\.(\d+)\.((?:gate|up|down)_proj)\.weight$")}
 _PART = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj", "gate_proj": "gate_proj", "up_proj": "up_proj",
          "down_proj": "down_proj"}
 _CONV1D = re.compile(r"\.(self_attn\.(qkv|o_proj)|mlp\.(up_proj|down_proj))\.weight$")

@@ -32,6 +32,20 @@ def test_presets_keep_norms_and_positions_float(tmp_path, family):
         assert {n for n in linears if n.startswith("model.layers.")} <= decided, name
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tflite_weight_shapes_are_the_reference_linears(tmp_path, family):
+    """What a LiteRT QuantPlan is validated against: exactly the reference's Linear / Embedding
+    weights (MoE experts and routers are plain float parameters, a shared expert is Linear)."""
+    from slmpack.targets.tflite.quantize import weight_shapes
+
+    path = write_family_model(tmp_path / "m", family, 0)
+    spec = load_spec(path)
+    ref = build_reference(spec, load_state_dict(path), max_context=32)
+    want = {f"{n}.weight": tuple(m.weight.shape) for n, m in ref.named_modules()
+            if isinstance(m, (torch.nn.Linear, torch.nn.Embedding))}
+    assert weight_shapes(spec) == want
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family,quant,variant", [("gpt2", "int8", 0), ("olmo2", "int4", 0),
                                                   ("phi3", "8da4w", 1), ("gemma3", "int8", 0)])

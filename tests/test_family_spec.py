@@ -46,10 +46,12 @@ def test_family_deltas_are_read_from_config():
     assert mx.deltas.moe.layout is ExpertLayout.MIXTRAL and mx.deltas.moe.norm_topk_prob
     assert "moe=4 experts top-2 renormalized" in mx.delta_names()
     gm = _spec("granitemoe", 1)
-    assert gm.deltas.moe.layout is ExpertLayout.GRANITE_FUSED and (gm.deltas.moe.num_experts, gm.deltas.moe.top_k) == (4, 1)
+    assert gm.deltas.moe.layout is ExpertLayout.GRANITE_FUSED
+    assert (gm.deltas.moe.num_experts, gm.deltas.moe.top_k) == (4, 1)
     assert (gm.deltas.embedding_scale, gm.deltas.attention_scale, gm.deltas.logits_divisor) == (7.0, 0.2, 4.0)
     qm, qm1 = _spec("qwen2_moe"), _spec("qwen2_moe", 1)
-    assert (qm.deltas.moe.expert_size, qm.deltas.moe.shared_expert_size, qm.deltas.moe.norm_topk_prob) == (24, 48, False)
+    q_moe = qm.deltas.moe
+    assert (q_moe.expert_size, q_moe.shared_expert_size, q_moe.norm_topk_prob) == (24, 48, False)
     assert qm.attention_bias and not qm.deltas.o_bias and qm.windows == (None, None, None)
     assert qm1.deltas.moe.norm_topk_prob and qm1.windows == (12, None, 12)
 

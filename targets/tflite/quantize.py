@@ -89,6 +89,13 @@ def weight_shapes(spec: ModelSpec) -> dict[str, tuple[int, int]]:
                     p + "mlp.down_proj.weight": (d, f)})
         if not spec.deltas.gated_mlp:  # plain MLP (Phi-2, GPT-2): up/down only
             out.pop(p + "mlp.gate_proj.weight")
+        moe = spec.deltas.moe
+        if moe is not None:  # experts and router are plain parameters (float); a shared expert is Linear
+            for part in ("gate_proj", "up_proj", "down_proj"):
+                out.pop(p + f"mlp.{part}.weight")
+            if moe.shared_expert_size:
+                s, q = moe.shared_expert_size, p + "mlp.shared_expert."
+                out.update({q + "gate_proj.weight": (s, d), q + "up_proj.weight": (s, d), q + "down_proj.weight": (d, s)})
     return out
 
 
