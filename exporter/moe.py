@@ -81,7 +81,7 @@ class SparseMoE(nn.Module):
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         w = routing_weights(self.router(flat), self.top_k, self.renormalize).to(x.dtype)   # [N, E]
-        out = (self.experts(flat) * w.t()[:, :, None]).sum(dim=0)
-        if self.shared:
-            out = out + torch.sigmoid(self.shared_expert_gate(flat)) * self.shared_expert(flat)
-        return out.reshape(shape)
+        out = (self.experts(flat) * w.t()[:, :, None]).sum(dim=0).reshape(shape)
+        if self.shared:   # on x [B, S, D]: its Linears stay MatMuls (a 2-D Linear exports as Gemm)
+            out = out + torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
+        return out

@@ -48,11 +48,14 @@ def test_tflite_weight_shapes_are_the_reference_linears(tmp_path, family):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family,quant,variant", [("gpt2", "int8", 0), ("olmo2", "int4", 0),
-                                                  ("phi3", "8da4w", 1), ("gemma3", "int8", 0)])
+                                                  ("phi3", "8da4w", 1), ("gemma3", "int8", 0),
+                                                  ("qwen2_moe", "int8", 0), ("mixtral", "int4", 1)])
 def test_quantized_family_package_passes_the_ladder(tmp_path, family, quant, variant):
     """olmo2 variant 0's down_proj reads 40 columns (32 does not divide: the preset's int8 fallback,
     weight-only); phi3 variant 1's reads 48 (int8 per-channel x dynamic activations, MatMulNBits
-    block 16). A 40-column dynamic row has no MatMulNBits block (a typed refusal, test_matrix)."""
+    block 16). A 40-column dynamic row has no MatMulNBits block (a typed refusal, test_matrix).
+    MoE: experts and routers stay float, attention and Qwen2-MoE's shared expert are quantized (the
+    shared expert runs on [B, S, D] so its Linears are MatMuls the encoder finds, not 2-D Gemms)."""
     src = family_model_with_tokenizer(tmp_path / "src", family, variant)
     # random weights: int4's perplexity loss on them says nothing about a trained model, so the
     # accuracy gate (tests/quant/test_accuracy_gate.py) is opened; the ladder's numerics still gate
