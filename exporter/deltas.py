@@ -94,8 +94,9 @@ class MoESpec:
         return self.num_experts * (hidden + 3 * hidden * self.expert_size) + shared
 
     def describe(self) -> str:
-        shared = f" + shared expert {self.shared_expert_size}" if self.shared_expert_size else ""
-        return f"{self.num_experts} experts top-{self.top_k}{' renormalized' if self.norm_topk_prob else ''}{shared}"
+        shared = f" + shared expert ({self.shared_expert_size} wide)" if self.shared_expert_size else ""
+        renorm = " renormalized" if self.norm_topk_prob else ""
+        return f"{self.num_experts} experts ({self.expert_size} wide) top-{self.top_k}{renorm}{shared}"
 
 
 class AttentionType(str, enum.Enum):

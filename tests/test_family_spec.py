@@ -44,7 +44,7 @@ def test_family_deltas_are_read_from_config():
     assert (mx.deltas.moe.num_experts, mx.deltas.moe.top_k, mx.deltas.moe.expert_size) == (4, 2, 40)
     assert (mx1.deltas.moe.num_experts, mx1.deltas.moe.top_k, mx1.windows) == (8, 3, (12, 12, 12))
     assert mx.deltas.moe.layout is ExpertLayout.MIXTRAL and mx.deltas.moe.norm_topk_prob
-    assert "moe=4 experts top-2 renormalized" in mx.delta_names()
+    assert "moe=4 experts (40 wide) top-2 renormalized" in mx.delta_names()
     gm = _spec("granitemoe", 1)
     assert gm.deltas.moe.layout is ExpertLayout.GRANITE_FUSED
     assert (gm.deltas.moe.num_experts, gm.deltas.moe.top_k) == (4, 1)
@@ -54,6 +54,7 @@ def test_family_deltas_are_read_from_config():
     assert (q_moe.expert_size, q_moe.shared_expert_size, q_moe.norm_topk_prob) == (24, 48, False)
     assert qm.attention_bias and not qm.deltas.o_bias and qm.windows == (None, None, None)
     assert qm1.deltas.moe.norm_topk_prob and qm1.windows == (12, None, 12)
+    assert "moe=4 experts (24 wide) top-2 + shared expert (48 wide)" in qm.delta_names()
 
 
 @pytest.mark.parametrize("family,override,field", [
