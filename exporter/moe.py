@@ -11,7 +11,9 @@ Cost: the dense evaluation does ``num_experts / top_k`` times the MLP FLOPs of t
 (4x for 8 experts top-2) and reads every expert's weights each step; memory is the checkpoint's
 (all experts are resident either way). Router and expert weights are plain parameters, not
 ``nn.Linear``: quantization plans cover Linear/Embedding weights only, so they stay float (a
-quantized router would flip discrete expert choices).
+quantized router would flip discrete expert choices); a shared expert is an ordinary MLP and is
+quantized like one. Discrete routing also makes a near tie between the k-th and (k+1)-th expert
+sensitive to any rounding upstream (Core ML's fp16 KV state: ``tests/test_family_targets.py``).
 """
 from __future__ import annotations
 
