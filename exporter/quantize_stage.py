@@ -156,13 +156,33 @@ class ReusedRecipe:
 
 
 def reused_plan_source(path: Path) -> tuple[Path, dict | None]:
-    """(folder holding quant_plan.json, that package's manifest or None)."""
+    """(folder holding quant_plan.json, its package's manifest or None). ``path`` is a package (its
+    plan is the sidecar ``<package>.plan`` beside it, matched by the digest the manifest records),
+    a sidecar, or any folder holding quant_plan.json + quant_plan.safetensors."""
+    from slmpack.calibration.plan_io import PLAN_JSON
+    from slmpack.package import MANIFEST, PLAN_SUFFIX, plan_sidecar, read_manifest, sha256_file
+
     path = Path(path)
     if not path.is_dir():
-        raise BadInputError(f"--quant-plan {path}: not a directory (give a package folder or a folder holding "
-                            "quant_plan.json + quant_plan.safetensors)", "E_QUANT_PLAN_MISSING")
-    manifest = path / "manifest.json"
-    return path, (json.loads(manifest.read_text("utf-8")) if manifest.is_file() else None)
+        raise BadInputError(f"--quant-plan {path}: not a directory (give a package folder, its {PLAN_SUFFIX} "
+                            "sidecar or a folder holding quant_plan.json + quant_plan.safetensors)",
+                            "E_QUANT_PLAN_MISSING")
+    package = path if (path / MANIFEST).is_file() else None
+    if package is None and path.name.endswith(PLAN_SUFFIX) and len(path.name) > len(PLAN_SUFFIX):
+        sibling = path.with_name(path.name[: -len(PLAN_SUFFIX)])
+        package = sibling if (sibling / MANIFEST).is_file() else None
+    folder = path if package is None or package != path else plan_sidecar(path)
+    if not (folder / PLAN_JSON).is_file():
+        raise BadInputError(f"--quant-plan {path}: no {PLAN_JSON} in {folder} (a quantized package's plan is its "
+                            f"sidecar {plan_sidecar(path).name} beside it)", "E_QUANT_PLAN_MISSING")
+    if package is None:
+        return folder, None
+    manifest = read_manifest(package)
+    recorded = (manifest.get("quantization") or {}).get("plan_sha256")
+    if recorded != sha256_file(folder / PLAN_JSON):
+        raise BadInputError(f"--quant-plan {path}: {folder.name} is not the plan package {package.name} was made "
+                            "with (its quant_plan.json digest differs from the manifest's)", "E_QUANT_PLAN_MISMATCH")
+    return folder, manifest
 
 
 def preflight_reused(spec, target, options, qcfg: QuantConfig) -> QuantPreflight:
@@ -240,7 +260,7 @@ def calibrate(pre: QuantPreflight, ref: ReferenceModel, model_dir: Path, max_con
     if qcfg.plan_from is not None:   # reused, already calibrated: no data, no search
         folder, manifest = reused_plan_source(qcfg.plan_from)
         q = (manifest or {}).get("quantization") or {}
-        info = {**(q.get("calibration") or {}), "reused_from": folder.name}
+        info = {**(q.get("calibration") or {}), "reused_from": Path(qcfg.plan_from).name}
         if q.get("mixed_precision"):
             info["mixed_precision_search"] = "done by the export that made the plan (see its manifest)"
         return QuantResult(qcfg, pre.plan, pre.recipe, fake_quant_reference(ref, pre.plan), info, None,
@@ -303,10 +323,18 @@ def precision_label(plan) -> str:
 
 
 def finish(stage: Path, quant: QuantResult, artifact) -> dict:
-    """Write the plan and recipe into the package, return the manifest block (the artifact carries
-    its read-back)."""
-    quant.plan.save(stage)
-    (stage / RECIPE_FILE).write_text(json.dumps(quant.recipe.to_dict(), indent=2, sort_keys=True) + "\n")
+    """Write the plan (and its recipe) into the package's sidecar, the recipe into the package;
+    return the manifest block (the artifact carries its read-back). The package records the plan's
+    digest, so a sidecar is matched to its package (``reused_plan_source``, ``validate``)."""
+    from slmpack.calibration.plan_io import PLAN_JSON
+    from slmpack.package import sha256_file, staged_sidecar
+
+    side = staged_sidecar(stage)
+    side.mkdir(mode=0o755)
+    quant.plan.save(side)
+    recipe = json.dumps(quant.recipe.to_dict(), indent=2, sort_keys=True) + "\n"
+    for folder in (stage, side):
+        (folder / RECIPE_FILE).write_text(recipe)
     if quant.mixed_precision is not None and quant.config.max_size_bytes is not None:
         size = sum((stage / f).stat().st_size for f in artifact.files if (stage / f).is_file())
         quant.mixed_precision.update({"artifact_bytes": size, "budget_met": size <= quant.config.max_size_bytes})
@@ -316,7 +344,7 @@ def finish(stage: Path, quant: QuantResult, artifact) -> dict:
         key = "none" if d.rule is None else str(d.rule)
         by_rule[key] = by_rule.get(key, 0) + 1
     return {
-        "plan": "quant_plan.json", "tensors_file": "quant_plan.safetensors", "recipe_file": RECIPE_FILE,
+        "plan": PLAN_JSON, "plan_sha256": sha256_file(side / PLAN_JSON), "recipe_file": RECIPE_FILE,
         "recipe": quant.recipe.name, "summary": summary, "tensors_by_rule": dict(sorted(by_rule.items())),
         "calibration": quant.windows_info, "mixed_precision": quant.mixed_precision,
         "config": quant.config.to_json(), "timings_s": quant.timings,

@@ -45,20 +45,37 @@ def validate(package: str | Path) -> dict:
     target = registry.get(m.target.value)
     manifest = m.to_json()
 
+    readback = "not a quantized package"
+
     def structural() -> list[str]:
+        nonlocal readback
         problems = list(target.check(pkg, manifest))
         if m.quantization.plan is not None:
-            from slmpack.calibration.plan import QuantPlan
-
-            rb = target.readback(pkg, QuantPlan.load(pkg))  # the stored integers are still the plan's
-            problems += [f"read-back: {p}" for p in rb.problems]
+            readback, rb_problems = _sidecar_readback(target, pkg, m.quantization.plan_sha256)
+            problems += rb_problems
         return problems
 
     x = ladder.LadderInputs(runner=loaded.runner(), tolerance=tolerance.checked(m),
                             vectors=safetensors.load(pkg / m.test_vectors.file), exact=m.exact,
                             structural=structural, eos=m.model.eos_token_ids)
     result = ladder.run(ladder.PACKAGE_ONLY, x)
-    return {"package": str(pkg), "target": m.target.value, **result}
+    return {"package": str(pkg), "target": m.target.value, **result, "readback": readback}
+
+
+def _sidecar_readback(target, pkg: Path, plan_sha256: str | None) -> tuple[str, list[str]]:
+    """(what was done, problems): the artifact's integers against the plan sidecar beside the
+    package, when it is there (an app's copy of the package has none: nothing to compare)."""
+    from slmpack.calibration.plan import QuantPlan
+    from slmpack.calibration.plan_io import PLAN_JSON
+    from slmpack.package import plan_sidecar, sha256_file
+
+    side = plan_sidecar(pkg)
+    if side.is_symlink() or not (side / PLAN_JSON).is_file():
+        return f"skipped: no plan sidecar {side.name} beside the package", []
+    if sha256_file(side / PLAN_JSON) != plan_sha256:
+        return "failed", [f"read-back: {side.name} is not this package's plan (quant_plan.json digest differs)"]
+    rb = target.readback(pkg, QuantPlan.load(side))  # the stored integers are still the plan's
+    return ("passed" if not rb.problems else "failed"), [f"read-back: {p}" for p in rb.problems]
 
 
 def inspect(model_dir: str | Path | None = None) -> dict:

@@ -56,9 +56,10 @@ def _quant_arguments(g) -> None:
     g.add_argument("--max-size", default=None, metavar="SIZE",
                    help="mixed precision: most accurate per-layer plan whose artifact fits, e.g. 8MB or 6MiB")
     g.add_argument("--quant-plan", type=Path, default=None, metavar="DIR",
-                   help="reuse the calibrated plan of an earlier export (its package folder, or a folder with "
-                   "quant_plan.json + quant_plan.safetensors): no calibration, the same integers in every "
-                   "target; refused if it was calibrated on another checkpoint")
+                   help="reuse the calibrated plan of an earlier export (its package folder, whose plan is the "
+                   "sidecar PKG.plan beside it; the sidecar itself; or a folder with quant_plan.json + "
+                   "quant_plan.safetensors): no calibration, the same integers in every target; refused if it "
+                   "was calibrated on another checkpoint")
 
 
 def quant_config_from_args(args):

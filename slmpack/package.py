@@ -2,6 +2,10 @@
 
 A package is written into a hidden staging directory beside the output path and renamed into
 place only when complete, so a failed export leaves nothing at the output path.
+
+A quantized package's plan (its integers, for reuse with ``--quant-plan`` and for ``validate``'s
+read-back) is a *sidecar*: the directory ``<package>.plan`` beside the package, staged and
+committed with it, so the folder an app copies holds no plan integers.
 """
 from __future__ import annotations
 
@@ -16,6 +20,40 @@ from slmpack.errors import BadInputError, PackageIntegrityError, SlmpackError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+PLAN_SUFFIX = ".plan"
+
+
+def plan_sidecar(pkg: Path) -> Path:
+    """The plan sidecar of package ``pkg``: ``<pkg>.plan`` beside it (derived from the path the
+    user gave, never from a manifest)."""
+    pkg = Path(pkg)
+    return pkg.with_name(pkg.name + PLAN_SUFFIX)
+
+
+def sidecar_matches(pkg: Path) -> bool:
+    """A float package has no sidecar to match; a quantized one needs ``<pkg>.plan`` whose
+    quant_plan.json has the digest its manifest records."""
+    from slmpack.calibration.plan_io import PLAN_JSON
+
+    recorded = (read_manifest(pkg).get("quantization") or {}).get("plan_sha256")
+    if recorded is None:
+        return True
+    side = plan_sidecar(pkg)
+    if side.is_symlink() or not (side / PLAN_JSON).is_file() or sha256_file(side / PLAN_JSON) != recorded:
+        return False
+    from slmpack.confine import parse_json
+
+    doc = parse_json((side / PLAN_JSON).read_bytes(), str(side / PLAN_JSON), "E_QUANT_PLAN_SCHEMA")
+    if not isinstance(doc, dict):
+        return False
+    tensors = side / str(doc.get("tensors_file", ""))
+    return (tensors.parent == side and tensors.is_file() and not tensors.is_symlink()
+            and sha256_file(tensors) == doc.get("tensors_sha256"))
+
+
+def staged_sidecar(staging: Path) -> Path:
+    """Where an export stages its plan sidecar (committed with the package by ``staged_directory``)."""
+    return plan_sidecar(staging)
 
 
 def sha256_file(path: Path) -> str:
@@ -82,6 +120,7 @@ def check_output_path(out: Path, force: bool, model_dir: Path | None = None) -> 
         except SlmpackError as e:
             raise BadInputError(f"{out} is not an slmpack package that verifies ({e.code}); --force only "
                                 "replaces packages", "E_OUTPUT_EXISTS") from None
+    _check_sidecar_path(plan_sidecar(out), force)
     from slmpack.staging import new_entry
 
     try:  # a real write probe: read-only file systems, /proc, ENAMETOOLONG, permissions
@@ -89,6 +128,20 @@ def check_output_path(out: Path, force: bool, model_dir: Path | None = None) -> 
     except OSError as e:
         raise BadInputError(f"{parent}: cannot create the package here ({e.strerror})",
                             "E_OUTPUT_UNWRITABLE") from None
+
+
+def _check_sidecar_path(side: Path, force: bool) -> None:
+    """``<out>.plan`` is ours to replace only with --force and only when it is a plan sidecar."""
+    if not (side.exists() or os.path.islink(side)):
+        return
+    from slmpack.calibration.plan_io import PLAN_JSON
+
+    if not force:
+        raise BadInputError(f"{side} already exists (the plan sidecar of the output; use --force to replace it)",
+                            "E_OUTPUT_EXISTS")
+    if os.path.islink(side) or not side.is_dir() or not (side / PLAN_JSON).is_file():
+        raise BadInputError(f"{side} exists and is not a plan sidecar; --force only replaces sidecars",
+                            "E_OUTPUT_EXISTS")
 
 
 def check_keep_failed(keep: Path | None) -> None:
@@ -130,22 +183,30 @@ def staged_directory(out: Path, force: bool, model_dir: Path | None = None):
     with output_lock(out):
         remove_stale(out)
         staging = new_entry(out, "staging")
+        side, out_side = staged_sidecar(staging), plan_sidecar(out)
         try:
             yield staging
             raise_if_interrupted()  # a signal whose exception something swallowed: commit nothing
             if not staging.exists():  # the caller moved a failed package away
+                shutil.rmtree(side, ignore_errors=True)
                 return
             _fix_modes(staging)
+            if side.exists():
+                _fix_modes(side)
             if out.exists():
                 check_output_path(out, force, model_dir)  # still a package (we hold the lock)
-                trash = new_entry(out, "old")
+            trash = new_entry(out, "old")
+            if out.exists():
                 os.rename(out, trash / "old")
-                os.rename(staging, out)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.rename(staging, out)
+            if out_side.exists():   # an older package's plan goes with it
+                os.rename(out_side, trash / "old.plan")
+            if side.exists():
+                os.rename(side, out_side)
+            os.rename(staging, out)
+            shutil.rmtree(trash, ignore_errors=True)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(side, ignore_errors=True)
             raise
 
 

@@ -31,7 +31,7 @@ def _manifest() -> dict:
         "tokenizer": {"files": ["tokenizer.json"]},
         "test_vectors": {"file": "test_vectors.safetensors", "prompt": "Return the", "reference": "fake_quant",
                          "eval_text": None},
-        "quantization": {"plan": "quant_plan.json", "tensors_file": "quant_plan.safetensors",
+        "quantization": {"plan": "quant_plan.json", "plan_sha256": SHA,
                          "recipe_file": "quant_recipe.json", "recipe": "int8", "readback_passed": True,
                          "summary": {"tensors": 3}},
         "report": {"precision": "int8", "attention_blocks_fused": "2/2", "op_types": ["ADD"],
@@ -39,7 +39,7 @@ def _manifest() -> dict:
                    "readback": {"passed": True, "problems": [], "bit_identical": True,
                                 "max_abs_dequant_deviation": 0.0, "tensors": {}}},
         "files": {n: SHA for n in ("model.tflite", "model.litertlm", "tokenizer.json", "test_vectors.safetensors",
-                                   "quant_plan.json", "quant_plan.safetensors", "quant_recipe.json")},
+                                   "quant_recipe.json")},
         "validation": {"passed": True, "mode": "quantized",
                        **{s: {"passed": True, "x": 1} for s in ("structural", "vectors", "heldout", "greedy")},
                        "heldout_fp32": {"tokens": 5}},
@@ -103,7 +103,7 @@ def test_missing_and_unknown_fields_are_named():
     ("artifact", "../model.tflite"), ("artifact", "/etc/passwd"), ("artifact", "a\\..\\b"), ("artifact", "C:/x"),
     ("artifact", "./model.tflite"), ("artifact", "sub//x"), ("artifact", "absent.tflite"),
     ("test_vectors.file", "../../vectors.safetensors"), ("test_vectors.file", "not_listed.safetensors"),
-    ("runtime.litert_lm.file", "../bundle.litertlm"), ("quantization.plan", "elsewhere.json"),
+    ("runtime.litert_lm.file", "../bundle.litertlm"), ("quantization.recipe_file", "elsewhere.json"),
     ("tokenizer.files", "../tokenizer.json"),
 ])
 def test_file_fields_never_leave_the_package(field, bad):

@@ -128,6 +128,7 @@ def expected_bytes(m: dict) -> int:
 def run_one(target: str, name: str, out: Path, heldout_tokens: int, plan_from: Path | None = None):
     from slmpack import api
     from slmpack.config import ExportConfig, ValidationConfig
+    from slmpack.package import plan_sidecar
     from slmpack.progress import Progress
     from slmpack.quantize_config import QuantConfig
 
@@ -157,8 +158,9 @@ def run_one(target: str, name: str, out: Path, heldout_tokens: int, plan_from: P
         "export_s": round(sum(t for k, t in prog.timings.items() if k not in NON_EXPORT_STAGES), 1),
         "total_s": round(total, 1), "stages_s": {k: round(t, 1) for k, t in prog.timings.items()},
         "plan_reused_from": None if plan_from is None else f"{plan_from.parent.name}/{plan_from.name}",
-        "plan_sha256": (hashlib.sha256((pkg.path / "quant_plan.safetensors").read_bytes()).hexdigest()
-                        if (pkg.path / "quant_plan.safetensors").is_file() else None),
+        "plan_sha256": (hashlib.sha256((plan_sidecar(pkg.path) / "quant_plan.safetensors").read_bytes()).hexdigest()
+                        if (plan_sidecar(pkg.path) / "quant_plan.safetensors").is_file() else None),
+        "package_bytes": sum(f.stat().st_size for f in pkg.path.rglob("*") if f.is_file()),  # what an app copies
     }
     if q.get("mixed_precision"):
         mp = q["mixed_precision"]

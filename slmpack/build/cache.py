@@ -1,6 +1,7 @@
 """The content-addressed package store shared by builds (local processes or Ray workers).
 
     <cache>/objects/<key>/     a complete package that verified when stored (re-verified on use)
+    <cache>/objects/<key>.plan/  its plan sidecar (quantized packages), stored and published with it
     <cache>/locks/<key>.lock   held (fcntl.flock) while a key is being built or checked
     <cache>/tmp/               staging: a package is built here, verified, then renamed into objects/
 
@@ -19,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from slmpack.errors import BadInputError, PackageIntegrityError
-from slmpack.package import verify
+from slmpack.package import plan_sidecar, sidecar_matches, verify
 
 
 def default_cache_dir() -> Path:
@@ -57,8 +58,13 @@ class Store:
             return None
         try:
             verify(obj)
+            ok = sidecar_matches(obj)
         except (PackageIntegrityError, BadInputError):  # an unreadable manifest is corrupt too
-            self._discard(obj)
+            ok = False
+        if not ok:   # a quantized package is stored with its plan, or not at all
+            for part in (obj, plan_sidecar(obj)):
+                if part.exists():
+                    self._discard(part)
             return None
         return obj
 
@@ -70,8 +76,11 @@ class Store:
         Call with the key's lock held."""
         verify(package)
         obj = self.object(key)
-        if obj.exists():
-            self._discard(obj)
+        for old in (obj, plan_sidecar(obj)):
+            if old.exists():
+                self._discard(old)
+        if plan_sidecar(package).is_dir():
+            os.rename(plan_sidecar(package), plan_sidecar(obj))
         os.rename(package, obj)
         return obj
 
@@ -86,10 +95,19 @@ def stat_signature(pkg: Path) -> dict[str, list[int]]:
             for f in sorted(pkg.rglob("*")) if f.is_file()}
 
 
+def published_plan(state: Path) -> Path:
+    """Where a published package's plan sidecar goes: beside its state record, in the output
+    tree's hidden ``.slmpack-build/`` (the visible tree is what an app bundles: Android's asset
+    packaging skips hidden entries, the Xcode script excludes it)."""
+    return state.with_suffix(".plan")
+
+
 def publish(obj: Path, out: Path, key: str, state: Path) -> None:
-    """Copy the stored package ``obj`` to ``out`` atomically and record ``key`` for up-to-date checks."""
+    """Copy the stored package ``obj`` to ``out`` atomically (its plan sidecar to
+    ``published_plan(state)``) and record ``key`` for up-to-date checks."""
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    plan = published_plan(state)
     try:
         shutil.copytree(obj, stage / "pkg", copy_function=shutil.copy2)
         verify(stage / "pkg")
@@ -98,6 +116,11 @@ def publish(obj: Path, out: Path, key: str, state: Path) -> None:
         os.rename(stage / "pkg", out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+    plan.parent.mkdir(parents=True, exist_ok=True)
+    if plan.exists():
+        shutil.rmtree(plan)
+    if plan_sidecar(obj).is_dir():
+        shutil.copytree(plan_sidecar(obj), plan, copy_function=shutil.copy2)
     write_state(state, {"key": key, "files": stat_signature(out)})
 
 

@@ -137,7 +137,7 @@ class ErrorCode(str, enum.Enum):
     E_QUANT_PLAN_TENSOR = "E_QUANT_PLAN_TENSOR", "a plan tensor has the wrong shape or dtype"
     E_QUANT_PLAN_SCHEMA = "E_QUANT_PLAN_SCHEMA", "the quant_plan.json schema is not supported"
     E_QUANT_PLAN_CORRUPT = "E_QUANT_PLAN_CORRUPT", "quant_plan.{json,safetensors} are corrupt or disagree"
-    E_QUANT_PLAN_MISSING = "E_QUANT_PLAN_MISSING", "--quant-plan names a package without a plan"
+    E_QUANT_PLAN_MISSING = "E_QUANT_PLAN_MISSING", "--quant-plan names a package without its plan sidecar, or a folder without a plan"
     E_QUANT_PLAN_MISMATCH = "E_QUANT_PLAN_MISMATCH", "a reused plan comes from another checkpoint"
     E_QUANT_PLAN_UNCALIBRATED = "E_QUANT_PLAN_UNCALIBRATED", "the target needs calibration data the plan lacks"
     E_QUANT_TARGET_UNSUPPORTED = "E_QUANT_TARGET_UNSUPPORTED", "the target cannot run the plan (refused before calibration)"

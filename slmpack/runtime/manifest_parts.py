@@ -174,28 +174,31 @@ class RuntimeInfo:
 
 @dataclass(frozen=True)
 class QuantSummary:
-    """The ``quantization`` block: ``plan is None`` for float packages."""
+    """The ``quantization`` block: ``plan is None`` for float packages. A quantized package's plan
+    is not in the package: ``plan`` names its JSON in the sidecar ``<package>.plan`` and
+    ``plan_sha256`` is that file's digest (the JSON carries its tensors' digest in turn)."""
 
     plan: str | None = None
-    tensors_file: str | None = None
+    plan_sha256: str | None = None
     recipe_file: str | None = None
     recipe: str | None = None
     readback_passed: bool | None = None
     details: JsonMap = field(default_factory=lambda: EMPTY)          # summary, tensors_by_rule, calibration, config, encoding
 
-    FILES = ("plan", "tensors_file", "recipe_file")
+    FILES = ("recipe_file",)             # fields naming a file of the package
+    NAMES = ("plan", "plan_sha256", "recipe_file", "recipe")
 
     def to_json(self) -> dict:
         if self.plan is None:
             return {**thaw(self.details), "plan": None}
-        return {**thaw(self.details), "plan": self.plan, "tensors_file": self.tensors_file,
+        return {**thaw(self.details), "plan": self.plan, "plan_sha256": self.plan_sha256,
                 "recipe_file": self.recipe_file, "recipe": self.recipe, "readback_passed": self.readback_passed}
 
     @classmethod
     def from_json(cls, d: Any, w: str = "quantization") -> "QuantSummary":
-        return cls(*(need(d, k, str, w, optional=True) for k in (*cls.FILES, "recipe")),
+        return cls(*(need(d, k, str, w, optional=True) for k in cls.NAMES),
                    readback_passed=need(d, "readback_passed", bool, w, optional=True),
-                   details=rest(d, (*cls.FILES, "recipe", "readback_passed")))
+                   details=rest(d, (*cls.NAMES, "readback_passed")))
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from onnx import numpy_helper
 from slmpack.calibration.plan import QuantPlan, resolve_plan
 from slmpack.calibration.recipe import Recipe, Rule
 from slmpack.calibration.schemes import WeightScheme
+from slmpack.package import plan_sidecar
 from slmpack.targets.onnx.quantize import DEQUANT, META_KEY, encode, unsupported
 from slmpack.targets.onnx.readback import readback
 from tests.quant.test_onnx_quant_encoding import (CASES, EMB, HEAD, SHAPES, UP, W8, _fake_quant_forward, _graph,
@@ -150,7 +151,7 @@ def test_tiny_model_int8_export(quant_model, tmp_path):
     assert m["validation"]["passed"], m["validation"]
     assert "com.microsoft::MatMulNBits" not in m["report"]["op_types"]
     q = m["report"]["quantization"]
-    plan = QuantPlan.load(pkg.path)
+    plan = QuantPlan.load(plan_sidecar(pkg.path))
     assert set(q["dequantized_at_load"]) == {n for n in plan.quantized_names() if n != "model.embed_tokens.weight"}
     rb = registry.get("onnx").readback(pkg.path, plan).to_json()
     assert rb["passed"] and rb["bit_identical"] and rb["max_abs_dequant_deviation"] == 0.0, rb["problems"]

@@ -9,7 +9,7 @@ import pytest
 from slmpack import api
 from slmpack.calibration.plan import QuantPlan
 from slmpack.config import ExportConfig, ValidationConfig
-from slmpack.package import verify
+from slmpack.package import plan_sidecar, verify
 from slmpack.quantize_config import QuantConfig
 from slmpack.targets import registry
 
@@ -32,15 +32,15 @@ def test_int4_package_passes_quantized_ladder(int4_pkg):
     assert q["plan"] == "quant_plan.json" and q["readback_passed"] is True
     assert q["summary"]["by_weight_scheme"] == {"int4_g32_sym_rtn": 14, "int8_pc_sym_rtn": 2}
     assert m["precision"] == "int4+int8" and m["test_vectors"]["reference"] == "fake_quant"
-    for f in ("quant_plan.json", "quant_plan.safetensors", "quant_recipe.json"):
-        assert f in m["files"]
+    assert "quant_recipe.json" in m["files"] and not any(f.startswith("quant_plan") for f in m["files"])
     verify(int4_pkg.path)
     assert "com.microsoft::MatMulNBits" in m["report"]["op_types"]
-    assert api.validate(int4_pkg.path)["passed"]
+    v = api.validate(int4_pkg.path)
+    assert v["passed"] and v["readback"] == "passed"     # against the sidecar beside the package
 
 
 def test_int4_readback_is_bit_identical(int4_pkg):
-    plan = QuantPlan.load(int4_pkg.path)
+    plan = QuantPlan.load(plan_sidecar(int4_pkg.path))
     rb = registry.get("onnx").readback(int4_pkg.path, plan).to_json()
     assert rb["passed"] and rb["bit_identical"] and rb["max_abs_dequant_deviation"] == 0.0
     assert rb["tensors_checked"] == 16
@@ -51,8 +51,10 @@ def test_int4_readback_is_bit_identical(int4_pkg):
 
 def test_two_exports_are_byte_identical(int4_pkg, quant_model, tmp_path):
     again = api.export(quant_model, "onnx", tmp_path / "again", config=ExportConfig(validate=False), quant=FAST)
-    for f in ("quant_plan.safetensors", "quant_plan.json", "model.onnx", "quant_recipe.json"):
+    for f in ("model.onnx", "quant_recipe.json"):
         assert (again.path / f).read_bytes() == (int4_pkg.path / f).read_bytes(), f
+    for f in ("quant_plan.safetensors", "quant_plan.json"):
+        assert (plan_sidecar(again.path) / f).read_bytes() == (plan_sidecar(int4_pkg.path) / f).read_bytes(), f
 
 
 @pytest.mark.slow  # (int8 read-back identity is also covered, fast, by test_onnx_quant_encoding.py)
@@ -61,7 +63,7 @@ def test_int8_gptq_readback_identity(quant_model, tmp_path):
     pkg = api.export(quant_model, "onnx", tmp_path / "int8", config=ExportConfig(validate=False), quant=cfg)
     rb = pkg.manifest["report"]["readback"]
     assert rb["passed"] and rb["bit_identical"], rb["problems"]
-    plan = QuantPlan.load(pkg.path)
+    plan = QuantPlan.load(plan_sidecar(pkg.path))
     assert {d.weight.bits for d in plan.decisions.values()} == {8}
     assert json.loads((pkg.path / "quant_recipe.json").read_text())["name"] == "int8+gptq"
     assert pkg.manifest["precision"] == "int8"

@@ -12,6 +12,7 @@ import pytest
 from slmpack import api
 from slmpack.config import ExportConfig
 from slmpack.errors import BadInputError, UnsupportedError
+from slmpack.package import plan_sidecar
 from slmpack.quantize_config import QuantConfig
 from tests.quant.conftest import write_quant_model
 
@@ -27,8 +28,10 @@ def calibrated(quant_model, tmp_path_factory):
 def test_reused_plan_gives_identical_bytes(calibrated, quant_model, tmp_path):
     again = api.export(quant_model, "onnx", tmp_path / "again", config=NOVAL,
                        quant=QuantConfig(plan_from=calibrated.path))
-    for f in ("quant_plan.safetensors", "quant_plan.json", "model.onnx", "quant_recipe.json"):
+    for f in ("model.onnx", "quant_recipe.json"):
         assert (again.path / f).read_bytes() == (calibrated.path / f).read_bytes(), f
+    for f in ("quant_plan.safetensors", "quant_plan.json", "quant_recipe.json"):
+        assert (plan_sidecar(again.path) / f).read_bytes() == (plan_sidecar(calibrated.path) / f).read_bytes(), f
     q = again.manifest["quantization"]
     assert q["calibration"]["reused_from"] == "first"
     assert q["calibration"]["windows"] == 4          # facts of the calibration that made the plan
@@ -37,13 +40,44 @@ def test_reused_plan_gives_identical_bytes(calibrated, quant_model, tmp_path):
     assert q["config"]["plan_from"] == "first"
 
 
-def test_bare_plan_folder_is_accepted(calibrated, quant_model, tmp_path):
-    bare = tmp_path / "plan"
-    bare.mkdir()
-    for f in ("quant_plan.json", "quant_plan.safetensors"):
-        shutil.copy(calibrated.path / f, bare / f)
-    pkg = api.export(quant_model, "onnx", tmp_path / "out", config=NOVAL, quant=QuantConfig(plan_from=bare))
+def test_the_package_holds_no_plan_integers(calibrated):
+    """What an app copies is the package; the plan is the sidecar beside it, matched by digest."""
+    from slmpack.package import sha256_file
+
+    side = plan_sidecar(calibrated.path)
+    assert sorted(p.name for p in side.iterdir()) == ["quant_plan.json", "quant_plan.safetensors", "quant_recipe.json"]
+    assert not any(p.name.startswith("quant_plan") for p in calibrated.path.iterdir())
+    assert not any(f.startswith("quant_plan") for f in calibrated.manifest["files"])
+    q = calibrated.manifest["quantization"]
+    assert q["plan"] == "quant_plan.json" and q["plan_sha256"] == sha256_file(side / "quant_plan.json")
+    plan = (side / "quant_plan.safetensors").stat().st_size
+    assert plan > (calibrated.path / "model.onnx").stat().st_size / 2   # the integers the package no longer carries
+
+
+@pytest.mark.parametrize("given", ["sidecar", "bare"])
+def test_sidecar_or_bare_plan_folder_is_accepted(given, calibrated, quant_model, tmp_path):
+    src = plan_sidecar(calibrated.path)
+    if given == "bare":
+        src = tmp_path / "plan"
+        src.mkdir()
+        for f in ("quant_plan.json", "quant_plan.safetensors"):
+            shutil.copy(plan_sidecar(calibrated.path) / f, src / f)
+    pkg = api.export(quant_model, "onnx", tmp_path / "out", config=NOVAL, quant=QuantConfig(plan_from=src))
     assert (pkg.path / "model.onnx").read_bytes() == (calibrated.path / "model.onnx").read_bytes()
+
+
+def test_package_without_its_sidecar_or_with_another_plan(calibrated, quant_model, tmp_path):
+    alone = tmp_path / "alone"
+    shutil.copytree(calibrated.path, alone)
+    with pytest.raises(BadInputError) as e:
+        api.export(quant_model, "onnx", tmp_path / "o1", config=NOVAL, quant=QuantConfig(plan_from=alone))
+    assert e.value.code == "E_QUANT_PLAN_MISSING" and "alone.plan" in e.value.message
+    other = api.export(quant_model, "onnx", tmp_path / "other", config=NOVAL, quant=QuantConfig(recipe="int8"))
+    shutil.copytree(plan_sidecar(other.path), plan_sidecar(alone))   # int8's plan beside the int4 package
+    with pytest.raises(BadInputError) as e:
+        api.export(quant_model, "onnx", tmp_path / "o2", config=NOVAL, quant=QuantConfig(plan_from=alone))
+    assert e.value.code == "E_QUANT_PLAN_MISMATCH"
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
 
 
 def test_plan_of_another_checkpoint_is_refused(calibrated, tmp_path):
@@ -81,9 +115,10 @@ def test_missing_or_corrupt_plan(calibrated, quant_model, tmp_path):
     assert e.value.code == "E_QUANT_PLAN_MISSING"
     bad = tmp_path / "bad"
     shutil.copytree(calibrated.path, bad)
-    blob = bytearray((bad / "quant_plan.safetensors").read_bytes())
+    shutil.copytree(plan_sidecar(calibrated.path), plan_sidecar(bad))
+    blob = bytearray((plan_sidecar(bad) / "quant_plan.safetensors").read_bytes())
     blob[-1] ^= 1
-    (bad / "quant_plan.safetensors").write_bytes(bytes(blob))
+    (plan_sidecar(bad) / "quant_plan.safetensors").write_bytes(bytes(blob))
     with pytest.raises(Exception) as e:
         api.export(quant_model, "onnx", tmp_path / "o2", config=NOVAL, quant=QuantConfig(plan_from=bad))
     assert getattr(e.value, "code", "").startswith("E_")   # typed (integrity) error, not a traceback
@@ -116,6 +151,6 @@ def test_target_all_calibrates_once(quant_model, tmp_path, monkeypatch):
     assert first["quantization"]["config"]["plan_from"] is None
     assert second["quantization"]["config"]["plan_from"] == "onnx"
     assert second["quantization"]["calibration"]["reused_from"] == "onnx"
-    assert (out / "onnx" / "quant_plan.safetensors").read_bytes() == \
-        (out / "coreml" / "quant_plan.safetensors").read_bytes()
+    assert (out / "onnx.plan" / "quant_plan.safetensors").read_bytes() == \
+        (out / "coreml.plan" / "quant_plan.safetensors").read_bytes()
     assert second["quantization"]["readback_passed"] is True

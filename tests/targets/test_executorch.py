@@ -261,7 +261,7 @@ def test_modes(tiny, tmp_path, mode):
         assert pkg.manifest["precision"] == options.precision.value
     else:
         assert pkg.manifest["report"]["quantization"]["encodings"]
-        assert (pkg.path / "quant_plan.json").is_file()
+        assert (pkg.path.with_name("pkg.plan") / "quant_plan.json").is_file()   # the plan sidecar
         rb = pkg.manifest["report"]["readback"]     # the plan's integers, found in model.pte
         assert rb["passed"] and rb["integers_identical"], rb["problems"]
 
