@@ -219,8 +219,9 @@ def cmd_validate(args) -> int:
         v = res["vectors"]
         print(f"{res['package']} [{res['target']}]: structural {'ok' if res['structural']['passed'] else 'FAIL'}, "
               f"vectors max|diff| {max(v['prefill_max_abs_diff'], v['decode_max_abs_diff']):.2e} "
-              f"(bound {v['bound']:.1e}), greedy {'match' if res['greedy']['match'] else 'MISMATCH'} "
-              f"-> {'PASSED' if res['passed'] else 'FAILED'}", file=quiet.stdout())
+              f"(bound {v['bound']:.1e}), greedy {'match' if res['greedy']['match'] else 'MISMATCH'}"
+              + ("" if res["readback"] == "not a quantized package" else f", plan read-back {res['readback']}")
+              + f" -> {'PASSED' if res['passed'] else 'FAILED'}", file=quiet.stdout())
     if not res["passed"]:
         from slmpack.errors import ValidationFailed
 
