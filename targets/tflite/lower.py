@@ -30,6 +30,7 @@ from slmpack.targets.tflite.litertlm import build_bundle
 from slmpack.targets.tflite.module import LiteRTDecoder, sample_inputs
 from slmpack.targets.tflite.options import TFLiteOptions
 from slmpack.targets.tflite.runner import load_interpreter
+from slmpack.targets.tflite.share_quant import share_quantization_vectors
 from slmpack.runtime.tflite_verify import ModelSummary, verify_bytes
 
 MODEL_FILE = names.MODEL_FILE
@@ -102,6 +103,7 @@ def lower(programs, spec, options: TFLiteOptions, out_dir: Path, gen: dict, plan
     encoding = None
     if plan is not None and plan.quantized_names():   # traced from the plan's fake-quant reference
         data, encoding = quantize.encode_plan(data, plan)
+    data, shared = share_quantization_vectors(data)   # one copy of each scale / zero-point vector
     summary = verify_bytes(data)
     inventory = ops.inventory(summary)
     ops.require_builtin_only(summary, options.allow_flex)
@@ -139,5 +141,6 @@ def lower(programs, spec, options: TFLiteOptions, out_dir: Path, gen: dict, plan
                 "custom_ops": inventory["custom_ops"], "flex_ops": [],
                 "verifier": "slmpack structural verifier + LiteRT flatbuffer verifier",
                 "litertlm": bundle["file"] if bundle else None,
-                **({"quantization": encoding} if encoding else {})}),
+                **({"quantization": encoding} if encoding else {}),
+                **({"shared_quantization_vectors": shared.to_json()} if shared else {})}),
     )
