@@ -53,8 +53,7 @@ def _hf_matches_package_greedy(src, pkg):
 
 KNOWN = {  # measured 2026-12-02 on this machine; strict: a fix turns these into failures to remove
     ("coreml", "phi3"): "ladder passes (vs the fp16-cache reference), but on the 22-token prompt greedy leaves "
-                        "transformers' at token 7: the fp16 state rounds K/V (|K| ~ 25 on these random weights); "
-                        "with kv_cache=io the gemma2 package fails its vectors step (io path + sliding window)",
+                        "transformers' at token 7: the fp16 state rounds K/V (|K| ~ 25 on these random weights)",
     # measured 2026-12-03: ladder passes (greedy on the package's own prompt too); on LONG_PROMPT the fp16
     # state's K/V rounding flips a near tie, and with kv_cache=io (fp32 caches) both equal transformers' 40
     ("coreml", "granitemoe"): "LONG_PROMPT greedy leaves transformers' at token 12 (its top-2 logits 5.429 / 5.382; "

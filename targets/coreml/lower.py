@@ -17,6 +17,7 @@ The steps, in order (each a small function below):
 from __future__ import annotations
 
 import json
+import math
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -51,14 +52,30 @@ def program(programs):
 
 
 def decompositions() -> dict:
-    """ATen ops coremltools' torch frontend has no translation for, as the ones it has (same values).
+    """ATen ops coremltools' torch frontend has no (right) translation for, as ones it has (same values).
 
     ``a & b`` on tensors exports as ``aten.__and__.Tensor`` (the sliding-window mask: causal and
     within the window); it is ``bitwise_and`` by definition, which coremltools lowers to
-    ``logical_and`` for bool inputs."""
+    ``logical_and`` for bool inputs. ``aten.gelu(x, approximate="tanh")``: see ``gelu_tanh``."""
     import torch
 
-    return {torch.ops.aten.__and__.Tensor: torch.ops.aten.bitwise_and.Tensor}
+    return {torch.ops.aten.__and__.Tensor: torch.ops.aten.bitwise_and.Tensor,
+            torch.ops.aten.gelu.default: gelu_tanh}
+
+
+def gelu_tanh(x, approximate: str = "none"):
+    """The tanh GELU (Gemma's ``gelu_pytorch_tanh``, GPT-2 / Phi ``gelu_new``) written out.
+
+    coremltools 9's gelu converter reads ``approximate`` only as a positional input (TorchScript);
+    torch.export keeps it a keyword, so the tanh GELU became ``gelu(mode=EXACT)``: |Δ| up to 4.7e-4
+    per activation, 8e-4 on Gemma 2's fp32 logits (apple/coremltools PR #2863, open). Written out,
+    coremltools' own ``fuse_gelu_tanh_approximation`` pass makes it one ``gelu(TANH_APPROXIMATION)``.
+    The exact GELU is left to the converter (``NotImplemented``: no decomposition)."""
+    import torch
+
+    if approximate != "tanh":
+        return NotImplemented
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3))))
 
 
 def cache_dtype(options: CoreMLOptions, layout: CacheLayout):
