@@ -354,15 +354,15 @@ def finish(stage: Path, quant: QuantResult, artifact) -> dict:
     }
 
 
-def eval_reference(quant: QuantResult, executed) -> ReferenceModel:
+def eval_reference(quant: QuantResult, executed) -> tuple[ReferenceModel, list]:
     """The fake-quant reference for test vectors and the ladder: plan weights, plus activation
     fake-quant and bf16 group scales as the target declares its runtime executes the plan
-    (``target.executed_quant``; changed after lowering, never traced)."""
+    (``target.executed_quant``; changed after lowering, never traced). Also returns the
+    activation hooks' handles (empty for weight-only plans)."""
     from slmpack.exporter.fake_quant import bf16_scale_weights, install_activation_fake_quant
 
     bf16_scale_weights(quant.reference, quant.plan, executed.bf16_scales)
-    install_activation_fake_quant(quant.reference, quant.plan, executed)
-    return quant.reference
+    return quant.reference, install_activation_fake_quant(quant.reference, quant.plan, executed)
 
 
 def fake_quant_note(manifest: dict) -> str:

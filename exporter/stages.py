@@ -184,14 +184,23 @@ def kv_dtype(job) -> str:
 
 def reference_vectors(st, job) -> None:
     torch.manual_seed(0)
-    job.eval_ref = (quantize_stage.eval_reference(job.quant, job.target.executed_quant(job.options, job.quant.plan))
-                    if job.quant else st.ref)
+    job.eval_ref, hooks = st.ref, []
+    if job.quant:
+        executed = job.target.executed_quant(job.options, job.quant.plan)
+        job.eval_ref, hooks = quantize_stage.eval_reference(job.quant, executed)
     v = st.cfg.validation
     n_eval = max(v.heldout_tokens, v.test_prompt_tokens + v.test_decode_tokens)
     job.heldout, job.heldout_src = inputs.heldout_tokens(st.tokenizer, st.spec.vocab_size, n_eval, st.eval_text)
     job.gprompt = inputs.prompt_ids(st.tokenizer, VALIDATION_PROMPT, st.spec.vocab_size)
     runner = ReferenceRunner(job.eval_ref, kv_dtype(job))
     job.vectors = build_vectors(runner, job.heldout, job.gprompt, st.cfg, st.eos)
+    if hooks:   # dynamic activations: their own effect bounds runtime-vs-reference rounding differences
+        from slmpack.exporter import activation_slack
+        from slmpack.exporter.fake_quant import install_activation_fake_quant
+
+        job.vectors.update(activation_slack.measure(
+            job.eval_ref, hooks, lambda: install_activation_fake_quant(job.eval_ref, job.quant.plan, executed),
+            job.vectors, job.heldout, min(st.cfg.trace.max_prompt, 128), kv_dtype(job)))
     save_file(job.vectors, str(job.stage / "test_vectors.safetensors"), metadata={"format": "slmpack-test-vectors-1"})
     # the inputs the target declares (LiteRT's prefill signatures, ExecuTorch's bundled cases)
     requests = job.target.reference_requests(st.spec, job.options, st.cfg.trace)

@@ -216,12 +216,11 @@ def cmd_validate(args) -> int:
     if args.json:
         _print_json(res)
     else:
-        v = res["vectors"]
+        v, rb = res["vectors"], ("" if res["readback"] == "not a quantized package" else f", plan read-back {res['readback']}")
         print(f"{res['package']} [{res['target']}]: structural {'ok' if res['structural']['passed'] else 'FAIL'}, "
               f"vectors max|diff| {max(v['prefill_max_abs_diff'], v['decode_max_abs_diff']):.2e} "
-              f"(bound {v['bound']:.1e}), greedy {'match' if res['greedy']['match'] else 'MISMATCH'}"
-              + ("" if res["readback"] == "not a quantized package" else f", plan read-back {res['readback']}")
-              + f" -> {'PASSED' if res['passed'] else 'FAILED'}", file=quiet.stdout())
+              f"(bound {v['bound']:.1e}), greedy {'match' if res['greedy']['match'] else 'MISMATCH'}{rb} "
+              f"-> {'PASSED' if res['passed'] else 'FAILED'}", file=quiet.stdout())
     if not res["passed"]:
         from slmpack.errors import ValidationFailed
 
