@@ -43,7 +43,7 @@ class ModelFacts:
     source: str  # "config" or "package"
     path: str
     model: ModelSummary
-    intermediate_size: int
+    intermediate_size: int          # the MLP's activation width per token (MoE: every expert's)
     tie_word_embeddings: bool
     weight_bytes: int | None = None  # known for packages
     kv_bits: int = 32
@@ -62,7 +62,7 @@ def facts_from_config(model_dir: Path) -> ModelFacts:
         spec = load_spec(model_dir)
     summary = ModelSummary.from_json({**spec.to_json(), "max_context": spec.max_position_embeddings,
                                       "max_prompt": spec.max_position_embeddings})
-    return ModelFacts("config", str(model_dir), summary, spec.intermediate_size, spec.tie_word_embeddings)
+    return ModelFacts("config", str(model_dir), summary, spec.activation_width, spec.tie_word_embeddings)
 
 
 def artifact_bytes(pkg: Path, manifest) -> int:
@@ -82,7 +82,7 @@ def facts_from_package(pkg: Path) -> ModelFacts | EncoderFacts:
     if isinstance(manifest, EncoderManifest):
         return encoder_facts_from_package(pkg, manifest)
     notes, details = [], manifest.model.details
-    inter = details.get("intermediate_size")
+    inter = details.get("activation_width", details.get("intermediate_size"))   # MoE: the dense experts' width
     if not isinstance(inter, int) or inter < 1:
         inter = 4 * manifest.model.hidden_size
         notes.append("intermediate_size not in manifest: activations assume 4 x hidden_size")

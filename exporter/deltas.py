@@ -93,6 +93,12 @@ class MoESpec:
         shared = 3 * hidden * self.shared_expert_size + hidden if self.shared_expert_size else 0
         return self.num_experts * (hidden + 3 * hidden * self.expert_size) + shared
 
+    def activation_width(self, hidden: int) -> int:
+        """Per token, the dense evaluation holds every expert's gate / up / product (3 x E x F) and
+        output (E x D), plus the shared expert's: as one ``3 x width`` figure for the fit check."""
+        return -(-(3 * (self.num_experts * self.expert_size + self.shared_expert_size)
+                   + self.num_experts * hidden) // 3)
+
     def describe(self) -> str:
         shared = f" + shared expert ({self.shared_expert_size} wide)" if self.shared_expert_size else ""
         renorm = " renormalized" if self.norm_topk_prob else ""

@@ -196,6 +196,11 @@ class ModelSpec:
 
     # ---- derived numbers ---------------------------------------------------------------
     @property
+    def activation_width(self) -> int:
+        """The MLP's per-token activation width for memory estimates (MoE: ``MoESpec.activation_width``)."""
+        return self.intermediate_size if self.deltas.moe is None else self.deltas.moe.activation_width(self.hidden_size)
+
+    @property
     def num_parameters(self) -> int:
         """Every weight the checkpoint holds for this spec, each delta counted (tied embeddings once)."""
         return count_parameters(self.vocab_size, self.hidden_size, self.intermediate_size, self.num_layers,
@@ -217,6 +222,7 @@ class ModelSpec:
             "tie_word_embeddings": self.tie_word_embeddings, "attention_bias": self.attention_bias,
             "bos_token_id": self.bos_token_id, "eos_token_ids": list(self.eos_token_ids),
             "num_parameters": self.num_parameters, "deltas": self.delta_names(),
+            "activation_width": self.activation_width,
             "sliding_windows": [w for w in self.windows],
         }
 

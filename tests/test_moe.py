@@ -6,7 +6,7 @@ import torch
 
 from slmpack.exporter.moe import SparseMoE, routing_weights
 from slmpack.exporter.spec import spec_from_config
-from tests.tiny_families import family_config
+from tests.tiny_families import family_config, write_family_model
 
 
 def test_top_k_ties_are_resolved_as_transformers_router():
@@ -47,3 +47,18 @@ def test_export_graph_is_static_and_does_not_grow_with_experts():
         y = torch.randn(1, 9, 32)                       # another token count through the same program
         assert torch.allclose(ep.module()(y), block(y), atol=1e-5)
     assert counts[4] == counts[16], counts
+
+
+def test_fit_counts_every_experts_activations(tmp_path):
+    """The fit check's per-token MLP width is what the dense expert evaluation holds, not the
+    checkpoint's intermediate_size (an expert's width)."""
+    from slmpack.device_tests.fit import facts_from_config
+    from slmpack.exporter.spec import load_spec
+
+    path = write_family_model(tmp_path / "m", "mixtral", 0)
+    spec, moe = load_spec(path), load_spec(path).deltas.moe
+    assert spec.intermediate_size == moe.expert_size
+    want = -(-(3 * moe.num_experts * moe.expert_size + moe.num_experts * spec.hidden_size) // 3)
+    assert spec.activation_width == want > moe.num_experts * moe.expert_size
+    assert facts_from_config(path).intermediate_size == want
+    assert spec.to_json()["activation_width"] == want     # packages carry it for `fit PKG`
