@@ -327,9 +327,9 @@ def finish(stage: Path, quant: QuantResult, artifact) -> dict:
     return the manifest block (the artifact carries its read-back). The package records the plan's
     digest, so a sidecar is matched to its package (``reused_plan_source``, ``validate``)."""
     from slmpack.calibration.plan_io import PLAN_JSON
-    from slmpack.package import sha256_file, staged_sidecar
+    from slmpack.package import plan_sidecar, sha256_file
 
-    side = staged_sidecar(stage)
+    side = plan_sidecar(stage)   # committed with the package by staged_directory
     side.mkdir(mode=0o755)
     quant.plan.save(side)
     recipe = json.dumps(quant.recipe.to_dict(), indent=2, sort_keys=True) + "\n"

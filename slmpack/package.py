@@ -51,11 +51,6 @@ def sidecar_matches(pkg: Path) -> bool:
             and sha256_file(tensors) == doc.get("tensors_sha256"))
 
 
-def staged_sidecar(staging: Path) -> Path:
-    """Where an export stages its plan sidecar (committed with the package by ``staged_directory``)."""
-    return plan_sidecar(staging)
-
-
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -183,7 +178,7 @@ def staged_directory(out: Path, force: bool, model_dir: Path | None = None):
     with output_lock(out):
         remove_stale(out)
         staging = new_entry(out, "staging")
-        side, out_side = staged_sidecar(staging), plan_sidecar(out)
+        side, out_side = plan_sidecar(staging), plan_sidecar(out)   # the export stages its plan beside staging
         try:
             yield staging
             raise_if_interrupted()  # a signal whose exception something swallowed: commit nothing
