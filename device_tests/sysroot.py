@@ -68,7 +68,10 @@ _CORES = {
 # show; the runtimes find it through the auxiliary vector (HWCAP2) all the same, and XNNPACK /
 # KleidiAI then run SME kernels (emulated ~5x slower, and not the Armv9 phone core the profile
 # describes). Turned off, so the runtime sees the profile's ISA: i8mm, bf16, SVE2 without SME.
-QEMU_CPU_PROPERTIES = {"max": "sme=off"}
+# qemu-user's SVE vectors default to 512 bits; every shipping SVE2 phone / Neoverse N2 core (the part
+# the fake cpuinfo names) has 128-bit vectors, which kernels read with `cntb`: 16 bytes, as on the
+# device (and ~3x less emulation work per cell).
+QEMU_CPU_PROPERTIES = {"max": "sme=off,sve-default-vector-length=16"}
 
 
 def qemu_cpu_arg(cpu: str) -> str:

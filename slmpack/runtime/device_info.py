@@ -41,6 +41,21 @@ def decode_hwcaps(auxv: bytes) -> list[str]:
     return [n for n, b in _HWCAP.items() if h1 & b] + [n for n, b in _HWCAP2.items() if h2 & b]
 
 
+PR_SVE_GET_VL, PR_SVE_VL_LEN_MASK = 51, 0xFFFF
+
+
+def sve_vector_bytes() -> int | None:
+    """This thread's SVE vector length in bytes (prctl PR_SVE_GET_VL), where the CPU has SVE: kernels
+    size their loops by it, so it is part of what ran (128-bit, 16 bytes, on shipping phone cores)."""
+    try:
+        import ctypes
+
+        vl = ctypes.CDLL(None, use_errno=True).prctl(PR_SVE_GET_VL, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        return None
+    return vl & PR_SVE_VL_LEN_MASK if vl > 0 else None
+
+
 def machine_info() -> dict:
     info = {"machine": platform.machine(), "system": platform.system(), "release": platform.release(),
             "python": platform.python_version(), "cpu_count": os.cpu_count()}
@@ -55,6 +70,8 @@ def machine_info() -> dict:
     caps = hwcaps()
     if caps is not None:
         info["hwcaps"] = caps
+        if "sve" in caps:
+            info["sve_vector_bytes"] = sve_vector_bytes()
     return info
 
 

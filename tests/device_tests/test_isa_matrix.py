@@ -79,6 +79,8 @@ def test_every_quant_mode_passes_on_every_isa_level(target, demo_packages, aarch
         implementer, _, part, _, features = _CORES[PROFILES[r.device]]
         assert doc["machine"]["CPU part"] == part and doc["machine"]["Features"] == features
         assert doc["machine"]["hwcaps"] == HWCAPS[r.device], (r.device, doc["machine"]["hwcaps"])
+        # the phone's SVE2 has the 128-bit vectors of a shipping Armv9 core (qemu-user's default: 512)
+        assert doc["machine"].get("sve_vector_bytes") == (16 if "sve" in HWCAPS[r.device] else None)
         assert doc["prefill_within_tolerance"] and doc["decode_within_tolerance"]
         if doc["host_greedy"]["declared_exact"]:   # judged: the host's greedy tokens, token for token
             assert r.checks["greedy_match"] is True, (r.package, r.device)
@@ -120,6 +122,7 @@ def test_encoders_on_every_isa_level(encoder_package, aarch64_sysroot, tmp_path)
         doc = r.device_json
         assert doc["machine"]["CPU part"] == _CORES[PROFILES[r.device]][2]
         assert doc["machine"]["hwcaps"] == HWCAPS[r.device], (r.device, doc["machine"]["hwcaps"])
+        assert doc["machine"].get("sve_vector_bytes") == (16 if "sve" in HWCAPS[r.device] else None)
         # fp32 on every ISA: every target declares atol = rtol = 1e-4 for an fp32 encoder
         assert doc["tolerance"] == {"atol": 1e-4, "rtol": 1e-4} and doc["vectors"]["min_cosine"] >= 0.99999
     saved = json.loads((tmp_path / "report" / "report.json").read_text())

@@ -56,10 +56,11 @@ def test_failed_build_leaves_nothing(stubbed, monkeypatch, tmp_path):
 
 
 def test_qemu_max_runs_without_sme():
-    """qemu's max has SME, which no profile names: the runtimes would dispatch SME kernels through HWCAP2."""
+    """qemu's max has SME, which no profile names: the runtimes would dispatch SME kernels through HWCAP2.
+    Its SVE vectors are the 128 bits of the Armv9 phone / Neoverse N2 core the profile names."""
     from slmpack.device_tests.sysroot import qemu_cpu_arg
 
-    assert qemu_cpu_arg("max") == "max,sme=off"
+    assert qemu_cpu_arg("max") == "max,sme=off,sve-default-vector-length=16"
     assert qemu_cpu_arg("cortex-a76") == "cortex-a76"
 
 
